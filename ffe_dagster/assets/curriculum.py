@@ -1,0 +1,167 @@
+"""The curriculum: one asset per level, all made by ``build_level_asset`` from curriculum.yaml."""
+
+import hashlib
+import json
+
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from ffe_dagster.assets.loading import load_level_data
+from ffe_dagster.config import Universe
+from ffe_dagster.core.curriculum import CurriculumSpec, LevelSpec
+from ffe_dagster.core.levels import LevelData, outcome_to_dict, run_level, trials_table
+from ffe_dagster.core.optimize import StudyConfig, TrialRecord
+from ffe_dagster.resources.studies import OptunaStorageResource
+from ffe_dagster.resources.tracking import MlflowTrackingResource
+from ffe_dagster.resources.warehouse import WarehouseResource
+
+
+def study_fingerprint(spec: LevelSpec, curriculum: CurriculumSpec, data: LevelData) -> str:
+    """A short hash of what the study depends on: the level, the search space and the data.
+
+    The same inputs give the same study name, so a crashed run resumes its study from storage.
+    """
+    payload = {
+        "level": repr(spec),
+        "space": repr(curriculum.parameters),
+        "seed": curriculum.seed,
+        "data": {
+            k: [v.height, str(v["ts"].max()), float(v["close"].sum())]
+            for k, v in sorted(data.bars.items())
+        },
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _criteria_markdown(result: dict) -> str:
+    lines = ["| criterion | threshold | test value | passed |", "|---|---|---|---|"]
+    for c in result["criteria"]:
+        lines.append(f"| {c['name']} | {c['threshold']:g} | {c['value']:.3f} | {c['passed']} |")
+    return "\n".join(lines)
+
+
+def build_level_asset(
+    spec: LevelSpec,
+    previous: LevelSpec | None,
+    curriculum: CurriculumSpec,
+    universe: Universe,
+    trial_profile: str,
+) -> AssetsDefinition:
+    """The asset of one curriculum level; level N+1 depends on level N (warm start)."""
+    n_trials = spec.trials[trial_profile]
+    deps = ["market_regimes", "validated_bars", *([previous.asset] if previous else [])]
+
+    @asset(
+        name=spec.asset,
+        deps=deps,
+        group_name="curriculum",
+        kinds={"optuna", "vectorbt", "mlflow"},
+        description=(
+            f"Level {spec.level} - {spec.name} ({spec.direction.value}). An Optuna study of "
+            f"{n_trials} trials (profile '{trial_profile}') over vectorbt backtests on the "
+            "train period; the choice is made on validation from the Pareto front; the test "
+            "period is reported against the level's pass criteria. Logged to MLflow."
+        ),
+        tags={"level": str(spec.level)},
+    )
+    def _level(
+        context: AssetExecutionContext,
+        warehouse: WarehouseResource,
+        optuna_storage: OptunaStorageResource,
+        mlflow_tracking: MlflowTrackingResource,
+    ) -> MaterializeResult:
+        data = load_level_data(warehouse, universe, curriculum.holdout_days)
+        previous_result = warehouse.latest_level_result(previous.level) if previous else None
+        warm = (previous_result or {}).get("chosen") or {}
+        study_name = f"{spec.asset}-{study_fingerprint(spec, curriculum, data)}"
+        step = max(1, n_trials // 5)
+
+        def progress(record: TrialRecord, done: int) -> None:
+            if done % step == 0 or done == n_trials:
+                context.log.info(f"{spec.asset}: trial {done}/{n_trials} {dict(record.metrics)}")
+
+        outcome = run_level(
+            spec,
+            curriculum,
+            data,
+            study=StudyConfig(
+                study_name=study_name,
+                storage=optuna_storage.storage_url(),
+                n_trials=n_trials,
+                seed=curriculum.seed,
+                constraints=curriculum.constraints,
+            ),
+            warm_start=warm.get("params"),
+            on_trial=progress,
+        )
+        result = outcome_to_dict(outcome)
+        if outcome.study.resumed_trials:
+            context.log.info(f"{study_name}: resumed from {outcome.study.resumed_trials} trials")
+        chosen = result["chosen"] or {}
+        run_id = mlflow_tracking.log_study(
+            run_name=f"{spec.asset} {context.run.run_id[:8]}",
+            tags={
+                "level": str(spec.level),
+                "direction": spec.direction.value,
+                "instruments": ",".join(sorted(data.bars)),
+                "dagster_run_id": context.run.run_id,
+                "study_name": study_name,
+                "trial_profile": trial_profile,
+                "passed": str(outcome.passed),
+            },
+            params={
+                "n_trials": n_trials,
+                "seed": curriculum.seed,
+                "strategy": curriculum.strategy,
+                **{f"best_{k}": v for k, v in (chosen.get("params") or {}).items()},
+            },
+            metrics={
+                **{f"validation_{k}": v for k, v in (chosen.get("validation") or {}).items()},
+                **{f"test_{k}": v for k, v in outcome.test.items()},
+                "feasible_trials": float(result["feasible_trials"]),  # type: ignore[arg-type]
+                "passed": float(outcome.passed),
+            },
+            trials=trials_table(outcome.study),
+            json_artifacts={
+                "best_params.json": chosen.get("params"),
+                "level_result.json": result,
+            },
+        )
+        result["mlflow_run_id"] = run_id
+        warehouse.save_level_result(spec.level, spec.asset, context.run.run_id, result)
+        verdict = "passed" if outcome.passed else "did not pass"
+        context.log.info(f"{spec.asset} {verdict}; MLflow run {run_id}")
+        return MaterializeResult(
+            metadata={
+                "passed": outcome.passed,
+                "study_name": study_name,
+                "trials": len(outcome.study.trials),
+                "new_trials": outcome.study.new_trials,
+                "feasible_trials": result["feasible_trials"],
+                "chosen_params": MetadataValue.json(chosen.get("params") or {}),
+                "validation": MetadataValue.json(chosen.get("validation") or {}),
+                "test": MetadataValue.json(outcome.test),
+                "pass_criteria": MetadataValue.md(_criteria_markdown(result)),
+                "parameter_shift_vs_previous": MetadataValue.json(result["parameter_shift"]),
+                "segments": MetadataValue.json(result["segments"]),
+                "mlflow_run_id": run_id,
+            }
+        )
+
+    return _level
+
+
+def build_curriculum_assets(
+    curriculum: CurriculumSpec, universe: Universe, trial_profile: str
+) -> list[AssetsDefinition]:
+    """One asset per level, chained level 1 -> N."""
+    levels = curriculum.levels
+    return [
+        build_level_asset(spec, levels[i - 1] if i else None, curriculum, universe, trial_profile)
+        for i, spec in enumerate(levels)
+    ]

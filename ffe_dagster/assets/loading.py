@@ -1,0 +1,28 @@
+"""Reading what the curriculum and promotion assets need from the warehouse."""
+
+from ffe_dagster.config import Universe
+from ffe_dagster.core.bars import interval_to_timedelta
+from ffe_dagster.core.levels import LevelData, holdout_starts
+from ffe_dagster.resources.warehouse import WarehouseResource
+
+
+def load_level_data(warehouse: WarehouseResource, universe: Universe, holdout_days: int) -> LevelData:
+    """Validated bars and regimes of every instrument that has any, with their hold-outs."""
+    bars_per_day = interval_to_timedelta("1d") / interval_to_timedelta(universe.bar_interval)
+    bars = {}
+    regimes = {}
+    for inst in universe.instruments:
+        frame = warehouse.read_bars("validated_bars", inst.key)
+        if frame.height:
+            bars[inst.key] = frame
+            regimes[inst.key] = warehouse.read_regimes(inst.key)
+    if not bars:
+        raise ValueError("validated_bars is empty: materialize raw_bars and validated_bars first")
+    return LevelData(
+        bars=bars,
+        regimes=regimes,
+        periods_per_year={
+            i.key: i.trading_days_per_year * bars_per_day for i in universe.instruments
+        },
+        holdout_start=holdout_starts(bars, holdout_days),
+    )

@@ -1,0 +1,239 @@
+"""Curriculum levels as data: parsing, data windows, time splits and pass criteria.
+
+A level's data is a set of windows per instrument (fixed dates plus regime segments found by the
+detector). Overlapping windows are merged so no bar counts twice; each merged window becomes one
+``Segment`` that is split in time order into train / validation / test.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from ffe_dagster.core.backtest import CostModel, Direction, Segment
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Bars of one instrument between two UTC instants (both inclusive)."""
+
+    instrument: str
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ParamRange:
+    """One searchable parameter: a float or int range, or a list of choices."""
+
+    name: str
+    low: float = 0.0
+    high: float = 0.0
+    step: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Constraints:
+    """What makes a trial infeasible rather than merely bad."""
+
+    min_trades: int
+    max_drawdown_pct: float
+    min_win_rate_pct: float
+
+
+@dataclass(frozen=True, slots=True)
+class LevelSpec:
+    """One level of the curriculum (SPEC section 4)."""
+
+    level: int
+    asset: str
+    name: str
+    direction: Direction
+    windows: tuple[Window, ...]
+    trials: Mapping[str, int]
+    pass_criteria: Mapping[str, float]
+    promotes: tuple[str, ...]
+    regime_segments: str | None = None
+    regime_min_days: int = 14
+
+
+@dataclass(frozen=True, slots=True)
+class CurriculumSpec:
+    """The whole curriculum file, parsed and checked."""
+
+    strategy: str
+    costs: CostModel
+    train_fraction: float
+    validation_fraction: float
+    holdout_days: int
+    min_segment_bars: int
+    seed: int
+    constraints: Constraints
+    parameters: tuple[ParamRange, ...]
+    stress_periods: Mapping[str, tuple[datetime, datetime]]
+    levels: tuple[LevelSpec, ...] = field(default=())
+
+
+def _day_start(value: date) -> datetime:
+    return datetime.combine(value, time(0), tzinfo=UTC)
+
+
+def _day_end(value: date) -> datetime:
+    return _day_start(value) + timedelta(days=1) - timedelta(microseconds=1)
+
+
+def parse_curriculum(raw: Mapping[str, Any]) -> CurriculumSpec:
+    """Build a ``CurriculumSpec`` from the parsed YAML, with a clear error on a bad field."""
+    try:
+        split = raw["split"]
+        levels = tuple(
+            LevelSpec(
+                level=int(lv["level"]),
+                asset=str(lv["asset"]),
+                name=str(lv["name"]),
+                direction=Direction(lv["direction"]),
+                windows=tuple(
+                    Window(w["instrument"], _day_start(w["start"]), _day_end(w["end"]))
+                    for w in lv["windows"]
+                ),
+                trials={str(k): int(v) for k, v in lv["trials"].items()},
+                pass_criteria={str(k): float(v) for k, v in lv["pass"].items()},
+                promotes=tuple(str(r) for r in lv.get("promotes", [])),
+                regime_segments=(lv.get("regime_segments") or {}).get("regime"),
+                regime_min_days=int((lv.get("regime_segments") or {}).get("min_days", 14)),
+            )
+            for lv in raw["levels"]
+        )
+        spec = CurriculumSpec(
+            strategy=str(raw["strategy"]),
+            costs=CostModel(**raw.get("costs", {})),
+            train_fraction=float(split["train"]),
+            validation_fraction=float(split["validation"]),
+            holdout_days=int(raw["holdout_days"]),
+            min_segment_bars=int(raw["min_segment_bars"]),
+            seed=int(raw["seed"]),
+            constraints=Constraints(**raw["constraints"]),
+            parameters=tuple(
+                ParamRange(
+                    name=name,
+                    low=float(p.get("low", 0.0)),
+                    high=float(p.get("high", 0.0)),
+                    step=float(p["step"]) if "step" in p else None,
+                    choices=tuple(p.get("choices", ())),
+                )
+                for name, p in raw["parameters"].items()
+            ),
+            stress_periods={
+                name: (_day_start(p["start"]), _day_end(p["end"]))
+                for name, p in raw.get("stress_periods", {}).items()
+            },
+            levels=levels,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"invalid curriculum configuration: {exc!r}") from exc
+    if [lv.level for lv in levels] != list(range(1, len(levels) + 1)):
+        raise ValueError("curriculum levels must be numbered 1..N in order")
+    fractions = (spec.train_fraction, spec.validation_fraction)
+    if min(fractions) <= 0 or sum(fractions) >= 1:
+        raise ValueError("split fractions must leave a non-empty test period")
+    return spec
+
+
+def merge_windows(windows: Sequence[Window]) -> list[Window]:
+    """Union of windows per instrument: overlapping or touching windows become one."""
+    merged: list[Window] = []
+    for w in sorted(windows, key=lambda w: (w.instrument, w.start)):
+        last = merged[-1] if merged else None
+        if last and last.instrument == w.instrument and w.start <= last.end + timedelta(hours=1):
+            merged[-1] = Window(w.instrument, last.start, max(last.end, w.end))
+        else:
+            merged.append(w)
+    return merged
+
+
+def bars_to_segment(bars: pl.DataFrame, instrument: str, periods_per_year: float) -> Segment:
+    """Wrap OHLCV bars (sorted by ts) as a ``Segment`` of numpy arrays."""
+    return Segment(
+        instrument=instrument,
+        ts=bars["ts"].to_numpy(),
+        open=bars["open"].to_numpy().astype(np.float64),
+        high=bars["high"].to_numpy().astype(np.float64),
+        low=bars["low"].to_numpy().astype(np.float64),
+        close=bars["close"].to_numpy().astype(np.float64),
+        periods_per_year=periods_per_year,
+    )
+
+
+def build_segments(
+    windows: Sequence[Window],
+    bars: Mapping[str, pl.DataFrame],
+    periods_per_year: Mapping[str, float],
+    *,
+    holdout_start: Mapping[str, datetime],
+    min_bars: int,
+) -> list[Segment]:
+    """Cut the level's windows out of each instrument's bars, before its hold-out.
+
+    Windows of instruments without bars, and pieces shorter than ``min_bars``, are left out.
+    """
+    segments: list[Segment] = []
+    for w in merge_windows(windows):
+        frame = bars.get(w.instrument)
+        if frame is None:
+            continue
+        end = min(w.end, holdout_start[w.instrument] - timedelta(microseconds=1))
+        piece = frame.filter(pl.col("ts").is_between(w.start, end))
+        if piece.height >= min_bars:
+            segments.append(bars_to_segment(piece, w.instrument, periods_per_year[w.instrument]))
+    return segments
+
+
+def split_bounds(n_bars: int, train: float, validation: float) -> tuple[int, int]:
+    """Indices ``(a, b)`` so that train is ``[0, a)``, validation ``[a, b)``, test ``[b, n)``."""
+    a = int(n_bars * train)
+    b = int(n_bars * (train + validation))
+    return a, b
+
+
+@dataclass(frozen=True, slots=True)
+class CriterionResult:
+    """One pass criterion of a level, with the measured value."""
+
+    name: str
+    threshold: float
+    value: float
+    passed: bool
+
+
+_CRITERIA: Mapping[str, tuple[str, bool]] = {
+    # criterion -> (metric, True when the metric must be at least the threshold)
+    "min_win_rate_pct": ("win_rate_pct", True),
+    "min_sharpe": ("sharpe", True),
+    "max_drawdown_pct": ("max_drawdown_pct", False),
+    "min_profit_factor": ("profit_factor", True),
+    "min_total_return_pct": ("total_return_pct", True),
+    "stress_min_total_return_pct": ("stress_worst_total_return_pct", True),
+}
+
+
+def evaluate_pass_criteria(
+    criteria: Mapping[str, float], metrics: Mapping[str, float]
+) -> list[CriterionResult]:
+    """Check a level's pass criteria against measured metrics (unknown names are an error)."""
+    results: list[CriterionResult] = []
+    for name, threshold in criteria.items():
+        if name not in _CRITERIA:
+            raise ValueError(f"unknown pass criterion {name!r}; known: {sorted(_CRITERIA)}")
+        metric, at_least = _CRITERIA[name]
+        value = float(metrics[metric])
+        # A positive-return criterion at 0 means strictly positive.
+        if at_least:
+            ok = value > threshold if name == "min_total_return_pct" else value >= threshold
+        else:
+            ok = value <= threshold
+        results.append(CriterionResult(name, threshold, value, ok))
+    return results

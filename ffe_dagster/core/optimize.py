@@ -1,0 +1,218 @@
+"""Optuna study runner: multi-objective, constrained, seeded, resumable, warm-started.
+
+Objectives: Sharpe up, win rate up, max drawdown down. A trial that breaks a constraint
+(too few trades, too deep a drawdown, too low a win rate) is infeasible through
+``Trial.set_constraint``, so it never reaches the Pareto front. The storage is passed in; a
+study re-created with the same name resumes where it stopped.
+"""
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from ffe_dagster.core.curriculum import Constraints, ParamRange
+from ffe_dagster.core.evaluation import Params, ParamValue
+from ffe_dagster.core.metrics import Metrics
+
+DIRECTIONS = ("maximize", "maximize", "minimize")
+OBJECTIVES = ("sharpe", "win_rate_pct", "max_drawdown_pct")
+
+
+@dataclass(frozen=True, slots=True)
+class StudyConfig:
+    """Where and how long a study runs."""
+
+    study_name: str
+    storage: str | BaseStorage
+    n_trials: int
+    seed: int
+    constraints: Constraints
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrialRecord:
+    """One finished trial: its parameters, train metrics and feasibility."""
+
+    number: int
+    params: Mapping[str, ParamValue]
+    metrics: Mapping[str, float]
+    feasible: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StudyOutcome:
+    """All finished trials of a study, its feasible Pareto front, and what this call added."""
+
+    study_name: str
+    trials: tuple[TrialRecord, ...]
+    pareto_numbers: tuple[int, ...]
+    resumed_trials: int
+    new_trials: int
+
+
+def build_distributions(space: Sequence[ParamRange]) -> dict[str, BaseDistribution]:
+    """Optuna distributions for the parameter ranges of the curriculum."""
+    dists: dict[str, BaseDistribution] = {}
+    for p in space:
+        if p.choices:
+            dists[p.name] = CategoricalDistribution(list(p.choices))
+        elif p.step is not None and float(p.step).is_integer() and float(p.low).is_integer():
+            dists[p.name] = IntDistribution(int(p.low), int(p.high), step=int(p.step))
+        else:
+            dists[p.name] = FloatDistribution(p.low, p.high)
+    return dists
+
+
+def constraint_violations(metrics: Metrics, constraints: Constraints) -> dict[str, float]:
+    """Constraint values in Optuna's convention: <= 0 is satisfied, > 0 by how much it is not."""
+    return {
+        "min_trades": float(constraints.min_trades - metrics.n_trades),
+        "max_drawdown_pct": metrics.max_drawdown_pct - constraints.max_drawdown_pct,
+        "min_win_rate_pct": constraints.min_win_rate_pct - metrics.win_rate_pct,
+    }
+
+
+def is_feasible(metrics: Metrics, constraints: Constraints) -> bool:
+    """True when every constraint holds."""
+    return all(v <= 0.0 for v in constraint_violations(metrics, constraints).values())
+
+
+def _record(trial: FrozenTrial) -> TrialRecord:
+    constraints = trial.constraints
+    return TrialRecord(
+        number=trial.number,
+        params=dict(trial.params),
+        metrics={k: float(v) for k, v in trial.user_attrs.get("metrics", {}).items()},
+        feasible=all(v <= 0.0 for v in constraints.values()),
+    )
+
+
+def _clip_to_space(params: Params, dists: Mapping[str, BaseDistribution]) -> dict[str, ParamValue]:
+    out: dict[str, ParamValue] = {}
+    for name, dist in dists.items():
+        if name not in params:
+            continue
+        value = params[name]
+        if isinstance(dist, CategoricalDistribution):
+            if value in dist.choices:
+                out[name] = value
+        elif isinstance(dist, IntDistribution | FloatDistribution):
+            clipped = min(max(float(value), dist.low), dist.high)
+            out[name] = round(clipped) if isinstance(dist, IntDistribution) else clipped
+    return out
+
+
+def run_study(
+    objective: Callable[[Params], Metrics],
+    space: Sequence[ParamRange],
+    config: StudyConfig,
+    *,
+    warm_start: Params | None = None,
+    on_trial: Callable[[TrialRecord, int], None] | None = None,
+) -> StudyOutcome:
+    """Run (or resume) a study until it holds ``n_trials`` finished trials or time runs out.
+
+    ``warm_start`` (the previous level's choice) is enqueued as the first trial of a new study.
+    ``on_trial`` is called after each trial with the record and the count finished so far.
+    """
+    dists = build_distributions(space)
+    study = optuna.create_study(
+        study_name=config.study_name,
+        storage=config.storage,
+        directions=list(DIRECTIONS),
+        sampler=optuna.samplers.TPESampler(seed=config.seed),
+        load_if_exists=True,
+    )
+    finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    resumed = finished
+    if warm_start is not None and finished == 0:
+        study.enqueue_trial(_clip_to_space(warm_start, dists), skip_if_exists=True)
+    started = time.monotonic()
+    while finished < config.n_trials:
+        if config.timeout_s is not None and time.monotonic() - started > config.timeout_s:
+            break
+        trial = study.ask(dists)
+        try:
+            metrics = objective(trial.params)
+        except Exception:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        for key, value in constraint_violations(metrics, config.constraints).items():
+            trial.set_constraint(key, value)
+        trial.set_user_attr("metrics", metrics.as_dict())
+        frozen = study.tell(trial, [getattr(metrics, name) for name in OBJECTIVES])
+        finished += 1
+        if on_trial is not None:
+            on_trial(_record(frozen), finished)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return StudyOutcome(
+        study_name=config.study_name,
+        trials=tuple(_record(t) for t in complete),
+        pareto_numbers=tuple(sorted(t.number for t in study.best_trials)),
+        resumed_trials=resumed,
+        new_trials=finished - resumed,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A Pareto-front trial scored on the validation period."""
+
+    number: int
+    params: Mapping[str, ParamValue]
+    train: Mapping[str, float]
+    validation: Mapping[str, float]
+    validation_feasible: bool
+
+
+def rank_on_validation(
+    outcome: StudyOutcome,
+    validate: Callable[[Params], Metrics],
+    constraints: Constraints,
+    *,
+    min_validation_trades: int,
+) -> list[Candidate]:
+    """Pareto-front trials ordered for selection using the validation period only.
+
+    Feasible-on-validation candidates come first, then by validation Sharpe, then by validation
+    win rate. The test period plays no part here.
+    """
+    by_number = {t.number: t for t in outcome.trials}
+    valid_constraints = Constraints(
+        min_trades=min_validation_trades,
+        max_drawdown_pct=constraints.max_drawdown_pct,
+        min_win_rate_pct=constraints.min_win_rate_pct,
+    )
+    candidates: list[Candidate] = []
+    for number in outcome.pareto_numbers:
+        record = by_number[number]
+        metrics = validate(record.params)
+        candidates.append(
+            Candidate(
+                number=number,
+                params=record.params,
+                train=record.metrics,
+                validation=metrics.as_dict(),
+                validation_feasible=is_feasible(metrics, valid_constraints),
+            )
+        )
+    return sorted(
+        candidates,
+        key=lambda c: (
+            not c.validation_feasible,
+            -c.validation["sharpe"],
+            -c.validation["win_rate_pct"],
+            c.number,
+        ),
+    )

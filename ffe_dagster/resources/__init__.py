@@ -1,0 +1,1 @@
+"""Dagster resources: thin, configurable wrappers over storage and services."""

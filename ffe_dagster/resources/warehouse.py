@@ -1,0 +1,161 @@
+"""The DuckDB warehouse of bars, quarantine, regimes and level results.
+
+Writes are idempotent: a partition's time window is deleted and inserted again in one
+transaction, so re-materializing never duplicates or loses rows. DuckDB allows one writer per
+file, so every writing asset runs in the ``warehouse`` concurrency pool (see dagster.yaml).
+"""
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+from dagster import ConfigurableResource
+
+from ffe_dagster.core.bars import OHLCV_SCHEMA
+
+_BAR_COLUMNS = "ts TIMESTAMPTZ NOT NULL, open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume DOUBLE"
+_DDL = (
+    f"CREATE TABLE IF NOT EXISTS raw_bars (instrument VARCHAR NOT NULL, {_BAR_COLUMNS}, "
+    "PRIMARY KEY (instrument, ts))",
+    f"CREATE TABLE IF NOT EXISTS validated_bars (instrument VARCHAR NOT NULL, {_BAR_COLUMNS}, "
+    "PRIMARY KEY (instrument, ts))",
+    f"CREATE TABLE IF NOT EXISTS bars_quarantine (instrument VARCHAR NOT NULL, {_BAR_COLUMNS}, "
+    "rule VARCHAR NOT NULL, reason VARCHAR NOT NULL, run_id VARCHAR, quarantined_at TIMESTAMPTZ)",
+    "CREATE TABLE IF NOT EXISTS market_regimes (instrument VARCHAR NOT NULL, ts TIMESTAMPTZ, "
+    "regime VARCHAR, momentum_pct_per_day DOUBLE, volatility_pct DOUBLE, trend_efficiency DOUBLE, "
+    "volume_ratio DOUBLE, confidence_pct DOUBLE, volatility_level VARCHAR, "
+    "PRIMARY KEY (instrument, ts))",
+    "CREATE TABLE IF NOT EXISTS level_results (level INTEGER NOT NULL, asset VARCHAR NOT NULL, "
+    "run_id VARCHAR, created_at TIMESTAMPTZ, result JSON NOT NULL)",
+)
+
+
+def _query(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> pl.DataFrame:
+    frame = pl.from_arrow(con.sql(sql, params=params).to_arrow_table())
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+class WarehouseResource(ConfigurableResource):
+    """DuckDB file holding every table of the data flow."""
+
+    path: str
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived connection with the schema in place and UTC as time zone."""
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(self.path)
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            for ddl in _DDL:
+                con.execute(ddl)
+            yield con
+        finally:
+            con.close()
+
+    def replace_window(
+        self,
+        table: str,
+        instrument: str,
+        start: datetime,
+        end: datetime,
+        frame: pl.DataFrame,
+    ) -> int:
+        """Replace the rows of ``instrument`` with ``start <= ts < end`` by ``frame``."""
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(
+                    f"DELETE FROM {table} WHERE instrument = ? AND ts >= ? AND ts < ?",
+                    [instrument, start, end],
+                )
+                if frame.height:
+                    con.register("incoming", frame.with_columns(instrument=pl.lit(instrument)))
+                    cols = ", ".join(["instrument", *frame.columns])
+                    con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM incoming")
+                    con.unregister("incoming")
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+        return frame.height
+
+    def read_bars(
+        self,
+        table: str,
+        instrument: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> pl.DataFrame:
+        """Bars of ``instrument`` from ``table`` in the OHLCV schema, sorted by ts."""
+        query = f"SELECT ts, open, high, low, close, volume FROM {table} WHERE instrument = ?"
+        params: list[Any] = [instrument]
+        if start is not None:
+            query += " AND ts >= ?"
+            params.append(start)
+        if end is not None:
+            query += " AND ts < ?"
+            params.append(end)
+        with self.connect() as con:
+            frame = _query(con, query + " ORDER BY ts", params)
+        return frame.cast(OHLCV_SCHEMA)  # pyright: ignore[reportArgumentType]
+
+    def read_table(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
+        """Any read-only query as a polars frame."""
+        with self.connect() as con:
+            return _query(con, sql, params or [])
+
+    def count(self, table: str, instrument: str | None = None) -> int:
+        """Row count of ``table`` (of one instrument when given)."""
+        where, params = ("WHERE instrument = ?", [instrument]) if instrument else ("", [])
+        with self.connect() as con:
+            row = con.execute(f"SELECT count(*) FROM {table} {where}", params).fetchone()
+        return int(row[0]) if row else 0
+
+    def replace_regimes(self, instrument: str, frame: pl.DataFrame) -> int:
+        """Replace the whole regime history of ``instrument``."""
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute("DELETE FROM market_regimes WHERE instrument = ?", [instrument])
+                con.register("incoming", frame.with_columns(instrument=pl.lit(instrument)))
+                cols = ", ".join(["instrument", *frame.columns])
+                con.execute(f"INSERT INTO market_regimes ({cols}) SELECT {cols} FROM incoming")
+                con.unregister("incoming")
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+        return frame.height
+
+    def read_regimes(self, instrument: str) -> pl.DataFrame:
+        """Regime history of ``instrument``, sorted by ts."""
+        return self.read_table(
+            "SELECT * EXCLUDE (instrument) FROM market_regimes WHERE instrument = ? ORDER BY ts",
+            [instrument],
+        )
+
+    def save_level_result(
+        self, level: int, asset: str, run_id: str, result: Mapping[str, Any]
+    ) -> None:
+        """Append one level's result (JSON) for the promotion step and the audit trail."""
+        with self.connect() as con:
+            con.execute(
+                "INSERT INTO level_results VALUES (?, ?, ?, now(), ?)",
+                [level, asset, run_id, json.dumps(result, default=str)],
+            )
+
+    def latest_level_result(self, level: int) -> dict[str, Any] | None:
+        """The most recent result of ``level``, or None when it never ran."""
+        with self.connect() as con:
+            row = con.execute(
+                "SELECT result FROM level_results WHERE level = ? ORDER BY created_at DESC LIMIT 1",
+                [level],
+            ).fetchone()
+        return json.loads(row[0]) if row else None
