@@ -1,0 +1,59 @@
+# Two commands matter: `make run` (one full optimization cycle) and `make test`.
+# Both create the virtual environment from uv.lock when it is missing or stale.
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export DAGSTER_HOME := $(CURDIR)/var/dagster_home
+export NUMBA_CACHE_DIR := $(CURDIR)/var/numba_cache
+export PYTHONWARNINGS := ignore::DeprecationWarning,ignore::UserWarning
+
+.PHONY: setup run run-full test lint typecheck validate dev mlflow clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(STAMP): uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $(STAMP)
+
+setup: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+run: setup  ## one full cycle on the bundled data, quick trial counts
+	$(BIN)/python -m ffe_dagster.cli run-cycle
+
+run-full: setup  ## the same with the trial counts of SPEC section 4
+	FFE_TRIAL_PROFILE=full $(BIN)/python -m ffe_dagster.cli run-cycle
+
+lint: setup
+	$(BIN)/ruff check ffe_dagster tests
+	$(BIN)/ruff format --check ffe_dagster tests
+
+typecheck: setup
+	$(BIN)/pyright
+
+validate: setup
+	$(BIN)/dagster definitions validate -w workspace.yaml
+
+test: lint typecheck validate
+	$(BIN)/pytest -q
+
+dev: setup  ## Dagster UI with the project loaded, http://127.0.0.1:3000
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+mlflow: setup  ## MLflow UI over the local tracking store, http://127.0.0.1:5000
+	mkdir -p var/mlflow
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/var/mlflow/mlflow.db \
+		--default-artifact-root $(CURDIR)/var/mlflow/artifacts -h 127.0.0.1 -p 5000
+
+clean:  ## remove every local result (keeps the virtual environment)
+	rm -rf var
