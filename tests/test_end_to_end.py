@@ -1,0 +1,85 @@
+"""The whole graph materialized into a temporary Dagster instance, warehouse, MLflow store and
+Optuna storage, with tiny trial counts, as ``make run`` does."""
+
+import json
+from pathlib import Path
+
+import pytest
+from dagster import AssetCheckKey, AssetKey, DagsterInstance
+from mlflow.tracking import MlflowClient
+
+from ffe_dagster.cli import run_cycle
+from ffe_dagster.config import load_curriculum
+from ffe_dagster.definitions import build_definitions
+from ffe_dagster.resources.registry import ParameterRegistryResource
+from ffe_dagster.resources.warehouse import WarehouseResource
+from ffe_dagster.settings import Settings
+
+SAMPLE_ROWS = {"BTC_USDT": 39_400, "ETH_USDT": 39_400, "EUR_USD": 27_777}  # see samples README
+
+
+def test_raw_bars_partition_writes_are_idempotent(tiny_settings: Settings) -> None:
+    job = build_definitions(tiny_settings).resolve_job_def("ingest_job")
+    for _ in range(2):
+        result = job.execute_in_process(partition_key="2024-01-02|BTC_USDT")
+        assert result.success
+    warehouse = WarehouseResource(path=str(tiny_settings.warehouse_path))
+    assert warehouse.count("raw_bars", "BTC_USDT") == 24
+
+
+@pytest.mark.slow
+def test_full_cycle_end_to_end(tiny_settings: Settings, tmp_path: Path) -> None:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with DagsterInstance.local_temp(tempdir=str(home)) as instance:
+        report = run_cycle(tiny_settings, instance)
+        for key in ("gx_suite_passes", "quarantine_rate_within_limit"):
+            check = AssetCheckKey(AssetKey("validated_bars"), key)
+            record = instance.event_log_storage.get_latest_asset_check_execution_by_key([check])[
+                check
+            ]
+            assert record is not None and record.status.value == "SUCCEEDED", key
+        assert instance.get_latest_materialization_event(AssetKey("promoted_parameters"))
+
+    warehouse = WarehouseResource(path=str(tiny_settings.warehouse_path))
+    for instrument, rows in SAMPLE_ROWS.items():
+        assert warehouse.count("raw_bars", instrument) == rows
+        kept = warehouse.count("validated_bars", instrument)
+        quarantined = warehouse.read_table(
+            "SELECT count(DISTINCT ts) AS n FROM bars_quarantine WHERE instrument = ?", [instrument]
+        )["n"][0]
+        assert kept + quarantined == rows  # nothing silently dropped
+        assert warehouse.count("market_regimes", instrument) > 0.9 * kept
+
+    client = MlflowClient(tracking_uri=tiny_settings.mlflow_tracking_uri)
+    experiment = client.get_experiment_by_name(tiny_settings.mlflow_experiment)
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.data.tags["level"] for r in runs) == ["1", "2", "3", "4"]
+    for run in runs:
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"trials.csv", "best_params.json", "level_result.json"} <= artifacts
+        assert run.data.params["n_trials"] in {"4", "5", "6"}
+        assert "test_sharpe" in run.data.metrics
+    assert {info["mlflow_run_id"] for info in report["levels"].values()} == {
+        r.info.run_id for r in runs
+    }
+
+    exported = json.loads(Path(report["export"]).read_text())
+    assert exported["schema"] == "ffe_dagster.promoted_parameters/1"
+    assert set(exported["regimes"]) == {"BULL", "BEAR", "SIDEWAYS", "DEFAULT"}
+    ranges = {p.name: p for p in load_curriculum(tiny_settings.curriculum_path).parameters}
+    for current in exported["regimes"].values():
+        if current is None:
+            continue
+        for name, value in current["params"].items():
+            spec = ranges[name]
+            assert (value in spec.choices) if spec.choices else spec.low <= value <= spec.high
+        assert current["cold_metrics"]["sharpe"] >= 0.5
+        assert current["cold_metrics"]["n_trades"] >= 20
+
+    history = ParameterRegistryResource(url=tiny_settings.studies_url).history()
+    assert {v["regime"] for v in history} == {"BULL", "BEAR", "SIDEWAYS", "DEFAULT"}
+    assert all(v["reason"] for v in history)
+    promoted = {k for k, v in exported["regimes"].items() if v is not None}
+    assert promoted == {v["regime"] for v in history if v["status"] == "current"}
