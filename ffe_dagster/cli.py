@@ -17,8 +17,8 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from ffe_dagster.definitions import EXPORT_FILE, build_definitions
 from ffe_dagster.config import load_universe
+from ffe_dagster.definitions import EXPORT_FILE, build_definitions
 from ffe_dagster.partitions import DATE_DIM, INSTRUMENT_DIM, bar_partitions
 from ffe_dagster.resources.warehouse import WarehouseResource
 from ffe_dagster.settings import Settings
@@ -61,9 +61,7 @@ def run_cycle(settings: Settings, instance: DagsterInstance, trigger: str = "man
         "optimization_job": _execute(defs, "optimization_job", instance, tags),
     }
     warehouse = WarehouseResource(path=str(settings.warehouse_path))
-    levels = {
-        lv: warehouse.latest_level_result(lv) for lv in range(1, 5)
-    }
+    levels = {lv: warehouse.latest_level_result(lv) for lv in range(1, 5)}
     return {
         "runs": runs,
         "levels": {
@@ -89,8 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with DagsterInstance.get() as instance:
         report = run_cycle(settings, instance)
     export = json.loads(open(report["export"]).read())
-    print(f"\ncycle finished in {time.monotonic() - started:.0f}s (trial profile "
-          f"'{settings.trial_profile}')")
+    print(
+        f"\ncycle finished in {time.monotonic() - started:.0f}s (trial profile "
+        f"'{settings.trial_profile}')"
+    )
     for level, info in report["levels"].items():
         verdict = "passed" if info["passed"] else "did not pass"
         print(f"  level {level}: {verdict}; MLflow run {info['mlflow_run_id']}")
@@ -98,8 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for regime, current in export["regimes"].items():
         state = f"v{current['version']} from level {current['level']}" if current else "none"
         print(f"  {regime}: {state}")
-    print("\nlook at it: `make dev` (Dagster UI, http://127.0.0.1:3000), "
-          "`make mlflow` (MLflow UI, http://127.0.0.1:5000)")
+    print(
+        "\nlook at it: `make dev` (Dagster UI, http://127.0.0.1:3000), "
+        "`make mlflow` (MLflow UI, http://127.0.0.1:5000)"
+    )
     return 0
 
 

@@ -37,7 +37,7 @@ def instrument_partitions(universe: Universe) -> StaticPartitionsDefinition:
 
 
 def windows_by_instrument(keys: Sequence[str]) -> dict[str, list[tuple[datetime, datetime]]]:
-    """Group day x instrument partition keys into contiguous ``[start, end)`` windows per instrument.
+    """Group day x instrument partition keys into contiguous [start, end) windows per instrument.
 
     A single-run backfill hands an asset thousands of keys; writing one window per contiguous run
     of days keeps the warehouse writes few and still exactly partition-shaped.

@@ -49,7 +49,9 @@ class Settings:
             curriculum_path=Path(
                 env.get("FFE_CURRICULUM", str(PACKAGE_DIR / "config" / "curriculum.yaml"))
             ),
-            universe_path=Path(env.get("FFE_UNIVERSE", str(PACKAGE_DIR / "config" / "universe.yaml"))),
+            universe_path=Path(
+                env.get("FFE_UNIVERSE", str(PACKAGE_DIR / "config" / "universe.yaml"))
+            ),
             warehouse_path=Path(env.get("FFE_WAREHOUSE", str(var_dir / "warehouse.duckdb"))),
             studies_url=studies_url,
             mlflow_tracking_uri=env.get(

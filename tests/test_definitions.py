@@ -58,7 +58,7 @@ def test_schedule_requests_the_newest_day_of_every_instrument(tiny_settings: Set
             repository_def=repo,
         )
         requests = list(schedule.evaluate_tick(context).run_requests or [])
-    assert sorted(r.partition_key for r in requests) == [
+    assert sorted(str(r.partition_key) for r in requests) == [
         "2024-03-04|BTC_USDT",
         "2024-03-04|ETH_USDT",
         "2024-03-04|EUR_USD",

@@ -37,6 +37,11 @@ def test_versions_transitions_and_rollback(tmp_path: Path) -> None:
     statuses = [v["status"] for v in registry.history("BULL")]
     assert statuses == ["current", "rejected", "rolled_back"]
     actions = [(t["action"], t["from_version"], t["to_version"]) for t in registry.transitions()]
-    assert actions == [("promote", None, 1), ("reject", 1, 1), ("promote", 1, 3), ("rollback", 3, 1)]
+    assert actions == [
+        ("promote", None, 1),
+        ("reject", 1, 1),
+        ("promote", 1, 3),
+        ("rollback", 3, 1),
+    ]
     with pytest.raises(ValueError, match="no earlier promoted version"):
         registry.rollback("BULL", reason="again", trigger="manual", run_id=None)

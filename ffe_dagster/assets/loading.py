@@ -6,7 +6,9 @@ from ffe_dagster.core.levels import LevelData, holdout_starts
 from ffe_dagster.resources.warehouse import WarehouseResource
 
 
-def load_level_data(warehouse: WarehouseResource, universe: Universe, holdout_days: int) -> LevelData:
+def load_level_data(
+    warehouse: WarehouseResource, universe: Universe, holdout_days: int
+) -> LevelData:
     """Validated bars and regimes of every instrument that has any, with their hold-outs."""
     bars_per_day = interval_to_timedelta("1d") / interval_to_timedelta(universe.bar_interval)
     bars = {}

@@ -168,5 +168,3 @@ def _markdown(table: pl.DataFrame) -> str:
     sep = "|" + "---|" * len(table.columns)
     rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.iter_rows()]
     return "\n".join([header, sep, *rows])
-
-

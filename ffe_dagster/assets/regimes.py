@@ -54,7 +54,9 @@ def build_regime_asset(instruments: StaticPartitionsDefinition) -> AssetsDefinit
             confirmed = confirmed_regime(regimes, config)
             summary[instrument] = {
                 "bars": regimes.height,
-                "share_pct": {k: round(100 * v / max(regimes.height, 1), 1) for k, v in counts.items()},
+                "share_pct": {
+                    k: round(100 * v / max(regimes.height, 1), 1) for k, v in counts.items()
+                },
                 "latest": latest.get("regime"),
                 "latest_confidence_pct": latest.get("confidence_pct"),
                 "confirmed": confirmed.value if confirmed else None,

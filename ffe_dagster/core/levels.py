@@ -7,6 +7,7 @@ and publishes the returned ``LevelOutcome``.
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -172,9 +173,7 @@ def run_level(
         level=spec.level,
         name=spec.name,
         direction=spec.direction.value,
-        segments=tuple(
-            (s.instrument, str(s.ts[0]), str(s.ts[-1]), len(s)) for s in segments
-        ),
+        segments=tuple((s.instrument, str(s.ts[0]), str(s.ts[-1]), len(s)) for s in segments),
         study=outcome,
         candidates=tuple(candidates),
         chosen=chosen,
@@ -195,10 +194,10 @@ def holdout_starts(bars: Mapping[str, pl.DataFrame], holdout_days: int) -> dict[
     return out
 
 
-def outcome_to_dict(outcome: LevelOutcome) -> dict[str, object]:
+def outcome_to_dict(outcome: LevelOutcome) -> dict[str, Any]:
     """A JSON-ready view of a level's outcome (stored, logged to MLflow, read by promotion)."""
 
-    def candidate(c: Candidate | None) -> dict[str, object] | None:
+    def candidate(c: Candidate | None) -> dict[str, Any] | None:
         if c is None:
             return None
         return {

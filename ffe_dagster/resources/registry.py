@@ -188,7 +188,7 @@ class ParameterRegistryResource(ConfigurableResource):
             return [dict(r) for r in rows]
 
 
-def _decode(row: Mapping[str, Any]) -> dict[str, Any]:
+def _decode(row: Mapping[Any, Any]) -> dict[str, Any]:
     out = dict(row)
     out["params"] = json.loads(out["params"])
     out["metrics"] = json.loads(out["metrics"])

@@ -55,9 +55,7 @@ class MlflowTrackingResource(ConfigurableResource):
     ) -> str:
         """Create one finished run with everything of a level study; returns the run id."""
         client = self.client()
-        run = client.create_run(
-            self.experiment_id(client), run_name=run_name, tags=dict(tags)
-        )
+        run = client.create_run(self.experiment_id(client), run_name=run_name, tags=dict(tags))
         run_id = run.info.run_id
         try:
             client.log_batch(

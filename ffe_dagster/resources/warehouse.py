@@ -18,7 +18,9 @@ from dagster import ConfigurableResource
 
 from ffe_dagster.core.bars import OHLCV_SCHEMA
 
-_BAR_COLUMNS = "ts TIMESTAMPTZ NOT NULL, open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume DOUBLE"
+_BAR_COLUMNS = (
+    "ts TIMESTAMPTZ NOT NULL, open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume DOUBLE"
+)
 _DDL = (
     f"CREATE TABLE IF NOT EXISTS raw_bars (instrument VARCHAR NOT NULL, {_BAR_COLUMNS}, "
     "PRIMARY KEY (instrument, ts))",

@@ -41,7 +41,7 @@ def test_the_shipped_curriculum_has_the_four_levels_of_the_spec() -> None:
 def test_a_bad_curriculum_names_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "c.yaml"
     bad.write_text("levels: []\nstrategy: x\n")
-    with pytest.raises(ValueError, match="c.yaml"):
+    with pytest.raises(ValueError, match=r"c\.yaml"):
         load_curriculum(bad)
 
 
@@ -67,7 +67,10 @@ def test_segments_stop_before_the_holdout_and_short_pieces_are_dropped() -> None
         open=pl.lit(1.0), high=pl.lit(1.0), low=pl.lit(1.0), close=pl.lit(1.0), volume=pl.lit(1.0)
     )
     segments = build_segments(
-        [Window("A", d("2020-01-01"), d("2020-12-31")), Window("A", d("2020-01-30"), d("2020-12-31"))],
+        [
+            Window("A", d("2020-01-01"), d("2020-12-31")),
+            Window("A", d("2020-01-30"), d("2020-12-31")),
+        ],
         {"A": bars},
         {"A": 8760.0},
         holdout_start={"A": d("2020-01-21")},

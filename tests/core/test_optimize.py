@@ -10,7 +10,11 @@ from ffe_dagster.core.evaluation import Params
 from ffe_dagster.core.metrics import Metrics
 from ffe_dagster.core.optimize import StudyConfig, rank_on_validation, run_study
 
-SPACE = (ParamRange("x", 0.0, 10.0), ParamRange("n", 1, 20, step=1), ParamRange("m", choices=("a", "b")))
+SPACE = (
+    ParamRange("x", 0.0, 10.0),
+    ParamRange("n", 1, 20, step=1),
+    ParamRange("m", choices=("a", "b")),
+)
 CONSTRAINTS = Constraints(min_trades=10, max_drawdown_pct=20.0, min_win_rate_pct=40.0)
 
 
