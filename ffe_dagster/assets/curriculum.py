@@ -6,6 +6,7 @@ import json
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
+    AutomationCondition,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -60,6 +61,7 @@ def build_level_asset(
         name=spec.asset,
         deps=deps,
         group_name="curriculum",
+        automation_condition=AutomationCondition.eager(),
         kinds={"optuna", "vectorbt", "mlflow"},
         description=(
             f"Level {spec.level} - {spec.name} ({spec.direction.value}). An Optuna study of "

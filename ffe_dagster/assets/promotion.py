@@ -6,7 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    AutomationCondition,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
 from ffe_dagster.assets.loading import load_level_data
 from ffe_dagster.config import Universe
@@ -75,6 +82,7 @@ def build_promotion_asset(
     @asset(
         deps=[lv.asset for lv in curriculum.levels],
         group_name="promotion",
+        automation_condition=AutomationCondition.eager(),
         kinds={"sql", "json"},
     )
     def promoted_parameters(
