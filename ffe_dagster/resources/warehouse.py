@@ -61,22 +61,14 @@ class WarehouseResource(ConfigurableResource):
         finally:
             con.close()
 
-    def replace_window(
-        self,
-        table: str,
-        instrument: str,
-        start: datetime,
-        end: datetime,
-        frame: pl.DataFrame,
+    def _replace(
+        self, table: str, instrument: str, where: str, params: list[Any], frame: pl.DataFrame
     ) -> int:
-        """Replace the rows of ``instrument`` with ``start <= ts < end`` by ``frame``."""
+        """Delete the rows matching ``where`` and insert ``frame``, in one transaction."""
         with self.connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
-                con.execute(
-                    f"DELETE FROM {table} WHERE instrument = ? AND ts >= ? AND ts < ?",
-                    [instrument, start, end],
-                )
+                con.execute(f"DELETE FROM {table} WHERE instrument = ? AND {where}", params)
                 if frame.height:
                     con.register("incoming", frame.with_columns(instrument=pl.lit(instrument)))
                     cols = ", ".join(["instrument", *frame.columns])
@@ -87,6 +79,19 @@ class WarehouseResource(ConfigurableResource):
                 con.execute("ROLLBACK")
                 raise
         return frame.height
+
+    def replace_window(
+        self,
+        table: str,
+        instrument: str,
+        start: datetime,
+        end: datetime,
+        frame: pl.DataFrame,
+    ) -> int:
+        """Replace the rows of ``instrument`` with ``start <= ts < end`` by ``frame``."""
+        return self._replace(
+            table, instrument, "ts >= ? AND ts < ?", [instrument, start, end], frame
+        )
 
     def read_bars(
         self,
@@ -122,19 +127,7 @@ class WarehouseResource(ConfigurableResource):
 
     def replace_regimes(self, instrument: str, frame: pl.DataFrame) -> int:
         """Replace the whole regime history of ``instrument``."""
-        with self.connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                con.execute("DELETE FROM market_regimes WHERE instrument = ?", [instrument])
-                con.register("incoming", frame.with_columns(instrument=pl.lit(instrument)))
-                cols = ", ".join(["instrument", *frame.columns])
-                con.execute(f"INSERT INTO market_regimes ({cols}) SELECT {cols} FROM incoming")
-                con.unregister("incoming")
-                con.execute("COMMIT")
-            except Exception:
-                con.execute("ROLLBACK")
-                raise
-        return frame.height
+        return self._replace("market_regimes", instrument, "TRUE", [instrument], frame)
 
     def read_regimes(self, instrument: str) -> pl.DataFrame:
         """Regime history of ``instrument``, sorted by ts."""
