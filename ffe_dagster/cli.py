@@ -17,7 +17,7 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from ffe_dagster.config import load_universe
+from ffe_dagster.config import load_curriculum, load_universe
 from ffe_dagster.definitions import EXPORT_FILE, build_definitions
 from ffe_dagster.partitions import DATE_DIM, INSTRUMENT_DIM, bar_partitions
 from ffe_dagster.resources.warehouse import WarehouseResource
@@ -61,7 +61,10 @@ def run_cycle(settings: Settings, instance: DagsterInstance, trigger: str = "man
         "optimization_job": _execute(defs, "optimization_job", instance, tags),
     }
     warehouse = WarehouseResource(path=str(settings.warehouse_path))
-    levels = {lv: warehouse.latest_level_result(lv) for lv in range(1, 5)}
+    levels = {
+        spec.level: warehouse.latest_level_result(spec.level)
+        for spec in load_curriculum(settings.curriculum_path).levels
+    }
     return {
         "runs": runs,
         "levels": {

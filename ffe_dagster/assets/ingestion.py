@@ -102,6 +102,7 @@ def build_ingestion_assets(
         limit = ValidationConfig().max_quarantine_fraction
         for instrument, spans in windows_by_instrument(context.partition_keys).items():
             config = ValidationConfig(require_volume=universe.instrument(instrument).has_volume)
+            checked_before, quarantined_before = checked, quarantined
             for start, end in spans:
                 raw = warehouse.read_bars("raw_bars", instrument, start, end)
                 result = validate_bars(raw, config)
@@ -122,7 +123,10 @@ def build_ingestion_assets(
                 worst_fraction = max(worst_fraction, result.quarantine_fraction)
                 for rule in result.rules:
                     by_rule[rule.rule] = by_rule.get(rule.rule, 0) + rule.unexpected_count
-            context.log.info(f"validated_bars {instrument}: checked, {quarantined} quarantined")
+            context.log.info(
+                f"validated_bars {instrument}: {checked - checked_before} rows checked, "
+                f"{quarantined - quarantined_before} quarantined"
+            )
         failures = {k: v for k, v in by_rule.items() if v}
         yield MaterializeResult(
             metadata={

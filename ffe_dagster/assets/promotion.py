@@ -17,6 +17,7 @@ from dagster import (
 
 from ffe_dagster.assets.loading import load_level_data
 from ffe_dagster.config import Universe
+from ffe_dagster.core.backtest import Segment
 from ffe_dagster.core.curriculum import CurriculumSpec, bars_to_segment
 from ffe_dagster.core.evaluation import Params, evaluate_recent
 from ffe_dagster.core.levels import LevelData
@@ -34,8 +35,9 @@ from ffe_dagster.resources.warehouse import WarehouseResource
 WARMUP_BARS = 400
 
 
-def _holdout_segments(data: LevelData) -> list:
-    segments = []
+def _holdout_segments(data: LevelData) -> list[Segment]:
+    """Per instrument, the hold-out bars plus enough earlier bars to warm the indicators."""
+    segments: list[Segment] = []
     for instrument, bars in data.bars.items():
         start = data.holdout_start[instrument]
         idx = int((bars["ts"] < start).sum())
