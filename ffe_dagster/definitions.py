@@ -44,7 +44,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
                 directory=str(settings.samples_dir), files=dict(universe.files)
             ),
             "optuna_storage": OptunaStorageResource(url=settings.studies_url),
-            "registry": ParameterRegistryResource(url=settings.studies_url),
+            "registry": ParameterRegistryResource(url=settings.registry_url),
             "mlflow_tracking": MlflowTrackingResource(
                 tracking_uri=settings.mlflow_tracking_uri,
                 artifact_dir=str(settings.mlflow_artifact_dir),

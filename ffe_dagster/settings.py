@@ -24,6 +24,7 @@ class Settings:
     universe_path: Path
     warehouse_path: Path
     studies_url: str
+    registry_url: str
     mlflow_tracking_uri: str
     mlflow_artifact_dir: Path
     mlflow_experiment: str
@@ -39,9 +40,23 @@ class Settings:
         profile = env.get("FFE_TRIAL_PROFILE", "quick")
         if profile not in TRIAL_PROFILES:
             raise ValueError(f"FFE_TRIAL_PROFILE must be one of {TRIAL_PROFILES}, got {profile!r}")
-        studies_url = env.get("FFE_STUDIES_URL", f"sqlite:///{var_dir / 'studies.db'}")
+        studies_url = env.get(
+            "FFE_STUDIES_URL", f"journal:///{var_dir / 'optuna' / 'studies.journal'}"
+        )
         if "://" not in studies_url:
-            raise ValueError(f"FFE_STUDIES_URL must be a SQLAlchemy URL, got {studies_url!r}")
+            raise ValueError(
+                f"FFE_STUDIES_URL must be journal:///path or a SQLAlchemy URL, got {studies_url!r}"
+            )
+        # The registry shares the Optuna database when that is SQL (PostgreSQL in production);
+        # next to a journal file it gets its own SQLite file.
+        registry_default = (
+            f"sqlite:///{var_dir / 'optuna' / 'registry.db'}"
+            if studies_url.startswith("journal:")
+            else studies_url
+        )
+        registry_url = env.get("FFE_REGISTRY_URL", registry_default)
+        if "://" not in registry_url or registry_url.startswith("journal:"):
+            raise ValueError(f"FFE_REGISTRY_URL must be a SQLAlchemy URL, got {registry_url!r}")
         mlflow_dir = var_dir / "mlflow"
         return cls(
             var_dir=var_dir,
@@ -54,6 +69,7 @@ class Settings:
             ),
             warehouse_path=Path(env.get("FFE_WAREHOUSE", str(var_dir / "warehouse.duckdb"))),
             studies_url=studies_url,
+            registry_url=registry_url,
             mlflow_tracking_uri=env.get(
                 "MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_dir / 'mlflow.db'}"
             ),

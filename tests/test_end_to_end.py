@@ -78,7 +78,7 @@ def test_full_cycle_end_to_end(tiny_settings: Settings, tmp_path: Path) -> None:
         assert current["cold_metrics"]["sharpe"] >= 0.5
         assert current["cold_metrics"]["n_trades"] >= 20
 
-    history = ParameterRegistryResource(url=tiny_settings.studies_url).history()
+    history = ParameterRegistryResource(url=tiny_settings.registry_url).history()
     assert {v["regime"] for v in history} == {"BULL", "BEAR", "SIDEWAYS", "DEFAULT"}
     assert all(v["reason"] for v in history)
     promoted = {k for k, v in exported["regimes"].items() if v is not None}

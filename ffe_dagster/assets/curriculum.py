@@ -93,7 +93,7 @@ def build_level_asset(
             data,
             study=StudyConfig(
                 study_name=study_name,
-                storage=optuna_storage.storage_url(),
+                storage=optuna_storage.storage(),
                 n_trials=n_trials,
                 seed=curriculum.seed,
                 constraints=curriculum.constraints,

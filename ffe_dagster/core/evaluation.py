@@ -1,8 +1,10 @@
-"""Evaluate one parameter set of a level over its segments and periods.
+"""Evaluate parameter sets of a level over its segments and periods, in batches.
 
-Signals are computed on the whole segment (so indicators are warm at the start of validation and
-test) and cached per distinct set of strategy parameters: trials that differ only in their exit
-parameters reuse them.
+All segments of a level are laid out back to back once, so a batch of trials is one call of the
+numba engine (``engine.evaluate_batch``), parallel over trials. Signals are computed on the whole
+segment (so indicators are warm at the start of validation and test), once per distinct set of
+strategy parameters; indicators are computed once per distinct window (``IndicatorCache``). The
+vectorbt reference (``runs``) stays available for the full analysis of a chosen parameter set.
 """
 
 from collections.abc import Mapping, Sequence
@@ -11,22 +13,26 @@ from enum import StrEnum
 
 import numpy as np
 
+from ffe_dagster.core import engine
 from ffe_dagster.core.backtest import (
+    INIT_CASH,
     BacktestRun,
     CostModel,
     Direction,
     Segment,
     StopMode,
     TradeParams,
+    engine_row,
     pool_metrics,
     run_backtest,
 )
 from ffe_dagster.core.curriculum import split_bounds
-from ffe_dagster.core.metrics import Metrics
-from ffe_dagster.core.strategies import EntryStrategy, Signals
+from ffe_dagster.core.metrics import FloatArray, Metrics
+from ffe_dagster.core.strategies import EntryStrategy, IndicatorCache, Signals
 
 ParamValue = float | int | str
 Params = Mapping[str, ParamValue]
+MIN_PERIOD_BARS = 2
 
 
 class Period(StrEnum):
@@ -49,29 +55,48 @@ def trade_params(params: Params) -> TradeParams:
     )
 
 
-@dataclass
+def _floats(params: Params) -> Mapping[str, float]:
+    return {k: float(v) for k, v in params.items() if not isinstance(v, str)}
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodLayout:
+    """Where one period lies in the concatenated bars: ``[lo, hi)`` rows and their segments."""
+
+    bounds: np.ndarray  # int64, shape (k, 2)
+    segment_index: tuple[int, ...]
+    periods_per_year: float
+    bars: int
+
+
 class LevelEvaluator:
-    """Backtests parameter sets of one level; holds the signal cache of one study."""
+    """Backtests parameter sets of one level; holds the indicator and signal caches of a study."""
 
-    segments: Sequence[Segment]
-    strategy: EntryStrategy
-    direction: Direction
-    costs: CostModel
-    train_fraction: float
-    validation_fraction: float
-
-    def __post_init__(self) -> None:
-        if not self.segments:
+    def __init__(
+        self,
+        segments: Sequence[Segment],
+        strategy: EntryStrategy,
+        direction: Direction,
+        costs: CostModel,
+        train_fraction: float,
+        validation_fraction: float,
+    ) -> None:
+        if not segments:
             raise ValueError("a level needs at least one segment of bars to evaluate")
-        self._signal_cache: dict[tuple[int, tuple[float, ...]], Signals] = {}
-
-    def _signals(self, index: int, params: Params) -> Signals:
-        key = (index, tuple(float(params[n]) for n in self.strategy.param_names))
-        cached = self._signal_cache.get(key)
-        if cached is None:
-            cached = self.strategy.signals(self.segments[index].close, _floats(params))
-            self._signal_cache[key] = cached
-        return cached
+        self.segments = tuple(segments)
+        self.strategy = strategy
+        self.direction = direction
+        self.costs = costs
+        self.train_fraction = train_fraction
+        self.validation_fraction = validation_fraction
+        self._offsets = np.cumsum([0, *(len(s) for s in self.segments)])
+        self._open = np.concatenate([s.open for s in self.segments])
+        self._high = np.concatenate([s.high for s in self.segments])
+        self._low = np.concatenate([s.low for s in self.segments])
+        self._close = np.concatenate([s.close for s in self.segments])
+        self._indicators = [IndicatorCache(s) for s in self.segments]
+        self._signals: dict[tuple[float, ...], Signals] = {}
+        self._layouts = {p: self._layout(p) for p in Period}
 
     def _bounds(self, n: int, period: Period) -> tuple[int, int]:
         a, b = split_bounds(n, self.train_fraction, self.validation_fraction)
@@ -82,30 +107,120 @@ class LevelEvaluator:
             Period.ALL: (0, n),
         }[period]
 
-    def runs(self, params: Params, period: Period) -> list[tuple[Segment, BacktestRun]]:
-        """One backtest per segment over ``period``, with the segment slice it covered."""
-        out: list[tuple[Segment, BacktestRun]] = []
-        tp = trade_params(params)
+    def _layout(self, period: Period) -> PeriodLayout:
+        rows: list[tuple[int, int]] = []
+        index: list[int] = []
+        weights: list[float] = []
+        ppy: list[float] = []
         for i, segment in enumerate(self.segments):
             lo, hi = self._bounds(len(segment), period)
-            if hi - lo < 2:
+            if hi - lo < MIN_PERIOD_BARS:
                 continue
-            part = segment.slice(lo, hi)
-            signals = self._signals(i, params)[lo:hi]
-            run = run_backtest(part, signals, direction=self.direction, params=tp, costs=self.costs)
-            out.append((part, run))
-        return out
+            base = int(self._offsets[i])
+            rows.append((base + lo, base + hi))
+            index.append(i)
+            weights.append(float(hi - lo))
+            ppy.append(segment.periods_per_year)
+        bounds = np.array(rows, dtype=np.int64).reshape(-1, 2)
+        return PeriodLayout(
+            bounds=bounds,
+            segment_index=tuple(index),
+            periods_per_year=float(np.average(ppy, weights=weights)) if rows else 0.0,
+            bars=int(sum(weights)),
+        )
+
+    def signal_key(self, params: Params) -> tuple[float, ...]:
+        """The strategy part of ``params``: trials with the same key share their signals."""
+        return tuple(float(params[n]) for n in self.strategy.param_names)
+
+    def signals(self, params: Params) -> Signals:
+        """Signals of ``params`` over all segments back to back (cached per strategy key)."""
+        key = self.signal_key(params)
+        found = self._signals.get(key)
+        if found is None:
+            values = _floats(params)
+            found = np.concatenate(
+                [self.strategy.signals(cache, values) for cache in self._indicators]
+            )
+            self._signals[key] = found
+        return found
+
+    def layout(self, period: Period) -> PeriodLayout:
+        """Where ``period`` lies in the concatenated bars."""
+        return self._layouts[period]
+
+    def evaluate_many(self, batch: Sequence[Params], period: Period) -> list[Metrics]:
+        """Pooled metrics of each parameter set over every segment's ``period``, in one engine
+        call."""
+        if not batch:
+            return []
+        stats = self.batch_stats(batch, period)
+        ppy = self._layouts[period].periods_per_year
+        return [engine.stats_to_metrics(row, ppy) for row in stats]
+
+    def batch_stats(self, batch: Sequence[Params], period: Period) -> FloatArray:
+        """The engine's statistics rows (``engine.S_*``) of each parameter set."""
+        layout = self._layouts[period]
+        if layout.bounds.shape[0] == 0:
+            raise ValueError(f"no segment has bars in the {period} period")
+        rows: dict[tuple[float, ...], int] = {}
+        matrix = np.empty((len(batch), engine.N_PARAMS), dtype=np.float64)
+        for t, params in enumerate(batch):
+            row = rows.setdefault(self.signal_key(params), len(rows))
+            matrix[t] = engine_row(trade_params(params), self.costs, self.direction, row)
+        signal_matrix = np.empty((len(rows), self._close.size), dtype=np.int8)
+        filled: set[int] = set()
+        for params in batch:
+            row = rows[self.signal_key(params)]
+            if row not in filled:
+                signal_matrix[row] = self.signals(params)
+                filled.add(row)
+        return engine.evaluate_batch(
+            self._open, self._high, self._low, self._close, signal_matrix,
+            layout.bounds, matrix, INIT_CASH,
+        )  # fmt: skip
 
     def evaluate(self, params: Params, period: Period) -> Metrics:
         """Pooled metrics of ``params`` over every segment's ``period``."""
+        return self.evaluate_many([params], period)[0]
+
+    def returns(self, params: Params, period: Period) -> FloatArray:
+        """Per-bar returns of ``params`` over ``period``, segments back to back (engine)."""
+        layout = self._layouts[period]
+        signals = self.signals(params)
+        row = engine_row(trade_params(params), self.costs, self.direction)
+        out = np.empty(layout.bars, dtype=np.float64)
+        pos = 0
+        no_trades = np.empty((0, engine.N_TRADE_FIELDS), dtype=np.float64)
+        for lo, hi in layout.bounds:
+            engine.simulate_segment(
+                self._open, self._high, self._low, self._close, signals, int(lo), int(hi),
+                row, INIT_CASH, engine.new_stats(), no_trades, out[pos : pos + hi - lo],
+            )  # fmt: skip
+            pos += int(hi - lo)
+        return out
+
+    def runs(self, params: Params, period: Period) -> list[tuple[Segment, BacktestRun]]:
+        """The vectorbt reference: one backtest per segment over ``period`` (full analysis)."""
+        out: list[tuple[Segment, BacktestRun]] = []
+        tp = trade_params(params)
+        layout = self._layouts[period]
+        signals = self.signals(params)
+        for (lo, hi), i in zip(layout.bounds, layout.segment_index, strict=True):
+            base = int(self._offsets[i])
+            part = self.segments[i].slice(int(lo) - base, int(hi) - base)
+            run = run_backtest(
+                part, signals[lo:hi], direction=self.direction, params=tp, costs=self.costs
+            )
+            out.append((part, run))
+        return out
+
+    def reference_metrics(self, params: Params, period: Period) -> Metrics:
+        """Pooled metrics of ``params`` computed from vectorbt's portfolios."""
         runs = self.runs(params, period)
         if not runs:
             raise ValueError(f"no segment has bars in the {period} period")
         return pool_metrics([r for _, r in runs], [s.periods_per_year for s, _ in runs])
-
-
-def _floats(params: Params) -> Mapping[str, float]:
-    return {k: float(v) for k, v in params.items() if not isinstance(v, str)}
 
 
 def evaluate_recent(
@@ -122,25 +237,25 @@ def evaluate_recent(
     Signals are computed on the whole segment, so indicators are warm when the window opens; only
     the window's bars are traded and measured.
     """
-    runs: list[BacktestRun] = []
-    periods: list[float] = []
-    tp = trade_params(params)
+    stats = engine.new_stats()
+    bars = 0
+    ppy_sum = 0.0
+    row = engine_row(trade_params(params), costs, direction)
+    no_trades = np.empty((0, engine.N_TRADE_FIELDS), dtype=np.float64)
+    no_returns = np.empty(0, dtype=np.float64)
     for segment in segments:
         cutoff = segment.ts[-1] - np.timedelta64(days, "D")
         lo = int((segment.ts <= cutoff).sum())
-        if segment.close.size - lo < 2:
+        n = len(segment)
+        if n - lo < MIN_PERIOD_BARS:
             continue
-        signals = strategy.signals(segment.close, _floats(params))[lo:]
-        runs.append(
-            run_backtest(
-                segment.slice(lo, segment.close.size),
-                signals,
-                direction=direction,
-                params=tp,
-                costs=costs,
-            )
-        )
-        periods.append(segment.periods_per_year)
-    if not runs:
+        signals = strategy.signals_for(segment, _floats(params))
+        engine.simulate_segment(
+            segment.open, segment.high, segment.low, segment.close, signals, lo, n,
+            row, INIT_CASH, stats, no_trades, no_returns,
+        )  # fmt: skip
+        bars += n - lo
+        ppy_sum += segment.periods_per_year * (n - lo)
+    if not bars:
         raise ValueError(f"no segment has bars in the last {days} days")
-    return pool_metrics(runs, periods)
+    return engine.stats_to_metrics(stats, ppy_sum / bars)

@@ -144,7 +144,7 @@ def run_level(
         curriculum.validation_fraction,
     )
     outcome = run_study(
-        lambda p: evaluator.evaluate(p, Period.TRAIN),
+        lambda batch: evaluator.evaluate_many(batch, Period.TRAIN),
         curriculum.parameters,
         study,
         warm_start=warm_start,
@@ -153,7 +153,7 @@ def run_level(
     share = curriculum.validation_fraction / curriculum.train_fraction
     candidates = rank_on_validation(
         outcome,
-        lambda p: evaluator.evaluate(p, Period.VALIDATION),
+        lambda batch: evaluator.evaluate_many(batch, Period.VALIDATION),
         curriculum.constraints,
         min_validation_trades=max(5, int(curriculum.constraints.min_trades * share)),
     )[:MAX_CANDIDATES]

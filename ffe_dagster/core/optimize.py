@@ -1,14 +1,18 @@
-"""Optuna study runner: multi-objective, constrained, seeded, resumable, warm-started.
+"""Optuna study runner: batched, multi-objective, constrained, seeded, resumable, warm-started.
 
 Objectives: Sharpe up, win rate up, max drawdown down. A trial that breaks a constraint
 (too few trades, too deep a drawdown, too low a win rate) is infeasible through
-``Trial.set_constraint``, so it never reaches the Pareto front. The storage is passed in; a
-study re-created with the same name resumes where it stopped.
+``Trial.set_constraint``, so it never reaches the Pareto front. Trials are asked in batches and the
+whole batch is evaluated in one call (the engine runs it in parallel), then told. The study stops
+at its trial count, at its time limit, or early when the feasible Pareto front has not improved for
+``patience`` trials. The storage is passed in; a study re-created with the same name resumes where
+it stopped.
 """
 
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
 from optuna.distributions import (
@@ -17,7 +21,8 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
-from optuna.storages import BaseStorage
+from optuna.storages import BaseStorage, JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from ffe_dagster.core.curriculum import Constraints, ParamRange
@@ -26,6 +31,27 @@ from ffe_dagster.core.metrics import Metrics
 
 DIRECTIONS = ("maximize", "maximize", "minimize")
 OBJECTIVES = ("sharpe", "win_rate_pct", "max_drawdown_pct")
+JOURNAL_SCHEME = "journal:///"
+
+BatchObjective = Callable[[Sequence[Params]], Sequence[Metrics]]
+
+
+def open_storage(url: str) -> str | BaseStorage:
+    """An Optuna storage for ``url``.
+
+    ``journal:///path/file.log`` is Optuna's append-only journal file (the local default: several
+    times faster than SQLite per trial, safe across processes through a file lock); any other URL
+    is an SQLAlchemy URL for Optuna's RDB storage (SQLite, PostgreSQL).
+    """
+    if url.startswith(JOURNAL_SCHEME):
+        path = Path("/" + url.removeprefix(JOURNAL_SCHEME).lstrip("/"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    if "://" not in url:
+        raise ValueError(f"not an Optuna storage URL: {url!r} (journal:///path or an SQL URL)")
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return url
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +64,9 @@ class StudyConfig:
     seed: int
     constraints: Constraints
     timeout_s: float | None = None
+    batch_size: int = 16
+    patience: int | None = None
+    sampler: str = "tpe"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +88,8 @@ class StudyOutcome:
     pareto_numbers: tuple[int, ...]
     resumed_trials: int
     new_trials: int
+    stop_reason: str = "trials"  # "trials", "timeout" or "converged"
+    seconds: float = 0.0
 
 
 def build_distributions(space: Sequence[ParamRange]) -> dict[str, BaseDistribution]:
@@ -113,48 +144,108 @@ def _clip_to_space(params: Params, dists: Mapping[str, BaseDistribution]) -> dic
     return out
 
 
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """The sampler called ``name``: ``tpe`` (multi-objective TPE, constant liar so a batch's trials
+    spread out) or ``nsga2``; both honour ``set_constraint`` and the seed."""
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    raise ValueError(f"unknown sampler {name!r}; known: ['nsga2', 'tpe']")
+
+
+def _objective_vector(metrics: Mapping[str, float]) -> tuple[float, ...]:
+    # All objectives as "larger is better", for the dominance test.
+    return tuple(
+        metrics[name] if d == "maximize" else -metrics[name]
+        for name, d in zip(OBJECTIVES, DIRECTIONS, strict=True)
+    )
+
+
+@dataclass
+class ParetoTracker:
+    """The feasible Pareto front so far, and how many trials since it last improved."""
+
+    front: list[tuple[float, ...]]
+    since_improvement: int = 0
+
+    def add(self, record: TrialRecord) -> bool:
+        """Fold in one trial; True when it joined the front (nothing on the front covers it)."""
+        self.since_improvement += 1
+        if not record.feasible:
+            return False
+        point = _objective_vector(record.metrics)
+        if any(all(f >= p for f, p in zip(other, point, strict=True)) for other in self.front):
+            return False
+        self.front = [
+            o for o in self.front if not all(p >= f for f, p in zip(o, point, strict=True))
+        ]
+        self.front.append(point)
+        self.since_improvement = 0
+        return True
+
+
 def run_study(
-    objective: Callable[[Params], Metrics],
+    evaluate: BatchObjective,
     space: Sequence[ParamRange],
     config: StudyConfig,
     *,
     warm_start: Params | None = None,
     on_trial: Callable[[TrialRecord, int], None] | None = None,
 ) -> StudyOutcome:
-    """Run (or resume) a study until it holds ``n_trials`` finished trials or time runs out.
+    """Run (or resume) a study until it holds ``n_trials`` finished trials, time runs out, or the
+    Pareto front stops improving for ``patience`` trials.
 
-    ``warm_start`` (the previous level's choice) is enqueued as the first trial of a new study.
-    ``on_trial`` is called after each trial with the record and the count finished so far.
+    ``evaluate`` scores a batch of parameter sets at once. ``warm_start`` (the previous level's
+    choice) is enqueued as the first trial of a new study. ``on_trial`` is called after each trial
+    with the record and the count finished so far.
     """
+    if config.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {config.batch_size}")
     dists = build_distributions(space)
     study = optuna.create_study(
         study_name=config.study_name,
         storage=config.storage,
         directions=list(DIRECTIONS),
-        sampler=optuna.samplers.TPESampler(seed=config.seed),
+        sampler=make_sampler(config.sampler, config.seed),
         load_if_exists=True,
     )
-    finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    resumed = finished
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    finished = resumed = len(done)
+    tracker = ParetoTracker(front=[])
+    for trial in done:
+        tracker.add(_record(trial))
+    tracker.since_improvement = 0
     if warm_start is not None and finished == 0:
         study.enqueue_trial(_clip_to_space(warm_start, dists), skip_if_exists=True)
     started = time.monotonic()
+    reason = "trials"
     while finished < config.n_trials:
         if config.timeout_s is not None and time.monotonic() - started > config.timeout_s:
+            reason = "timeout"
             break
-        trial = study.ask(dists)
+        if config.patience is not None and tracker.since_improvement >= config.patience:
+            reason = "converged"
+            break
+        batch = [
+            study.ask(dists) for _ in range(min(config.batch_size, config.n_trials - finished))
+        ]
         try:
-            metrics = objective(trial.params)
+            results = evaluate([t.params for t in batch])
         except Exception:
-            study.tell(trial, state=TrialState.FAIL)
+            for trial in batch:
+                study.tell(trial, state=TrialState.FAIL)
             raise
-        for key, value in constraint_violations(metrics, config.constraints).items():
-            trial.set_constraint(key, value)
-        trial.set_user_attr("metrics", metrics.as_dict())
-        frozen = study.tell(trial, [getattr(metrics, name) for name in OBJECTIVES])
-        finished += 1
-        if on_trial is not None:
-            on_trial(_record(frozen), finished)
+        for trial, metrics in zip(batch, results, strict=True):
+            for key, value in constraint_violations(metrics, config.constraints).items():
+                trial.set_constraint(key, value)
+            trial.set_user_attr("metrics", metrics.as_dict())
+            frozen = study.tell(trial, [getattr(metrics, name) for name in OBJECTIVES])
+            finished += 1
+            record = _record(frozen)
+            tracker.add(record)
+            if on_trial is not None:
+                on_trial(record, finished)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return StudyOutcome(
         study_name=config.study_name,
@@ -162,6 +253,8 @@ def run_study(
         pareto_numbers=tuple(sorted(t.number for t in study.best_trials)),
         resumed_trials=resumed,
         new_trials=finished - resumed,
+        stop_reason=reason,
+        seconds=time.monotonic() - started,
     )
 
 
@@ -178,7 +271,7 @@ class Candidate:
 
 def rank_on_validation(
     outcome: StudyOutcome,
-    validate: Callable[[Params], Metrics],
+    validate: BatchObjective,
     constraints: Constraints,
     *,
     min_validation_trades: int,
@@ -194,10 +287,10 @@ def rank_on_validation(
         max_drawdown_pct=constraints.max_drawdown_pct,
         min_win_rate_pct=constraints.min_win_rate_pct,
     )
+    records = [by_number[number] for number in outcome.pareto_numbers]
     candidates: list[Candidate] = []
-    for number in outcome.pareto_numbers:
-        record = by_number[number]
-        metrics = validate(record.params)
+    for record, metrics in zip(records, validate([r.params for r in records]), strict=True):
+        number = record.number
         candidates.append(
             Candidate(
                 number=number,

@@ -7,6 +7,7 @@ every change of the current version per regime is a row in ``parameter_transitio
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -51,6 +52,8 @@ class ParameterRegistryResource(ConfigurableResource):
     url: str
 
     def _engine(self) -> sa.Engine:
+        if self.url.startswith("sqlite:///"):
+            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(self.url)
         _META.create_all(engine)
         return engine

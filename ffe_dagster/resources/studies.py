@@ -1,17 +1,17 @@
-"""Where Optuna keeps its studies (SQLite by default, PostgreSQL in production)."""
-
-from pathlib import Path
+"""Where Optuna keeps its studies: a journal file by default, PostgreSQL in production."""
 
 from dagster import ConfigurableResource
+from optuna.storages import BaseStorage
+
+from ffe_dagster.core.optimize import open_storage
 
 
 class OptunaStorageResource(ConfigurableResource):
-    """An Optuna storage URL; a study re-created with the same name resumes from it."""
+    """An Optuna storage URL (``journal:///path`` or SQLAlchemy); a study re-created with the same
+    name resumes from it."""
 
     url: str
 
-    def storage_url(self) -> str:
-        """The URL, with the folder of a SQLite file created when missing."""
-        if self.url.startswith("sqlite:///"):
-            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return self.url
+    def storage(self) -> str | BaseStorage:
+        """The storage, with its folder created when it is a local file."""
+        return open_storage(self.url)
