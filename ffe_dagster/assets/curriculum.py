@@ -15,7 +15,13 @@ from dagster import (
 from ffe_dagster.assets.loading import load_level_data
 from ffe_dagster.config import Universe
 from ffe_dagster.core.curriculum import CurriculumSpec, LevelSpec
-from ffe_dagster.core.levels import LevelData, outcome_to_dict, run_level, trials_table
+from ffe_dagster.core.levels import (
+    LevelData,
+    outcome_to_dict,
+    run_level,
+    skipped_level_result,
+    trials_table,
+)
 from ffe_dagster.core.optimize import StudyConfig, TrialRecord
 from ffe_dagster.resources.studies import OptunaStorageResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource
@@ -65,9 +71,11 @@ def build_level_asset(
         kinds={"optuna", "vectorbt", "mlflow"},
         description=(
             f"Level {spec.level} - {spec.name} ({spec.direction.value}). An Optuna study of "
-            f"{n_trials} trials (profile '{trial_profile}') over vectorbt backtests on the "
-            "train period; the choice is made on validation from the Pareto front; the test "
-            "period is reported against the level's pass criteria. Logged to MLflow."
+            f"{n_trials} trials (profile '{trial_profile}') over backtests on the numba engine "
+            "(equal to vectorbt) on the train period; the choice is made on validation from the "
+            "Pareto front; the test period is reported against the level's pass criteria. The "
+            "level repeats with more trials, advances, or lets the next one be skipped (SPEC "
+            "progression). Logged to MLflow."
         ),
         tags={"level": str(spec.level)},
     )
@@ -80,6 +88,14 @@ def build_level_asset(
         data = load_level_data(warehouse, universe, curriculum.holdout_days)
         previous_result = warehouse.latest_level_result(previous.level) if previous else None
         warm = (previous_result or {}).get("chosen") or {}
+        if (previous_result or {}).get("progression", {}).get("decision") == "skip_next":
+            # The previous level was strong enough to skip this one (SPEC "Progression").
+            result = skipped_level_result(spec, previous_result or {})
+            warehouse.save_level_result(spec.level, spec.asset, context.run.run_id, result)
+            context.log.info(f"{spec.asset} skipped: {result['progression']['reasons'][0]}")
+            return MaterializeResult(
+                metadata={"skipped": True, "reason": result["progression"]["reasons"][0]}
+            )
         study_name = f"{spec.asset}-{study_fingerprint(spec, curriculum, data)}"
         step = max(1, n_trials // 5)
 
@@ -150,6 +166,11 @@ def build_level_asset(
                 "test": MetadataValue.json(outcome.test),
                 "pass_criteria": MetadataValue.md(_criteria_markdown(result)),
                 "parameter_shift_vs_previous": MetadataValue.json(result["parameter_shift"]),
+                "progression": MetadataValue.json(result["progression"]),
+                "tries": MetadataValue.json(result["tries"]),
+                "stop_reason": outcome.study.stop_reason,
+                "study_seconds": round(outcome.study.seconds, 2),
+                "analysis": MetadataValue.json(result["analysis"]),
                 "segments": MetadataValue.json(result["segments"]),
                 "mlflow_run_id": run_id,
             }

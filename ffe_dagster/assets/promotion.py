@@ -20,7 +20,7 @@ from ffe_dagster.config import Universe
 from ffe_dagster.core.backtest import Segment
 from ffe_dagster.core.curriculum import CurriculumSpec, bars_to_segment
 from ffe_dagster.core.evaluation import Params, evaluate_recent
-from ffe_dagster.core.levels import LevelData
+from ffe_dagster.core.levels import LevelData, entry_strategy
 from ffe_dagster.core.promotion import (
     ColdGateConfig,
     GateDecision,
@@ -28,7 +28,6 @@ from ffe_dagster.core.promotion import (
     choose_for_regime,
     cold_gate,
 )
-from ffe_dagster.core.strategies import get_strategy
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.warehouse import WarehouseResource
 
@@ -99,7 +98,7 @@ def build_promotion_asset(
         current set is exported as JSON for the trading system."""
         data = load_level_data(warehouse, universe, curriculum.holdout_days)
         segments = _holdout_segments(data)
-        strategy = get_strategy(curriculum.strategy)
+        strategy = entry_strategy(curriculum)
         config = ColdGateConfig()
         trigger = context.run.tags.get("ffe/trigger", "manual")
         decisions: dict[str, dict[str, Any]] = {}

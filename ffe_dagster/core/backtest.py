@@ -191,6 +191,7 @@ def simulate(
     reference path needs it.
     """
     import vectorbt as vbt
+
     if signals.shape != segment.close.shape:
         raise ValueError(
             f"signals have {signals.shape[0]} bars, segment {segment.instrument} has {len(segment)}"

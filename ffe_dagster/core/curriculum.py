@@ -46,6 +46,43 @@ class Constraints:
 
 
 @dataclass(frozen=True, slots=True)
+class OptimizerSpec:
+    """How studies run: sampler, batch size, early stop and time limit."""
+
+    sampler: str = "tpe"
+    batch_size: int = 16
+    patience: int | None = None  # trials without a better Pareto front before stopping early
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressionSpec:
+    """When a level advances, repeats with more trials, or lets the next level be skipped
+    (SPEC section 4, "Progression"); judged on the chosen trial's validation metrics."""
+
+    advance_min_win_rate_pct: float = 50.0
+    repeat_below_win_rate_pct: float = 45.0
+    max_param_shift: float = 0.5  # largest relative change from the previous level's choice
+    skip_min_win_rate_pct: float = 60.0
+    skip_min_sharpe: float = 1.5
+    repeat_trial_factor: float = 1.5
+    max_tries: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class RobustnessSpec:
+    """Level-4 robustness: walk-forward, over-fitting statistics and cost sensitivity."""
+
+    walk_forward_windows: int = 4
+    walk_forward_train_fraction: float = 0.75
+    walk_forward_trials: Mapping[str, int] = field(default_factory=lambda: {"full": 48, "quick": 8})
+    pbo_blocks: int = 16
+    pbo_max_trials: int = 64
+    fee_multipliers: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
+    slippage_pct: tuple[float, ...] = (0.0, 0.05, 0.1)
+
+
+@dataclass(frozen=True, slots=True)
 class LevelSpec:
     """One level of the curriculum (SPEC section 4)."""
 
@@ -59,6 +96,7 @@ class LevelSpec:
     promotes: tuple[str, ...]
     regime_segments: str | None = None
     regime_min_days: int = 14
+    robustness: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +114,10 @@ class CurriculumSpec:
     parameters: tuple[ParamRange, ...]
     stress_periods: Mapping[str, tuple[datetime, datetime]]
     levels: tuple[LevelSpec, ...] = field(default=())
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    progression: ProgressionSpec = field(default_factory=ProgressionSpec)
+    robustness: RobustnessSpec = field(default_factory=RobustnessSpec)
+    signal_file: str | None = None
 
 
 def _day_start(value: date) -> datetime:
@@ -105,11 +147,18 @@ def parse_curriculum(raw: Mapping[str, Any]) -> CurriculumSpec:
                 promotes=tuple(str(r) for r in lv.get("promotes", [])),
                 regime_segments=(lv.get("regime_segments") or {}).get("regime"),
                 regime_min_days=int((lv.get("regime_segments") or {}).get("min_days", 14)),
+                robustness=bool(lv.get("robustness", False)),
             )
             for lv in raw["levels"]
         )
+        strategy = str(raw["strategy"])
+        ranges = {**raw["parameters"], **(raw.get("strategy_parameters") or {}).get(strategy, {})}
+        robustness = dict(raw.get("robustness") or {})
+        for key in ("fee_multipliers", "slippage_pct"):
+            if key in robustness:
+                robustness[key] = tuple(float(v) for v in robustness[key])
         spec = CurriculumSpec(
-            strategy=str(raw["strategy"]),
+            strategy=strategy,
             costs=CostModel(**raw.get("costs", {})),
             train_fraction=float(split["train"]),
             validation_fraction=float(split["validation"]),
@@ -125,13 +174,17 @@ def parse_curriculum(raw: Mapping[str, Any]) -> CurriculumSpec:
                     step=float(p["step"]) if "step" in p else None,
                     choices=tuple(p.get("choices", ())),
                 )
-                for name, p in raw["parameters"].items()
+                for name, p in ranges.items()
             ),
             stress_periods={
                 name: (_day_start(p["start"]), _day_end(p["end"]))
                 for name, p in raw.get("stress_periods", {}).items()
             },
             levels=levels,
+            optimizer=OptimizerSpec(**(raw.get("optimizer") or {})),
+            progression=ProgressionSpec(**(raw.get("progression") or {})),
+            robustness=RobustnessSpec(**robustness),
+            signal_file=(raw.get("strategy_options") or {}).get("path"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"invalid curriculum configuration: {exc!r}") from exc
@@ -217,6 +270,9 @@ _CRITERIA: Mapping[str, tuple[str, bool]] = {
     "min_profit_factor": ("profit_factor", True),
     "min_total_return_pct": ("total_return_pct", True),
     "stress_min_total_return_pct": ("stress_worst_total_return_pct", True),
+    "min_deflated_sharpe": ("deflated_sharpe", True),
+    "max_pbo": ("pbo", False),
+    "min_walk_forward_efficiency": ("walk_forward_efficiency", True),
 }
 
 

@@ -4,9 +4,10 @@ This is the whole computation behind a level asset; the asset only loads data, p
 and publishes the returned ``LevelOutcome``.
 """
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,11 +18,20 @@ from ffe_dagster.core.curriculum import (
     CriterionResult,
     CurriculumSpec,
     LevelSpec,
+    ParamRange,
     Window,
     build_segments,
     evaluate_pass_criteria,
 )
 from ffe_dagster.core.evaluation import LevelEvaluator, Params, Period
+from ffe_dagster.core.level_robustness import (
+    StudyContext,
+    cost_sensitivity,
+    importance_report,
+    overfitting_report,
+    stability,
+    walk_forward,
+)
 from ffe_dagster.core.optimize import (
     Candidate,
     StudyConfig,
@@ -30,8 +40,9 @@ from ffe_dagster.core.optimize import (
     rank_on_validation,
     run_study,
 )
+from ffe_dagster.core.progression import Decision, Progression, decide, next_trial_count
 from ffe_dagster.core.regimes import Regime, regime_segments
-from ffe_dagster.core.strategies import get_strategy
+from ffe_dagster.core.strategies import EntryStrategy, get_strategy
 
 MAX_CANDIDATES = 5
 
@@ -61,6 +72,9 @@ class LevelOutcome:
     stress: Mapping[str, Mapping[str, float]]
     criteria: tuple[CriterionResult, ...]
     parameter_shift: Mapping[str, float]
+    progression: Progression
+    tries: tuple[Mapping[str, Any], ...]
+    analysis: Mapping[str, Any]
 
     @property
     def passed(self) -> bool:
@@ -79,16 +93,25 @@ def level_windows(spec: LevelSpec, data: LevelData) -> list[Window]:
     return windows
 
 
-def parameter_shift(previous: Params | None, current: Params | None) -> dict[str, float]:
-    """Relative change of each numeric parameter from the previous level's choice."""
+def parameter_shift(
+    previous: Params | None, current: Params | None, space: Sequence[ParamRange] = ()
+) -> dict[str, float]:
+    """How far each numeric parameter moved from the previous level's choice.
+
+    As a fraction of the parameter's search range when ``space`` gives one (0.5 = half the range),
+    so a move from 1 % to 2 % of a 1-3 % range reads 0.5 rather than 100 %; relative to the
+    previous value otherwise.
+    """
     if not previous or not current:
         return {}
+    widths = {p.name: p.high - p.low for p in space if not p.choices and p.high > p.low}
     shift: dict[str, float] = {}
     for name, value in current.items():
         before = previous.get(name)
         if isinstance(value, str) or before is None or isinstance(before, str):
             continue
-        shift[name] = abs(float(value) - float(before)) / max(abs(float(before)), 1e-12)
+        scale = widths.get(name) or max(abs(float(before)), 1e-12)
+        shift[name] = abs(float(value) - float(before)) / scale
     return shift
 
 
@@ -107,7 +130,12 @@ def _stress_metrics(
                 pieces.append(seg.slice(lo, hi))
         if pieces:
             sub = LevelEvaluator(
-                pieces, evaluator.strategy, evaluator.direction, evaluator.costs, 0.6, 0.2
+                pieces,
+                evaluator.strategy,
+                evaluator.direction,
+                evaluator.costs,
+                evaluator.train_fraction,
+                evaluator.validation_fraction,
             )
             out[name] = sub.evaluate(params, Period.ALL).as_dict()
     return out
@@ -118,6 +146,24 @@ def _naive(moment: datetime) -> np.datetime64:
     return np.datetime64(moment.replace(tzinfo=None), "us")
 
 
+def entry_strategy(curriculum: CurriculumSpec) -> EntryStrategy:
+    """The curriculum's entry strategy (a built-in one, or signals from its file)."""
+    path = Path(curriculum.signal_file) if curriculum.signal_file else None
+    return get_strategy(curriculum.strategy, signal_file=path)
+
+
+def _choose(
+    evaluator: LevelEvaluator, outcome: StudyOutcome, curriculum: CurriculumSpec
+) -> list[Candidate]:
+    share = curriculum.validation_fraction / curriculum.train_fraction
+    return rank_on_validation(
+        outcome,
+        lambda batch: evaluator.evaluate_many(batch, Period.VALIDATION),
+        curriculum.constraints,
+        min_validation_trades=max(5, int(curriculum.constraints.min_trades * share)),
+    )[:MAX_CANDIDATES]
+
+
 def run_level(
     spec: LevelSpec,
     curriculum: CurriculumSpec,
@@ -126,8 +172,16 @@ def run_level(
     study: StudyConfig,
     warm_start: Params | None,
     on_trial: Callable[[TrialRecord, int], None] | None = None,
+    walk_forward_trials: int = 8,
+    max_tries: int | None = None,
 ) -> LevelOutcome:
-    """Optimize on train, choose on validation, report test (never used to choose)."""
+    """Optimize on train, choose on validation, report test (never used to choose).
+
+    A level whose choice calls for a repeat (SPEC "Progression") runs again on the same study with
+    ``repeat_trial_factor`` times the trials, at most ``max_tries`` times in all (the
+    curriculum's value unless overridden here).
+    """
+    tries_allowed = max_tries or curriculum.progression.max_tries
     segments = build_segments(
         level_windows(spec, data),
         data.bars,
@@ -137,36 +191,74 @@ def run_level(
     )
     evaluator = LevelEvaluator(
         segments,
-        get_strategy(curriculum.strategy),
+        entry_strategy(curriculum),
         spec.direction,
         curriculum.costs,
         curriculum.train_fraction,
         curriculum.validation_fraction,
     )
-    outcome = run_study(
-        lambda batch: evaluator.evaluate_many(batch, Period.TRAIN),
-        curriculum.parameters,
-        study,
-        warm_start=warm_start,
-        on_trial=on_trial,
-    )
-    share = curriculum.validation_fraction / curriculum.train_fraction
-    candidates = rank_on_validation(
-        outcome,
-        lambda batch: evaluator.evaluate_many(batch, Period.VALIDATION),
-        curriculum.constraints,
-        min_validation_trades=max(5, int(curriculum.constraints.min_trades * share)),
-    )[:MAX_CANDIDATES]
-    chosen = candidates[0] if candidates else None
+    tries: list[dict[str, Any]] = []
+    config = study
+    while True:
+        outcome = run_study(
+            lambda batch: evaluator.evaluate_many(batch, Period.TRAIN),
+            curriculum.parameters,
+            config,
+            warm_start=warm_start,
+            on_trial=on_trial,
+        )
+        candidates = _choose(evaluator, outcome, curriculum)
+        chosen = candidates[0] if candidates else None
+        shift = parameter_shift(
+            warm_start, chosen.params if chosen else None, curriculum.parameters
+        )
+        progression = decide(curriculum.progression, chosen.validation if chosen else None, shift)
+        tries.append(
+            {
+                "try": len(tries) + 1,
+                "n_trials": config.n_trials,
+                "completed_trials": len(outcome.trials),
+                "stop_reason": outcome.stop_reason,
+                "seconds": round(outcome.seconds, 3),
+                "decision": progression.decision.value,
+                "reasons": list(progression.reasons),
+            }
+        )
+        if progression.decision is not Decision.REPEAT or len(tries) >= tries_allowed:
+            break
+        config = replace(config, n_trials=next_trial_count(curriculum.progression, config.n_trials))
     test: dict[str, float] = {}
     stress: dict[str, dict[str, float]] = {}
     criteria: list[CriterionResult] = []
+    analysis: dict[str, Any] = {
+        "stability": stability(shift),
+        **importance_report(config.study_name, config.storage, outcome),
+    }
     if chosen is not None:
         test = evaluator.evaluate(chosen.params, Period.TEST).as_dict()
-        if "stress_min_total_return_pct" in spec.pass_criteria:
+        if spec.robustness:
             stress = _stress_metrics(evaluator, chosen.params, curriculum.stress_periods)
             test["stress_worst_total_return_pct"] = min(
                 (m["total_return_pct"] for m in stress.values()), default=0.0
+            )
+            overfit = overfitting_report(evaluator, outcome, chosen.params, curriculum.robustness)
+            context = StudyContext(
+                study_name=config.study_name,
+                storage=config.storage,
+                seed=config.seed,
+                constraints=curriculum.constraints,
+                space=curriculum.parameters,
+                n_trials=walk_forward_trials,
+                batch_size=config.batch_size,
+            )
+            wf = walk_forward(evaluator, curriculum.robustness, context)
+            test["deflated_sharpe"] = overfit["deflated_sharpe"]
+            test["pbo"] = overfit.get("pbo", 1.0)
+            test["walk_forward_efficiency"] = wf["walk_forward_efficiency"]
+            analysis.update(
+                overfitting=overfit,
+                walk_forward=wf,
+                cost_sensitivity=cost_sensitivity(evaluator, chosen.params, curriculum.robustness),
             )
         criteria = evaluate_pass_criteria(spec.pass_criteria, test)
     return LevelOutcome(
@@ -180,8 +272,34 @@ def run_level(
         test=test,
         stress=stress,
         criteria=tuple(criteria),
-        parameter_shift=parameter_shift(warm_start, chosen.params if chosen else None),
+        parameter_shift=shift,
+        progression=progression,
+        tries=tuple(tries),
+        analysis=analysis,
     )
+
+
+def skipped_level_result(spec: LevelSpec, previous: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored result of a level the previous one allowed to skip: no study, the previous
+    choice carried forward so the next level still warm-starts from it."""
+    reason = f"skipped: level {previous.get('level')} met the skip rule " + "; ".join(
+        previous.get("progression", {}).get("reasons", [])
+    )
+    return {
+        "level": spec.level,
+        "name": spec.name,
+        "direction": spec.direction.value,
+        "passed": False,
+        "skipped": True,
+        "n_trials": 0,
+        "chosen": previous.get("chosen"),
+        "candidates": [],
+        "test": {},
+        "criteria": [],
+        "progression": {"decision": Decision.ADVANCE.value, "reasons": [reason]},
+        "tries": [],
+        "analysis": {},
+    }
 
 
 def holdout_starts(bars: Mapping[str, pl.DataFrame], holdout_days: int) -> dict[str, datetime]:
@@ -228,6 +346,13 @@ def outcome_to_dict(outcome: LevelOutcome) -> dict[str, Any]:
             for c in outcome.criteria
         ],
         "parameter_shift": dict(outcome.parameter_shift),
+        "progression": {
+            "decision": outcome.progression.decision.value,
+            "reasons": list(outcome.progression.reasons),
+        },
+        "tries": [dict(t) for t in outcome.tries],
+        "stop_reason": outcome.study.stop_reason,
+        "analysis": outcome.analysis,
     }
 
 

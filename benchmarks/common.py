@@ -1,0 +1,41 @@
+"""Shared loading for the benchmarks: bundled real bars as curriculum inputs (no Dagster)."""
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+import polars as pl
+
+from ffe_dagster.config import load_curriculum
+from ffe_dagster.core.bars import interval_to_timedelta
+from ffe_dagster.core.curriculum import CurriculumSpec
+from ffe_dagster.core.levels import LevelData, holdout_starts
+from ffe_dagster.core.regimes import RegimeConfig, detect_regimes
+from ffe_dagster.settings import PACKAGE_DIR
+
+SAMPLES = PACKAGE_DIR / "data" / "samples"
+TRADING_DAYS = {"BTC_USDT": 365, "ETH_USDT": 365, "EUR_USD": 252, "GBP_USD": 252}
+
+
+def load_bars(symbol: str, interval: str) -> pl.DataFrame:
+    """One bundled sample file (real bars; see ffe_dagster/data/samples/README.md)."""
+    return pl.read_parquet(SAMPLES / f"{symbol}_{interval}.parquet").drop_nulls(
+        ["open", "high", "low", "close"]
+    )
+
+
+def level_data(symbols: Sequence[str], interval: str, holdout_days: int) -> LevelData:
+    """Bars, detected regimes and hold-outs of ``symbols``, as the level assets load them."""
+    per_day = timedelta(days=1) / interval_to_timedelta(interval)
+    bars = {s: load_bars(s, interval) for s in symbols}
+    config = RegimeConfig()
+    return LevelData(
+        bars=bars,
+        regimes={s: detect_regimes(b, config) for s, b in bars.items()},
+        periods_per_year={s: TRADING_DAYS[s] * per_day for s in symbols},
+        holdout_start=holdout_starts(bars, holdout_days),
+    )
+
+
+def curriculum() -> CurriculumSpec:
+    """The project's curriculum file."""
+    return load_curriculum(PACKAGE_DIR / "config" / "curriculum.yaml")
