@@ -67,6 +67,9 @@ class StudyConfig:
     batch_size: int = 16
     patience: int | None = None
     sampler: str = "tpe"
+    # One worker per study (the default): trials left RUNNING by a killed process are failed on
+    # resume. With several workers on one study, set False and rely on storage heartbeats.
+    fail_stale_running: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +188,20 @@ class ParetoTracker:
         return True
 
 
+def _resume(study: optuna.Study, config: StudyConfig) -> tuple[int, ParetoTracker]:
+    # What a study already holds: its complete trials and their Pareto front.
+    if config.fail_stale_running:
+        for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            # A trial asked by a process that died; its batch was never told.
+            study.tell(stale.number, state=TrialState.FAIL)
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    tracker = ParetoTracker(front=[])
+    for trial in done:
+        tracker.add(_record(trial))
+    tracker.since_improvement = 0
+    return len(done), tracker
+
+
 def run_study(
     evaluate: BatchObjective,
     space: Sequence[ParamRange],
@@ -210,12 +227,8 @@ def run_study(
         sampler=make_sampler(config.sampler, config.seed),
         load_if_exists=True,
     )
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    finished = resumed = len(done)
-    tracker = ParetoTracker(front=[])
-    for trial in done:
-        tracker.add(_record(trial))
-    tracker.since_improvement = 0
+    finished, tracker = _resume(study, config)
+    resumed = finished
     if warm_start is not None and finished == 0:
         study.enqueue_trial(_clip_to_space(warm_start, dists), skip_if_exists=True)
     started = time.monotonic()

@@ -250,6 +250,13 @@ class FileSignals:
                 f"signal file {self.path}: {bad.height} row(s) with a signal outside "
                 f"{{-1, 0, 1}}, first at ts={bad['ts'][0]}"
             )
+        key = ["instrument", "ts"] if "instrument" in frame.columns else ["ts"]
+        dupes = frame.filter(frame.select(key).is_duplicated())
+        if dupes.height:
+            raise ValueError(
+                f"signal file {self.path}: {dupes.height} row(s) share a timestamp, first at "
+                f"ts={dupes['ts'][0]}; each bar must have at most one signal"
+            )
         return frame.with_columns(
             pl.col("ts").cast(pl.Datetime("us", "UTC")), pl.col("signal").cast(pl.Int8)
         )

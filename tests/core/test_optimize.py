@@ -268,7 +268,7 @@ from ffe_dagster.core.optimize import StudyConfig, open_storage, run_study
 from tests.core.test_optimize import CONSTRAINTS, SPACE, fake_batch
 
 def kill_at_40(record, finished):
-    if finished == 40:
+    if finished == int(sys.argv[2]):
         os.kill(os.getpid(), signal.SIGKILL)
 
 config = StudyConfig(
@@ -278,17 +278,21 @@ run_study(fake_batch, SPACE, config, on_trial=kill_at_40)
 """
 
 
-def test_a_study_killed_after_40_trials_continues_from_40(tmp_path: Path) -> None:
-    url = "journal:///" + str(tmp_path / "s.journal")
+def _run_and_kill(url: str, at: int) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}  # NUMBA_CACHE_DIR as in this process
-    child = subprocess.run(
-        [sys.executable, "-c", KILL_SCRIPT, url],
+    return subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, url, str(at)],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_a_study_killed_after_40_trials_continues_from_40(tmp_path: Path) -> None:
+    url = "journal:///" + str(tmp_path / "s.journal")
+    child = _run_and_kill(url, 40)
     assert child.returncode == -signal.SIGKILL, child.stderr
 
     before = optuna.load_study(study_name="killed", storage=open_storage(url))
@@ -328,3 +332,24 @@ def test_open_storage_passes_sql_urls_through(tmp_path: Path) -> None:
 def test_open_storage_rejects_a_bare_path(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not an Optuna storage URL"):
         open_storage(str(tmp_path / "studies.db"))
+
+
+def test_a_study_killed_mid_batch_fails_the_orphans_and_still_reaches_its_count(
+    tmp_path: Path,
+) -> None:
+    """Killed at 37 with batches of 8: trials 37-39 were asked but never told."""
+    url = "journal:///" + str(tmp_path / "s.journal")
+    assert _run_and_kill(url, 37).returncode == -signal.SIGKILL
+    before = optuna.load_study(study_name="killed", storage=open_storage(url))
+    running = before.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    assert [t.number for t in running] == [37, 38, 39]
+
+    config = StudyConfig(
+        "killed", open_storage(url), 60, seed=7, constraints=CONSTRAINTS, batch_size=8
+    )
+    out = run_study(fake_batch, SPACE, config)
+    assert (out.resumed_trials, out.new_trials, len(out.trials)) == (37, 23, 60)
+    after = optuna.load_study(study_name="killed", storage=open_storage(url))
+    states = {t.number: t.state for t in after.trials}
+    assert [n for n, st in states.items() if st == TrialState.FAIL] == [37, 38, 39]
+    assert TrialState.RUNNING not in states.values()
