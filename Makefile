@@ -12,7 +12,7 @@ export DAGSTER_HOME := $(CURDIR)/var/dagster_home
 export NUMBA_CACHE_DIR := $(CURDIR)/var/numba_cache
 export PYTHONWARNINGS := ignore::DeprecationWarning,ignore::UserWarning
 
-.PHONY: setup run run-full test lint typecheck validate dev mlflow clean
+.PHONY: setup run run-full test lint typecheck validate dev mlflow clean bench
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -35,8 +35,8 @@ run-full: setup  ## the same with the trial counts of SPEC section 4
 	FFE_TRIAL_PROFILE=full $(BIN)/python -m ffe_dagster.cli run-cycle
 
 lint: setup
-	$(BIN)/ruff check ffe_dagster tests
-	$(BIN)/ruff format --check ffe_dagster tests
+	$(BIN)/ruff check ffe_dagster tests benchmarks
+	$(BIN)/ruff format --check ffe_dagster tests benchmarks
 
 typecheck: setup
 	$(BIN)/pyright
@@ -46,6 +46,9 @@ validate: setup
 
 test: lint typecheck validate
 	$(BIN)/pytest -q
+
+bench: setup  ## engine throughput and the full curriculum vs the naive approach -> benchmarks/results/
+	$(BIN)/python -m benchmarks.bench_engine
 
 dev: setup  ## Dagster UI with the project loaded, http://127.0.0.1:3000
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

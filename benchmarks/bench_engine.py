@@ -12,8 +12,10 @@ import math
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -168,7 +170,8 @@ def curriculum_engine(dataset: str) -> dict[str, Any]:
     cur = curriculum()
     pairs = DATASETS[dataset]
     data = _mixed_level_data(pairs, cur.holdout_days)
-    storage = open_storage(f"journal:///{RESULTS / 'tmp' / f'{dataset}-{os.getpid()}.journal'}")
+    workdir = tempfile.mkdtemp(prefix="ffe-bench-")
+    storage = open_storage(f"journal:///{workdir}/studies.journal")
     start = time.perf_counter()
     previous: Params | None = None
     levels: list[dict[str, Any]] = []
@@ -200,8 +203,10 @@ def curriculum_engine(dataset: str) -> dict[str, Any]:
                 "bars": sum(s[3] for s in outcome.segments),
             }
         )
+    shutil.rmtree(workdir, ignore_errors=True)
     return {
         "dataset": dataset,
+        "storage": "Optuna journal file",
         "trials": sum(lv["trials"] for lv in levels),
         "seconds": time.perf_counter() - start,
         "levels": levels,
