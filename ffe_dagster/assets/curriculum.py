@@ -145,6 +145,14 @@ def build_level_asset(
                 "passed": float(outcome.passed),
             },
             trials=trials_table(outcome.study),
+            tables={
+                name: frame
+                for name, frame in (
+                    ("chosen_trades", outcome.chosen_trades),
+                    ("chosen_equity", outcome.chosen_equity),
+                )
+                if frame is not None
+            },
             json_artifacts={
                 "best_params.json": chosen.get("params"),
                 "level_result.json": result,

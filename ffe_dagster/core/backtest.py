@@ -227,15 +227,17 @@ def run_backtest(
     params: TradeParams,
     costs: CostModel,
 ) -> BacktestRun:
-    """Backtest one segment and return its per-bar returns and closed trades."""
+    """Backtest one segment on vectorbt and return its per-bar returns and closed trades."""
     portfolio = simulate(segment, signals, direction=direction, params=params, costs=costs)
+    return backtest_run(portfolio, len(segment))
+
+
+def backtest_run(portfolio: Any, n_bars: int) -> BacktestRun:
+    """The ``BacktestRun`` of a vectorbt portfolio over ``n_bars`` bars."""
     trades = portfolio.get_trades().records
     closed = trades[trades["status"] == 1]
     durations = (closed["exit_idx"] - closed["entry_idx"]).astype(np.float64)
-    all_bars = (
-        np.where(trades["status"] == 1, trades["exit_idx"], segment.close.size - 1)
-        - trades["entry_idx"]
-    )
+    all_bars = np.where(trades["status"] == 1, trades["exit_idx"], n_bars - 1) - trades["entry_idx"]
     return BacktestRun(
         returns=np.asarray(portfolio.returns(), dtype=np.float64),
         pnl=np.asarray(closed["pnl"], dtype=np.float64),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
+import polars as pl
 
 from ffe_dagster.core import engine
 from ffe_dagster.core.backtest import (
@@ -22,9 +23,11 @@ from ffe_dagster.core.backtest import (
     Segment,
     StopMode,
     TradeParams,
+    backtest_run,
     engine_row,
     pool_metrics,
     run_backtest,
+    simulate,
 )
 from ffe_dagster.core.curriculum import split_bounds
 from ffe_dagster.core.metrics import FloatArray, Metrics
@@ -215,12 +218,88 @@ class LevelEvaluator:
             out.append((part, run))
         return out
 
+    def full_analysis(self, params: Params, period: Period) -> "FullAnalysis":
+        """Re-run ``params`` through vectorbt: trades table, equity curve, and its metrics next to
+        the engine's (they must agree; ``max_relative_difference`` says by how much)."""
+        tp = trade_params(params)
+        layout = self._layouts[period]
+        signals = self.signals(params)
+        trade_frames: list[pl.DataFrame] = []
+        equity_frames: list[pl.DataFrame] = []
+        runs: list[BacktestRun] = []
+        ppy: list[float] = []
+        for (lo, hi), i in zip(layout.bounds, layout.segment_index, strict=True):
+            base = int(self._offsets[i])
+            part = self.segments[i].slice(int(lo) - base, int(hi) - base)
+            portfolio = simulate(
+                part, signals[lo:hi], direction=self.direction, params=tp, costs=self.costs
+            )
+            runs.append(backtest_run(portfolio, len(part)))
+            ppy.append(part.periods_per_year)
+            records = portfolio.get_trades().records
+            trade_frames.append(
+                pl.DataFrame(
+                    {
+                        "instrument": [part.instrument] * len(records),
+                        "entry_ts": part.ts[records["entry_idx"]],
+                        "exit_ts": part.ts[records["exit_idx"]],
+                        "direction": np.where(records["direction"] == 0, "long", "short"),
+                        "size": records["size"],
+                        "entry_price": records["entry_price"],
+                        "exit_price": records["exit_price"],
+                        "fees": records["entry_fees"] + records["exit_fees"],
+                        "pnl": records["pnl"],
+                        "return_pct": records["return"] * 100.0,
+                        "closed": records["status"] == 1,
+                    }
+                )
+            )
+            value = np.asarray(portfolio.value(), dtype=np.float64)
+            peak = np.maximum.accumulate(value)
+            equity_frames.append(
+                pl.DataFrame(
+                    {
+                        "instrument": [part.instrument] * len(part),
+                        "ts": part.ts,
+                        "equity": value,
+                        "drawdown_pct": (1.0 - value / peak) * 100.0,
+                    }
+                )
+            )
+        if not runs:
+            raise ValueError(f"no segment has bars in the {period} period")
+        reference = pool_metrics(runs, ppy)
+        mine = self.evaluate(params, period)
+        diffs = [
+            abs(a - b) / max(abs(b), 1e-12)
+            for a, b in zip(mine.as_dict().values(), reference.as_dict().values(), strict=True)
+            if abs(a - b) > 1e-12
+        ]
+        return FullAnalysis(
+            trades=pl.concat(trade_frames),
+            equity=pl.concat(equity_frames),
+            metrics=reference,
+            engine_metrics=mine,
+            max_relative_difference=max(diffs, default=0.0),
+        )
+
     def reference_metrics(self, params: Params, period: Period) -> Metrics:
         """Pooled metrics of ``params`` computed from vectorbt's portfolios."""
         runs = self.runs(params, period)
         if not runs:
             raise ValueError(f"no segment has bars in the {period} period")
         return pool_metrics([r for _, r in runs], [s.periods_per_year for s, _ in runs])
+
+
+@dataclass(frozen=True, slots=True)
+class FullAnalysis:
+    """The vectorbt re-run of a chosen parameter set."""
+
+    trades: pl.DataFrame
+    equity: pl.DataFrame
+    metrics: Metrics
+    engine_metrics: Metrics
+    max_relative_difference: float
 
 
 def evaluate_recent(

@@ -23,7 +23,7 @@ from ffe_dagster.core.curriculum import (
     build_segments,
     evaluate_pass_criteria,
 )
-from ffe_dagster.core.evaluation import LevelEvaluator, Params, Period
+from ffe_dagster.core.evaluation import FullAnalysis, LevelEvaluator, Params, Period
 from ffe_dagster.core.level_robustness import (
     StudyContext,
     cost_sensitivity,
@@ -45,6 +45,7 @@ from ffe_dagster.core.regimes import Regime, regime_segments
 from ffe_dagster.core.strategies import EntryStrategy, get_strategy
 
 MAX_CANDIDATES = 5
+VECTORBT_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,8 @@ class LevelOutcome:
     progression: Progression
     tries: tuple[Mapping[str, Any], ...]
     analysis: Mapping[str, Any]
+    chosen_trades: pl.DataFrame | None = None  # vectorbt's trades of the chosen set, all periods
+    chosen_equity: pl.DataFrame | None = None  # and its equity curve with drawdown
 
     @property
     def passed(self) -> bool:
@@ -234,7 +237,19 @@ def run_level(
         "stability": stability(shift),
         **importance_report(config.study_name, config.storage, outcome),
     }
+    full: FullAnalysis | None = None
     if chosen is not None:
+        full = evaluator.full_analysis(chosen.params, Period.ALL)
+        if full.max_relative_difference > VECTORBT_TOLERANCE:
+            raise RuntimeError(
+                f"level {spec.level}: the engine and vectorbt disagree on the chosen set by a "
+                f"relative {full.max_relative_difference:.3g} (engine {full.engine_metrics}, "
+                f"vectorbt {full.metrics}); refusing to publish"
+            )
+        analysis["vectorbt_check"] = {
+            "max_relative_difference": full.max_relative_difference,
+            "trades": full.trades.height,
+        }
         test = evaluator.evaluate(chosen.params, Period.TEST).as_dict()
         if spec.robustness:
             stress = _stress_metrics(evaluator, chosen.params, curriculum.stress_periods)
@@ -276,6 +291,8 @@ def run_level(
         progression=progression,
         tries=tuple(tries),
         analysis=analysis,
+        chosen_trades=full.trades if full else None,
+        chosen_equity=full.equity if full else None,
     )
 
 

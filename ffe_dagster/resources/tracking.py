@@ -52,6 +52,7 @@ class MlflowTrackingResource(ConfigurableResource):
         metrics: Mapping[str, float],
         trials: pl.DataFrame,
         json_artifacts: Mapping[str, Any],
+        tables: Mapping[str, pl.DataFrame] | None = None,
     ) -> str:
         """Create one finished run with everything of a level study; returns the run id."""
         client = self.client()
@@ -68,6 +69,8 @@ class MlflowTrackingResource(ConfigurableResource):
                 folder = Path(tmp)
                 trials.write_csv(folder / "trials.csv")
                 trials.write_parquet(folder / "trials.parquet")
+                for name, table in (tables or {}).items():
+                    table.write_csv(folder / f"{name}.csv")
                 for name, payload in json_artifacts.items():
                     (folder / name).write_text(json.dumps(payload, indent=2, default=str))
                 client.log_artifacts(run_id, str(folder))

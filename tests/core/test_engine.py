@@ -8,7 +8,11 @@ directions trade and stops fire).
 """
 
 import math
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -179,3 +183,35 @@ def test_returns_of_a_period_match_the_reference(btc_2022: Segment) -> None:
     np.testing.assert_allclose(
         evaluator.returns(params, Period.VALIDATION), reference.returns, rtol=RTOL, atol=1e-15
     )
+
+
+CACHE_SCRIPT = """
+import numpy as np
+from ffe_dagster.core import engine
+bars = np.linspace(100.0, 110.0, 50)
+signals = np.zeros((1, 50), dtype=np.int8)
+signals[0, 3] = 1
+params = np.zeros((1, engine.N_PARAMS))
+params[0, engine.P_SIZE_VALUE] = 100.0
+params[0, engine.P_SL] = np.nan
+params[0, engine.P_TP] = np.nan
+bounds = np.array([[0, 50]], dtype=np.int64)
+engine.evaluate_batch(bars, bars, bars, bars, signals, bounds, params, 10_000.0)
+print(sum(engine.evaluate_batch.stats.cache_hits.values()),
+      sum(engine.evaluate_batch.stats.cache_misses.values()))
+"""
+
+
+def test_a_second_process_loads_the_compiled_kernel_from_disk(tmp_path: Path) -> None:
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+
+    def run() -> tuple[int, int]:
+        out = subprocess.run(
+            [sys.executable, "-c", CACHE_SCRIPT], env=env, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        hits, misses = out.stdout.split()
+        return int(hits), int(misses)
+
+    assert run() == (0, 1)  # first process: compiled and written to the cache
+    assert run() == (1, 0)  # second process: loaded, not compiled

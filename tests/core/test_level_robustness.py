@@ -113,3 +113,15 @@ def test_importance_covers_the_searched_parameters(outcome: LevelOutcome) -> Non
     }
     assert sum(importance.values()) == pytest.approx(1.0)
     assert all(-1.0 <= v <= 1.0 for v in outcome.analysis["sensitivity"].values())
+
+
+def test_the_chosen_set_is_rerun_through_vectorbt(outcome: LevelOutcome) -> None:
+    assert outcome.analysis["vectorbt_check"]["max_relative_difference"] <= 1e-9
+    trades = outcome.chosen_trades
+    equity = outcome.chosen_equity
+    assert trades is not None and equity is not None
+    assert trades.height == outcome.analysis["vectorbt_check"]["trades"] > 0
+    assert set(trades["instrument"].unique()) <= {"BTC_USDT", "ETH_USDT"}
+    assert (trades["exit_ts"] >= trades["entry_ts"]).all()
+    assert equity.columns == ["instrument", "ts", "equity", "drawdown_pct"]
+    assert equity["drawdown_pct"].min() == 0.0  # at every peak
