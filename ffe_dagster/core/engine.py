@@ -379,7 +379,9 @@ def simulate_segment(  # noqa: C901 - one loop on purpose: numba keeps its state
         neg = min(r, 0.0)
         down2 += neg * neg
         peak = max(peak, equity)
-        max_dd = max(max_dd, 1.0 - equity / peak)
+        # Divide only when the drawdown deepens (rare, so the branch is predictable).
+        if equity < peak * (1.0 - max_dd):
+            max_dd = max(max_dd, 1.0 - equity / peak)
 
     stats[S_BARS] = n_bars
     stats[S_SUM] = sum_r
