@@ -30,7 +30,7 @@ class Receiver(BaseHTTPRequestHandler):
         self.send_response(Receiver.status)
         self.end_headers()
 
-    def log_message(self, *_: Any) -> None:
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
 
