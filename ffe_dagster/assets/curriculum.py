@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from collections.abc import Sequence
 
 from dagster import (
     AssetExecutionContext,
@@ -23,8 +24,9 @@ from ffe_dagster.core.levels import (
     trials_table,
 )
 from ffe_dagster.core.optimize import StudyConfig, TrialRecord
+from ffe_dagster.core.plots import StudyPlotData
 from ffe_dagster.resources.studies import OptunaStorageResource
-from ffe_dagster.resources.tracking import MlflowTrackingResource
+from ffe_dagster.resources.tracking import MlflowTrackingResource, code_version, git_commit
 from ffe_dagster.resources.warehouse import WarehouseResource
 
 
@@ -50,6 +52,15 @@ def _criteria_markdown(result: dict) -> str:
     for c in result["criteria"]:
         lines.append(f"| {c['name']} | {c['threshold']:g} | {c['value']:.3f} | {c['passed']} |")
     return "\n".join(lines)
+
+
+def _data_range(segments: Sequence[tuple[str, str, str, int]]) -> str:
+    # First and last bar over all of the level's segments; their timestamps are ISO strings, so
+    # the string order is the time order (zero microseconds dropped for reading).
+    if not segments:
+        return "no data"
+    first, last = min(s[1] for s in segments), max(s[2] for s in segments)
+    return f"{first.removesuffix('.000000')} .. {last.removesuffix('.000000')}"
 
 
 def build_level_asset(
@@ -96,7 +107,8 @@ def build_level_asset(
             return MaterializeResult(
                 metadata={"skipped": True, "reason": result["progression"]["reasons"][0]}
             )
-        study_name = f"{spec.asset}-{study_fingerprint(spec, curriculum, data)}"
+        fingerprint = study_fingerprint(spec, curriculum, data)
+        study_name = f"{spec.asset}-{fingerprint}"
         step = max(1, n_trials // 5)
 
         def progress(record: TrialRecord, done: int) -> None:
@@ -121,6 +133,7 @@ def build_level_asset(
         if outcome.study.resumed_trials:
             context.log.info(f"{study_name}: resumed from {outcome.study.resumed_trials} trials")
         chosen = result["chosen"] or {}
+        trials = trials_table(outcome.study)
         run_id = mlflow_tracking.log_study(
             run_name=f"{spec.asset} {context.run.run_id[:8]}",
             tags={
@@ -144,7 +157,7 @@ def build_level_asset(
                 "feasible_trials": float(result["feasible_trials"]),  # type: ignore[arg-type]
                 "passed": float(outcome.passed),
             },
-            trials=trials_table(outcome.study),
+            trials=trials,
             tables={
                 name: frame
                 for name, frame in (
@@ -157,6 +170,17 @@ def build_level_asset(
                 "best_params.json": chosen.get("params"),
                 "level_result.json": result,
             },
+            plots=StudyPlotData(
+                trials=trials,
+                importance=outcome.analysis.get("importance") or {},
+                equity=outcome.chosen_equity,
+                title=f"L{spec.level} {spec.name}",
+                importance_note=str(outcome.analysis.get("importance_error", "")),
+            ),
+            data_range=_data_range(outcome.segments),
+            partition=context.partition_key if context.has_partition_key else "unpartitioned",
+            code_version=code_version(git_commit()),
+            data_fingerprint=fingerprint,
         )
         result["mlflow_run_id"] = run_id
         warehouse.save_level_result(spec.level, spec.asset, context.run.run_id, result)

@@ -1,29 +1,95 @@
-"""MLflow tracking over the plain client (the dagster-mlflow package is stale).
+"""MLflow tracking and model registry over the plain client (the dagster-mlflow package is stale).
 
-One experiment holds the curriculum; each level study of each cycle is one run with its tags,
-parameters, metrics and artifacts (trials table, best parameters, the level result).
+One experiment holds the curriculum: each level study of each cycle is one run with its tags
+(level, direction, instruments, data range, Dagster run id, partition, code version, data
+fingerprint), parameters, metrics and artifacts (trials table, best parameters, the level result,
+plots as PNG and HTML under ``plots/``). Cycle reports and the runs behind promoted parameter sets
+go to a second experiment (``<experiment>_reports`` by default), so the curriculum experiment stays
+one homogeneous table of level studies that the MLflow UI compares side by side.
+
+Promoted parameters are versions of the registered model ``ffe_promoted_parameters``: each version
+holds ``params.json`` (and ``metrics.json``) from a dedicated run, is tagged with its regime, and
+the alias ``<regime>-current`` (``bull-current``, ...) points at the regime's current version; a
+rollback moves the alias back.
 """
 
 import json
+import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 from dagster import ConfigurableResource
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-_MAX_PARAM_LEN = 6000
+from ffe_dagster.core.plots import StudyPlotData, write_study_plots
+
+_MAX_PARAM_LEN = 6000  # MLflow's limits (mlflow.utils.validation): longer values are refused
+_MAX_TAG_LEN = 8000
+REGISTERED_MODEL = "ffe_promoted_parameters"
+_PACKAGE = "ffe_dagster"
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout this package runs from, or None without git or a repository.
+
+    Read-only (``git rev-parse``); any failure means "unknown", never an error.
+    """
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit or None
+
+
+def code_version(commit: str | None = None) -> str:
+    """The package version plus the git commit when known, e.g. ``0.1.0+g1a2b3c4d5e6f``."""
+    try:
+        version = metadata.version(_PACKAGE)
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    return f"{version}+g{commit[:12]}" if commit else version
+
+
+# ``log_study``'s keyword ``code_version`` shadows the function inside it.
+_code_version = code_version
+
+
+def _numeric(value: Any) -> bool:
+    # MLflow metrics are numbers; anything else (a window label, a list) stays in metrics.json.
+    return isinstance(value, int | float)
+
+
+def current_alias(regime: str) -> str:
+    """The registry alias of a regime's current version, e.g. ``bull-current``."""
+    return f"{regime.lower()}-current"
 
 
 class MlflowTrackingResource(ConfigurableResource):
-    """Where runs are tracked: a tracking URI, an artifact folder and the experiment name."""
+    """Where runs are tracked: a tracking URI, an artifact folder and the experiment name.
+
+    ``report_experiment`` holds cycle reports and promoted-parameter runs (default
+    ``<experiment>_reports``); ``registered_model`` is the registry model of promoted parameters.
+    """
 
     tracking_uri: str
     artifact_dir: str
     experiment: str
+    report_experiment: str = ""
+    registered_model: str = REGISTERED_MODEL
 
     def client(self) -> MlflowClient:
         """An MLflow client bound to this tracking URI (no global state is set)."""
@@ -31,17 +97,31 @@ class MlflowTrackingResource(ConfigurableResource):
             Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
                 parents=True, exist_ok=True
             )
-        return MlflowClient(tracking_uri=self.tracking_uri)
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def experiment_id(self, client: MlflowClient) -> str:
-        """The experiment's id, created with the configured artifact folder when missing."""
-        found = client.get_experiment_by_name(self.experiment)
+        """The curriculum experiment's id, created with the configured artifact folder."""
+        return self._experiment(client, self.experiment, Path(self.artifact_dir))
+
+    def report_experiment_id(self, client: MlflowClient) -> str:
+        """The id of the experiment of cycle reports and promoted-parameter runs."""
+        name = self.report_experiment or f"{self.experiment}_reports"
+        return self._experiment(client, name, Path(self.artifact_dir) / name)
+
+    @staticmethod
+    def _experiment(client: MlflowClient, name: str, artifacts: Path) -> str:
+        found = client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
-        Path(self.artifact_dir).mkdir(parents=True, exist_ok=True)
-        return client.create_experiment(
-            self.experiment, artifact_location=Path(self.artifact_dir).resolve().as_uri()
-        )
+        artifacts.mkdir(parents=True, exist_ok=True)
+        try:
+            return client.create_experiment(name, artifact_location=artifacts.resolve().as_uri())
+        except MlflowException:
+            # Another process created it between the lookup and the create.
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
 
     def log_study(
         self,
@@ -53,10 +133,231 @@ class MlflowTrackingResource(ConfigurableResource):
         trials: pl.DataFrame,
         json_artifacts: Mapping[str, Any],
         tables: Mapping[str, pl.DataFrame] | None = None,
+        plots: StudyPlotData | None = None,
+        data_range: str | None = None,
+        partition: str | None = None,
+        code_version: str | None = None,
+        data_fingerprint: str | None = None,
     ) -> str:
-        """Create one finished run with everything of a level study; returns the run id."""
+        """Create one finished run with everything of a level study; returns the run id.
+
+        ``plots`` adds the study's plots (PNG and HTML under ``plots/``). The keyword tags are
+        stored as ``data_range``, ``partition``, ``code_version`` and ``data_fingerprint``; the
+        code version defaults to the package version plus the git commit, which also goes to
+        ``mlflow.source.git.commit`` when known.
+        """
+        commit = git_commit()
+        extra = {
+            "ffe.kind": "level_study",
+            "code_version": code_version or _code_version(commit),
+            **({"mlflow.source.git.commit": commit} if commit else {}),
+            **({"data_range": data_range} if data_range else {}),
+            **({"partition": partition} if partition else {}),
+            **({"data_fingerprint": data_fingerprint} if data_fingerprint else {}),
+        }
+
+        def artifacts(folder: Path) -> None:
+            trials.write_csv(folder / "trials.csv")
+            trials.write_parquet(folder / "trials.parquet")
+            for name, table in (tables or {}).items():
+                table.write_csv(folder / f"{name}.csv")
+            for name, payload in json_artifacts.items():
+                (folder / name).write_text(json.dumps(payload, indent=2, default=str))
+            if plots is not None:
+                write_study_plots(plots, folder / "plots")
+
         client = self.client()
-        run = client.create_run(self.experiment_id(client), run_name=run_name, tags=dict(tags))
+        return self._finished_run(
+            client,
+            self.experiment_id(client),
+            run_name=run_name,
+            tags={**extra, **tags},
+            params=params,
+            metrics=metrics,
+            artifacts=artifacts,
+        )
+
+    def log_report(
+        self,
+        *,
+        run_name: str,
+        tags: Mapping[str, str],
+        documents: Mapping[str, str],
+        json_artifacts: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        note: str | None = None,
+    ) -> str:
+        """A finished run in the report experiment holding text ``documents`` (file name ->
+        content, e.g. ``curriculum_report.md``), JSON artifacts and metrics; ``note`` becomes the
+        run's description in the MLflow UI (rendered as Markdown). Returns the run id."""
+
+        def artifacts(folder: Path) -> None:
+            for name, text in documents.items():
+                (folder / name).write_text(text)
+            for name, payload in (json_artifacts or {}).items():
+                (folder / name).write_text(json.dumps(payload, indent=2, default=str))
+
+        client = self.client()
+        return self._finished_run(
+            client,
+            self.report_experiment_id(client),
+            run_name=run_name,
+            tags={
+                "ffe.kind": "cycle_report",
+                "code_version": _code_version(git_commit()),
+                **({"mlflow.note.content": note} if note else {}),
+                **tags,
+            },
+            params={},
+            metrics=metrics or {},
+            artifacts=artifacts,
+        )
+
+    def register_promotion(
+        self,
+        *,
+        regime: str,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, Any],
+        source_run_id: str | None,
+        description: str,
+        registry_version: int | None = None,
+        level: int | None = None,
+        dagster_run_id: str | None = None,
+    ) -> int:
+        """Register ``params`` as a new version of the promoted-parameters model and make it the
+        regime's current one (alias ``<regime>-current``); returns the model version.
+
+        The version's source is a dedicated run holding ``parameters/params.json`` and
+        ``parameters/metrics.json`` (numeric metrics are also the run's MLflow metrics).
+        ``source_run_id`` is the level study's MLflow run, ``registry_version`` the version in the
+        parameter registry (SQL), ``level`` and ``dagster_run_id`` where it came from; all become
+        tags of the model version.
+        """
+        client = self.client()
+        self._ensure_registered_model(client)
+        tags = {
+            "regime": regime,
+            **({"registry_version": str(registry_version)} if registry_version is not None else {}),
+            **({"level": str(level)} if level is not None else {}),
+            **({"source_run_id": source_run_id} if source_run_id else {}),
+            **({"dagster_run_id": dagster_run_id} if dagster_run_id else {}),
+        }
+
+        def artifacts(folder: Path) -> None:
+            target = folder / "parameters"
+            target.mkdir()
+            (target / "params.json").write_text(json.dumps(dict(params), indent=2, default=str))
+            (target / "metrics.json").write_text(json.dumps(dict(metrics), indent=2, default=str))
+
+        run_id = self._finished_run(
+            client,
+            self.report_experiment_id(client),
+            run_name=f"promoted {regime}",
+            tags={"ffe.kind": "promoted_parameters", **tags},
+            params=params,
+            metrics={k: v for k, v in metrics.items() if _numeric(v)},
+            artifacts=artifacts,
+        )
+        run = client.get_run(run_id)
+        version = client.create_model_version(
+            self.registered_model,
+            source=f"{run.info.artifact_uri}/parameters",
+            run_id=run_id,
+            tags=tags,
+            description=description,
+        )
+        number = int(version.version)
+        client.set_registered_model_alias(self.registered_model, current_alias(regime), str(number))
+        return number
+
+    def set_current(self, *, regime: str, model_version: int) -> None:
+        """Point the regime's ``<regime>-current`` alias at ``model_version`` (a rollback when
+        it is an earlier one). The version must exist and belong to ``regime``."""
+        client = self.client()
+        version = client.get_model_version(self.registered_model, str(model_version))
+        owner = version.tags.get("regime")
+        if owner != regime:
+            raise ValueError(
+                f"model version {model_version} of {self.registered_model} belongs to regime "
+                f"{owner!r}, not {regime!r}"
+            )
+        client.set_registered_model_alias(
+            self.registered_model, current_alias(regime), str(model_version)
+        )
+
+    def clear_current(self, *, regime: str) -> None:
+        """Remove the regime's ``<regime>-current`` alias (its current set was suspended and no
+        earlier version exists to return to). Nothing happens when there is no alias."""
+        if self.current_model_version(regime) is not None:
+            self.client().delete_registered_model_alias(
+                self.registered_model, current_alias(regime)
+            )
+
+    def current_model_version(self, regime: str) -> int | None:
+        """The model version the regime's alias points at, or None when it has none yet."""
+        client = self.client()
+        try:
+            model = client.get_registered_model(self.registered_model)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        version = model.aliases.get(current_alias(regime))
+        return int(version) if version is not None else None
+
+    def promoted_params(self, regime: str, model_version: int | None = None) -> dict[str, Any]:
+        """The ``params.json`` of a model version (the regime's current one by default)."""
+        version = model_version or self.current_model_version(regime)
+        if version is None:
+            raise LookupError(f"regime {regime} has no current model version")
+        client = self.client()
+        mv = client.get_model_version(self.registered_model, str(version))
+        if mv.run_id is None:
+            raise LookupError(f"model version {version} has no source run")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = client.download_artifacts(mv.run_id, "parameters/params.json", tmp)
+            return json.loads(Path(path).read_text())
+
+    def _ensure_registered_model(self, client: MlflowClient) -> None:
+        try:
+            client.get_registered_model(self.registered_model)
+            return
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+        try:
+            client.create_registered_model(
+                self.registered_model,
+                tags={"ffe.kind": "promoted_parameters"},
+                description=(
+                    "Exit and risk parameters promoted per market regime; the alias "
+                    "<regime>-current (bull-current, bear-current, sideways-current, "
+                    "default-current) points at each regime's current version."
+                ),
+            )
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # created meanwhile elsewhere
+                raise
+
+    @staticmethod
+    def _finished_run(
+        client: MlflowClient,
+        experiment_id: str,
+        *,
+        run_name: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        artifacts: Callable[[Path], None],
+    ) -> str:
+        # One run, created, filled and terminated; marked FAILED (then re-raised) on any error so
+        # a half-logged run never looks finished.
+        run = client.create_run(
+            experiment_id,
+            run_name=run_name,
+            tags={k: str(v)[:_MAX_TAG_LEN] for k, v in tags.items()},
+        )
         run_id = run.info.run_id
         try:
             client.log_batch(
@@ -67,12 +368,7 @@ class MlflowTrackingResource(ConfigurableResource):
             )
             with tempfile.TemporaryDirectory() as tmp:
                 folder = Path(tmp)
-                trials.write_csv(folder / "trials.csv")
-                trials.write_parquet(folder / "trials.parquet")
-                for name, table in (tables or {}).items():
-                    table.write_csv(folder / f"{name}.csv")
-                for name, payload in json_artifacts.items():
-                    (folder / name).write_text(json.dumps(payload, indent=2, default=str))
+                artifacts(folder)
                 client.log_artifacts(run_id, str(folder))
         except Exception:
             client.set_terminated(run_id, status="FAILED")

@@ -1,0 +1,72 @@
+"""The cycle report: curriculum report and deployment recommendation, published to Dagster and
+MLflow. Called by the promotion asset once the regimes are decided."""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from dagster import MetadataValue
+
+from ffe_dagster.core.report import (
+    curriculum_report,
+    deployment_recommendation,
+    regime_verdicts,
+)
+from ffe_dagster.resources.tracking import MlflowTrackingResource
+
+
+def publish_cycle_report(
+    mlflow_tracking: MlflowTrackingResource,
+    level_results: Sequence[Mapping[str, Any]],
+    promotion_summary: Mapping[str, Mapping[str, Any]] | None,
+    run_id: str,
+    *,
+    promotes: Mapping[int, Sequence[str]] | None = None,
+    partition: str = "unpartitioned",
+) -> dict[str, MetadataValue]:
+    """Render the cycle's report and recommendation, log both to a "cycle report" MLflow run,
+    and return them as Dagster metadata.
+
+    ``level_results`` are the stored level results (``warehouse.latest_level_result``),
+    ``promotion_summary`` the decisions per regime (``{"BULL": {"promoted", "version", "level",
+    "reason", "model_version"?}}``), ``run_id`` the Dagster run id, ``promotes`` the regimes of
+    each level (curriculum.yaml) when the summary does not name them all.
+    """
+    report = curriculum_report(level_results, promotion_summary, promotes=promotes)
+    recommendation = deployment_recommendation(level_results, promotion_summary, promotes=promotes)
+    verdicts = regime_verdicts(level_results, promotion_summary, promotes=promotes)
+    metrics: dict[str, float] = {"regimes_to_deploy": float(sum(v.deploy for v in verdicts))}
+    for r in level_results:
+        prefix = f"level_{r['level']}"
+        metrics[f"{prefix}_passed"] = float(bool(r.get("passed")))
+        for key in ("sharpe", "win_rate_pct", "max_drawdown_pct", "total_return_pct"):
+            if key in (r.get("test") or {}):
+                metrics[f"{prefix}_test_{key}"] = float(r["test"][key])
+    for v in verdicts:
+        metrics[f"deploy_{v.regime.lower()}"] = float(v.deploy)
+    level_runs = ",".join(
+        str(r["mlflow_run_id"]) for r in level_results if r.get("mlflow_run_id") is not None
+    )
+    report_run = mlflow_tracking.log_report(
+        run_name=f"cycle report {run_id[:8]}",
+        tags={
+            "dagster_run_id": run_id,
+            "partition": partition,
+            "levels": ",".join(str(r["level"]) for r in level_results),
+            **({"level_run_ids": level_runs} if level_runs else {}),
+        },
+        documents={
+            "curriculum_report.md": report,
+            "deployment_recommendation.md": recommendation,
+        },
+        json_artifacts={
+            "level_results.json": list(level_results),
+            "promotion_summary.json": promotion_summary or {},
+        },
+        metrics=metrics,
+        note=recommendation,
+    )
+    return {
+        "curriculum_report": MetadataValue.md(report),
+        "deployment_recommendation": MetadataValue.md(recommendation),
+        "report_mlflow_run_id": MetadataValue.text(report_run),
+    }
