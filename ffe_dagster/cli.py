@@ -10,6 +10,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from dagster import DagsterInstance, Definitions
 from dagster._core.storage.tags import (
@@ -20,6 +21,7 @@ from dagster._core.storage.tags import (
 from ffe_dagster.config import load_curriculum, load_universe
 from ffe_dagster.definitions import EXPORT_FILE, build_definitions
 from ffe_dagster.partitions import DATE_DIM, INSTRUMENT_DIM, bar_partitions
+from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.warehouse import WarehouseResource
 from ffe_dagster.settings import Settings
 
@@ -80,6 +82,23 @@ def run_cycle(settings: Settings, instance: DagsterInstance, trigger: str = "man
     }
 
 
+def _regime_state(
+    registry: ParameterRegistryResource, regime: str, current: dict[str, Any] | None
+) -> str:
+    """One line per regime: the current set, the version in flight and its latest decision."""
+    parts = [
+        f"current v{current['version']} (level {current['level']})" if current else "no current"
+    ]
+    for version in registry.in_flight(regime):
+        parts.append(f"v{version['version']} in {version['stage']}: {version['reason']}")
+    if not parts[1:]:
+        trail = registry.transitions(regime)
+        if trail:
+            last = trail[-1]
+            parts.append(f"last decision: {last['action']} v{last['version']}: {last['reason']}")
+    return "; ".join(parts)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(prog="ffe_dagster")
@@ -98,9 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         verdict = "passed" if info["passed"] else "did not pass"
         print(f"  level {level}: {verdict}; MLflow run {info['mlflow_run_id']}")
     print(f"\npromoted parameters: {report['export']}")
+    registry = ParameterRegistryResource(url=settings.registry_url)
     for regime, current in export["regimes"].items():
-        state = f"v{current['version']} from level {current['level']}" if current else "none"
-        print(f"  {regime}: {state}")
+        print(f"  {regime}: {_regime_state(registry, regime, current)}")
     print(
         "\nlook at it: `make dev` (Dagster UI, http://127.0.0.1:3000), "
         "`make mlflow` (MLflow UI, http://127.0.0.1:5000)"

@@ -1,10 +1,23 @@
-"""The parameter registry: versions, transitions and rollback on a real SQLite database."""
+"""The parameter registry on a real SQLite database: versions, stage transitions with their
+audit trail, rollback, suspension, and the upgrade of a registry written by an older release."""
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
+from ffe_dagster.assets.promotion import export_current
+from ffe_dagster.core.promotion import LimitedGateConfig
 from ffe_dagster.resources.registry import ParameterRegistryResource
+
+T0 = datetime(2024, 3, 1, 12, tzinfo=UTC)
+MARKS = {"BTC_USDT": datetime(2024, 3, 1, 11, tzinfo=UTC)}
+CHECKS = [{"name": "sharpe", "value": 1.2, "threshold": 0.5, "passed": True, "reason": "ok"}]
+
+
+def _registry(tmp_path: Path) -> ParameterRegistryResource:
+    return ParameterRegistryResource(url=f"sqlite:///{tmp_path / 'r.db'}")
 
 
 def _record(registry: ParameterRegistryResource, x: float, promoted: bool) -> int:
@@ -21,8 +34,27 @@ def _record(registry: ParameterRegistryResource, x: float, promoted: bool) -> in
     )
 
 
+def _candidate(registry: ParameterRegistryResource, x: float, passed: bool = True) -> int:
+    return registry.add_candidate(
+        regime="BEAR",
+        level=2,
+        direction="short",
+        params={"x": x},
+        metrics={"sharpe": x, "n_trades": 25.0},
+        passed=passed,
+        reason="COLD passed" if passed else "COLD failed: sharpe",
+        checks=CHECKS,
+        trigger="schedule",
+        run_id="run-1",
+        data_marks=MARKS,
+        source_run_id="mlflow-run",
+        candidate_number=7,
+        at=T0,
+    )
+
+
 def test_versions_transitions_and_rollback(tmp_path: Path) -> None:
-    registry = ParameterRegistryResource(url=f"sqlite:///{tmp_path / 'r.db'}")
+    registry = _registry(tmp_path)
     assert registry.current("BULL") is None
     assert _record(registry, 1.0, True) == 1
     assert _record(registry, 2.0, False) == 2  # rejected: the current version stays
@@ -45,3 +77,190 @@ def test_versions_transitions_and_rollback(tmp_path: Path) -> None:
     ]
     with pytest.raises(ValueError, match="no earlier promoted version"):
         registry.rollback("BULL", reason="again", trigger="manual", run_id=None)
+
+
+def test_a_candidate_climbs_every_stage_with_its_audit_trail(tmp_path: Path) -> None:
+    registry = _registry(tmp_path)
+    assert _candidate(registry, 1.0) == 1
+    (flying,) = registry.in_flight("BEAR")
+    assert (flying["stage"], flying["status"], flying["direction"]) == (
+        "WARM",
+        "candidate",
+        "short",
+    )
+    assert flying["data_marks"] == MARKS and flying["stage_entered_at"] == T0
+    assert (flying["source_run_id"], flying["candidate_number"]) == ("mlflow-run", 7)
+    registry.wait(
+        regime="BEAR",
+        version=1,
+        reason="WARM waiting: 3 trades",
+        metrics={"n_trades": 3.0},
+        checks=CHECKS,
+        trigger="schedule",
+        run_id="run-2",
+        at=T0 + timedelta(hours=6),
+    )
+    registry.advance(
+        regime="BEAR",
+        version=1,
+        to_stage="LIMITED",
+        reason="WARM passed",
+        metrics={"sharpe": 1.3},
+        checks=CHECKS,
+        trigger="sensor",
+        run_id="run-3",
+        at=T0 + timedelta(hours=12),
+    )
+    assert registry.current("BEAR") is None  # LIMITED is not current yet
+    registry.advance(
+        regime="BEAR",
+        version=1,
+        to_stage="FULL",
+        reason="LIMITED passed",
+        metrics={"sharpe": 1.4},
+        checks=CHECKS,
+        trigger="schedule",
+        run_id="run-4",
+        data_marks={"BTC_USDT": datetime(2024, 3, 3, tzinfo=UTC)},
+        at=T0 + timedelta(hours=40),
+    )
+    current = registry.current("BEAR")
+    assert current is not None
+    assert (current["version"], current["stage"], current["stage_run_id"]) == (1, "FULL", "run-4")
+    assert current["stage_marks"] == {"BTC_USDT": datetime(2024, 3, 3, tzinfo=UTC)}
+    assert current["metrics"] == {"sharpe": 1.0, "n_trades": 25.0}  # the COLD metrics stay
+    assert current["stage_metrics"] == {"sharpe": 1.4}
+    assert registry.in_flight("BEAR") == []
+    trail = [
+        (t["action"], t["version"], t["from_stage"], t["to_stage"], t["trigger"], t["run_id"])
+        for t in registry.transitions("BEAR")
+    ]
+    assert trail == [
+        ("advance", 1, "COLD", "WARM", "schedule", "run-1"),
+        ("wait", 1, "WARM", "WARM", "schedule", "run-2"),
+        ("advance", 1, "WARM", "LIMITED", "sensor", "run-3"),
+        ("promote", 1, "LIMITED", "FULL", "schedule", "run-4"),
+    ]
+    last = registry.transitions("BEAR")[-1]
+    assert last["metrics"] == {"sharpe": 1.4} and last["checks"] == CHECKS
+    assert (last["from_version"], last["to_version"]) == (None, 1)
+    assert last["at"] == T0 + timedelta(hours=40)
+
+
+def test_rejections_and_impossible_moves(tmp_path: Path) -> None:
+    registry = _registry(tmp_path)
+    assert _candidate(registry, 0.1, passed=False) == 1
+    rejected = registry.version("BEAR", 1)
+    assert (rejected["stage"], rejected["status"]) == ("COLD", "rejected")
+    assert registry.in_flight("BEAR") == []
+    kwargs = {
+        "regime": "BEAR",
+        "reason": "r",
+        "metrics": {},
+        "checks": [],
+        "trigger": "schedule",
+        "run_id": None,
+    }
+    with pytest.raises(ValueError, match="not in flight"):
+        registry.advance(version=1, to_stage="LIMITED", **kwargs)
+    assert _candidate(registry, 1.0) == 2
+    with pytest.raises(ValueError, match="at WARM cannot move to FULL"):
+        registry.advance(version=2, to_stage="FULL", **kwargs)
+    registry.reject(version=2, **{**kwargs, "reason": "WARM failed: drawdown"})
+    assert registry.version("BEAR", 2)["status"] == "rejected"
+    assert registry.version("BEAR", 2)["reason"] == "WARM failed: drawdown"
+    with pytest.raises(ValueError, match="trigger must be one of"):
+        registry.wait(version=2, **{**kwargs, "trigger": "cron"})
+    with pytest.raises(KeyError):
+        registry.version("BEAR", 9)
+
+
+def test_rollback_to_a_chosen_version_and_suspension(tmp_path: Path) -> None:
+    registry = _registry(tmp_path)
+    for x in (1.0, 2.0, 3.0):
+        _record(registry, x, True)
+    assert _record(registry, 4.0, False) == 4
+    with pytest.raises(ValueError, match="v4 was never promoted"):
+        registry.rollback("BULL", reason="r", trigger="manual", run_id=None, to_version=4)
+    with pytest.raises(ValueError, match="v3 is already current"):
+        registry.rollback("BULL", reason="r", trigger="manual", run_id=None, to_version=3)
+    restored = registry.rollback(
+        "BULL", reason="operator", trigger="manual", run_id="job-1", to_version=1
+    )
+    assert restored == 1
+    current = registry.current("BULL")
+    assert current is not None and current["stage_marks"] is None  # the watch starts afresh
+    registry.start_watch("BULL", 1, MARKS)
+    assert registry.version("BULL", 1)["stage_marks"] == MARKS
+    with pytest.raises(ValueError, match="not the current version"):
+        registry.start_watch("BULL", 2, MARKS)
+    assert (
+        registry.suspend("BULL", reason="breach", trigger="automatic-rollback", run_id="run-9") == 1
+    )
+    assert registry.current("BULL") is None
+    statuses = {v["version"]: v["status"] for v in registry.history("BULL")}
+    assert statuses == {1: "rolled_back", 2: "superseded", 3: "rolled_back", 4: "rejected"}
+    suspend = registry.transitions("BULL")[-1]
+    assert (suspend["action"], suspend["from_version"], suspend["to_version"]) == (
+        "suspend",
+        1,
+        None,
+    )
+    assert suspend["trigger"] == "automatic-rollback"
+    with pytest.raises(ValueError, match="no current version to suspend"):
+        registry.suspend("BULL", reason="again", trigger="manual", run_id=None)
+    # with nothing current, a manual rollback restores the newest superseded version
+    assert registry.rollback("BULL", reason="back", trigger="manual", run_id=None) == 2
+
+
+def test_mlflow_model_version_follows_a_version(tmp_path: Path) -> None:
+    registry = _registry(tmp_path)
+    _record(registry, 1.0, True)
+    assert registry.version("BULL", 1)["mlflow_model_version"] is None
+    registry.set_mlflow_model_version("BULL", 1, 5)
+    assert registry.version("BULL", 1)["mlflow_model_version"] == 5
+    with pytest.raises(KeyError):
+        registry.set_mlflow_model_version("BULL", 2, 6)
+
+
+def test_a_registry_of_the_first_schema_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as con:
+        con.execute(
+            sa.text(
+                "CREATE TABLE parameter_versions (id INTEGER PRIMARY KEY, regime VARCHAR(16) "
+                "NOT NULL, version INTEGER NOT NULL, level INTEGER NOT NULL, params TEXT NOT "
+                "NULL, metrics TEXT NOT NULL, stage VARCHAR(16) NOT NULL, status VARCHAR(16) NOT "
+                "NULL, reason TEXT NOT NULL, trigger VARCHAR(32) NOT NULL, run_id VARCHAR(64), "
+                "created_at DATETIME NOT NULL, UNIQUE (regime, version))"
+            )
+        )
+        con.execute(
+            sa.text(
+                "CREATE TABLE parameter_transitions (id INTEGER PRIMARY KEY, regime VARCHAR(16) "
+                "NOT NULL, from_version INTEGER, to_version INTEGER, action VARCHAR(16) NOT NULL, "
+                "reason TEXT NOT NULL, trigger VARCHAR(32) NOT NULL, run_id VARCHAR(64), "
+                "at DATETIME NOT NULL)"
+            )
+        )
+        con.execute(
+            sa.text(
+                "INSERT INTO parameter_versions VALUES (1, 'SIDEWAYS', 1, 4, '{\"x\": 1}', "
+                "'{\"sharpe\": 1.3}', 'COLD', 'current', 'COLD passed', 'manual', 'old-run', "
+                "'2026-01-01 00:00:00.000000')"
+            )
+        )
+    engine.dispose()
+    registry = ParameterRegistryResource(url=f"sqlite:///{path}")
+    current = registry.current("SIDEWAYS")
+    assert current is not None
+    assert current["params"] == {"x": 1} and current["metrics"] == {"sharpe": 1.3}
+    assert current["created_at"] == datetime(2026, 1, 1, tzinfo=UTC)
+    assert current["direction"] is None and current["stage_marks"] is None
+    payload = export_current(registry, tmp_path / "export.json", "run", LimitedGateConfig())
+    assert payload["regimes"]["SIDEWAYS"]["promoted_at"] == "2026-01-01T00:00:00+00:00"
+    assert payload["regimes"]["SIDEWAYS"]["promoted_by_run"] == "old-run"
+    registry.start_watch("SIDEWAYS", 1, MARKS)
+    assert registry.suspend("SIDEWAYS", reason="r", trigger="manual", run_id=None) == 1
+    assert registry.transitions("SIDEWAYS")[-1]["action"] == "suspend"

@@ -1,7 +1,26 @@
-"""Promotion: per regime, the best level candidate that passes the COLD gate becomes current."""
+"""Promotion per regime (SPEC section 5), one step of every cycle.
+
+Per regime, in this order:
+
+1. a version in LIMITED is judged on the live results the trading system reported
+   (``live_results_dir``) against the current version's results over the same hours;
+2. a version in WARM is judged by paper trading on the bars that arrived after it was made,
+   against the current parameters on the same bars; it enters LIMITED when that stage is free;
+3. when nothing is in flight, the level's candidates face the COLD gate in validation order
+   and the first to pass enters WARM (a rejection is stored with its reason);
+4. after that, the current (FULL) version is checked against the safety limits on the bars
+   since its promotion (and on its live results, when the trading system reports any); a
+   breach rolls it back to the previous version automatically, trigger ``automatic-rollback``.
+
+Every decision goes to the registry with its checks, metrics, trigger and run id, and the
+current parameters per regime (plus the LIMITED ones, with their capital share) are exported
+atomically as JSON for the trading system.
+"""
 
 import json
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,57 +35,550 @@ from dagster import (
 )
 
 from ffe_dagster.assets.loading import load_level_data
+from ffe_dagster.assets.reporting import publish_cycle_report
 from ffe_dagster.config import Universe
-from ffe_dagster.core.backtest import Segment
-from ffe_dagster.core.curriculum import CurriculumSpec, bars_to_segment
-from ffe_dagster.core.evaluation import Params, evaluate_recent
-from ffe_dagster.core.levels import LevelData, entry_strategy
+from ffe_dagster.core.backtest import CostModel, Direction
+from ffe_dagster.core.bars import interval_to_timedelta
+from ffe_dagster.core.curriculum import CurriculumSpec
+from ffe_dagster.core.evaluation import Params
+from ffe_dagster.core.levels import entry_strategy
 from ffe_dagster.core.promotion import (
-    ColdGateConfig,
     GateDecision,
+    LimitedGateConfig,
+    Outcome,
+    Performance,
+    PromotionConfig,
     PromotionRegime,
+    Stage,
     choose_for_regime,
     cold_gate,
+    combine_live_results,
+    limited_gate,
+    live_performance,
+    normalize_live_results,
+    paper_performance,
+    safety_gate,
+    warm_gate,
+    watermark,
 )
-from ffe_dagster.resources.registry import ParameterRegistryResource
+from ffe_dagster.core.strategies import EntryStrategy
+from ffe_dagster.resources.registry import (
+    STATUS_SUPERSEDED,
+    Marks,
+    ParameterRegistryResource,
+)
+from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.warehouse import WarehouseResource
 
 WARMUP_BARS = 400
+EXPORT_SCHEMA = "ffe_dagster.promoted_parameters/1"
+AUTOMATIC_ROLLBACK = "automatic-rollback"
+_YEAR = timedelta(days=365)
 
 
-def _holdout_segments(data: LevelData) -> list[Segment]:
-    """Per instrument, the hold-out bars plus enough earlier bars to warm the indicators."""
-    segments: list[Segment] = []
-    for instrument, bars in data.bars.items():
-        start = data.holdout_start[instrument]
-        idx = int((bars["ts"] < start).sum())
-        piece = bars.slice(max(0, idx - WARMUP_BARS))
-        segments.append(bars_to_segment(piece, instrument, data.periods_per_year[instrument]))
-    return segments
+def run_trigger(tags: Mapping[str, str]) -> str:
+    """What launched the run, from its tags: ``schedule``, ``sensor`` or ``manual``.
+
+    Dagster tags runs of a schedule with ``dagster/schedule_name`` and runs of a sensor with
+    ``dagster/sensor_name``; runs started otherwise carry the project's ``ffe/trigger`` tag
+    (``make run`` and the UI launch: ``manual``).
+    """
+    if "dagster/schedule_name" in tags:
+        return "schedule"
+    if "dagster/sensor_name" in tags:
+        return "sensor"
+    trigger = tags.get("ffe/trigger", "manual")
+    if trigger not in ("schedule", "sensor", "manual"):
+        raise ValueError(f"tag ffe/trigger must be schedule, sensor or manual, got {trigger!r}")
+    return trigger
 
 
-def export_current(registry: ParameterRegistryResource, path: Path, run_id: str) -> dict[str, Any]:
-    """Write the current parameters per regime as JSON for the trading system."""
+def read_live_results(directory: Path) -> pl.DataFrame:
+    """Every ``*.parquet`` and ``*.csv`` file in ``directory`` as one checked table (README,
+    "Promotion" describes the format). A missing directory means no results yet."""
+    if not directory.exists():
+        return combine_live_results([])
+    frames: list[pl.DataFrame] = []
+    for path in sorted(directory.iterdir()):
+        if path.suffix == ".parquet":
+            frames.append(normalize_live_results(pl.read_parquet(path), str(path)))
+        elif path.suffix == ".csv":
+            frames.append(normalize_live_results(pl.read_csv(path), str(path)))
+    return combine_live_results(frames)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One parameter set a level proposes, with what the study expected of it."""
+
+    params: Params
+    validation_sharpe: float
+    number: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RegimeCandidates:
+    """A regime's candidates from the level that promotes it."""
+
+    regime: PromotionRegime
+    level: int
+    direction: Direction
+    candidates: Sequence[Candidate]
+    source_run_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Market:
+    """The validated bars and how to trade them; paper trading runs here."""
+
+    bars: Mapping[str, pl.DataFrame]
+    periods_per_year: Mapping[str, float]
+    strategy: EntryStrategy
+    costs: CostModel
+    bar_period: timedelta
+
+    def paper(self, params: Params, direction: Direction, since: Marks) -> Performance:
+        """``params`` traded on the bars after ``since``."""
+        return paper_performance(
+            self.bars,
+            params,
+            since=since,
+            strategy=self.strategy,
+            direction=direction,
+            costs=self.costs,
+            periods_per_year=self.periods_per_year,
+            warmup_bars=WARMUP_BARS,
+        )
+
+    def last_days(self, days: int) -> dict[str, datetime]:
+        """Marks that leave the last ``days`` days of every instrument."""
+        return {k: v - timedelta(days=days) for k, v in watermark(self.bars).items()}
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRow:
+    """One line of the cycle's report."""
+
+    regime: str
+    version: int | None
+    stage: str
+    decision: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentChange:
+    """A change of a regime's current version (what the trading system and MLflow follow)."""
+
+    regime: str
+    action: str  # promote, rollback or suspend
+    version: int | None  # the new current version; None after a suspension
+    previous: int | None
+    reason: str
+    trigger: str
+
+
+@dataclass
+class CycleReport:
+    """What one promotion cycle decided."""
+
+    rows: list[DecisionRow] = field(default_factory=list)
+    changes: list[CurrentChange] = field(default_factory=list)
+
+    def add(self, regime: str, version: int | None, stage: str, decision: str, why: str) -> None:
+        """Append one decision."""
+        self.rows.append(DecisionRow(regime, version, stage, decision, why))
+
+
+@dataclass(frozen=True, slots=True)
+class _Cycle:
+    """Everything one cycle shares, so the steps below take few arguments."""
+
+    registry: ParameterRegistryResource
+    market: Market
+    live: pl.DataFrame
+    now: datetime
+    marks: Marks
+    config: PromotionConfig
+    level_directions: Mapping[int, Direction]
+    trigger: str
+    run_id: str | None
+    report: CycleReport
+
+    def direction(self, row: Mapping[str, Any]) -> Direction:
+        if row.get("direction"):
+            return Direction(row["direction"])
+        level = int(row["level"])
+        if level not in self.level_directions:
+            raise ValueError(
+                f"{row['regime']} v{row['version']} has no direction and level {level} is not "
+                "in the curriculum any more"
+            )
+        return self.level_directions[level]
+
+    def live_perf(self, regime: str, version: int, since: datetime) -> Performance:
+        return live_performance(
+            self.live,
+            regime=regime,
+            version=version,
+            since=since,
+            until=self.now,
+            bar_period=self.market.bar_period,
+            periods_per_year=_YEAR / self.market.bar_period,
+        )
+
+    def record(self, row: Mapping[str, Any], decision: GateDecision, action: str) -> None:
+        """Store a WAIT or FAIL decision about an in-flight version."""
+        kwargs: dict[str, Any] = {
+            "regime": row["regime"],
+            "version": row["version"],
+            "reason": decision.reason,
+            "metrics": {**decision.metrics, **_prefixed("current_", decision.baseline)},
+            "checks": decision.checks_as_dicts(),
+            "trigger": self.trigger,
+            "run_id": self.run_id,
+            "at": self.now,
+        }
+        if action == "wait":
+            self.registry.wait(**kwargs)
+        else:
+            self.registry.reject(**kwargs)
+        self.report.add(row["regime"], row["version"], row["stage"], action, decision.reason)
+
+
+def _prefixed(prefix: str, values: Mapping[str, float]) -> dict[str, float]:
+    return {prefix + k: v for k, v in values.items()}
+
+
+def _stage_since(row: Mapping[str, Any]) -> datetime:
+    """When a version entered its stage (its creation for rows of the first registry schema)."""
+    return row["stage_entered_at"] or row["created_at"]
+
+
+def _reference_sharpe(row: Mapping[str, Any]) -> float:
+    """What a version was expected to do after COLD: its COLD Sharpe."""
+    if "sharpe" not in row["metrics"]:
+        raise ValueError(f"{row['regime']} v{row['version']} has no COLD Sharpe in its metrics")
+    return float(row["metrics"]["sharpe"])
+
+
+def run_promotion_cycle(
+    registry: ParameterRegistryResource,
+    *,
+    regimes: Sequence[RegimeCandidates],
+    market: Market,
+    live: pl.DataFrame,
+    now: datetime,
+    config: PromotionConfig,
+    level_directions: Mapping[int, Direction],
+    trigger: str,
+    run_id: str | None,
+) -> CycleReport:
+    """One promotion cycle over every regime (see the module docstring for the order)."""
+    cycle = _Cycle(
+        registry=registry,
+        market=market,
+        live=live,
+        now=now,
+        marks=watermark(market.bars),
+        config=config,
+        level_directions=level_directions,
+        trigger=trigger,
+        run_id=run_id,
+        report=CycleReport(),
+    )
+    by_regime = {r.regime: r for r in regimes}
+    for regime in PromotionRegime:
+        for row in registry.in_flight(regime.value):
+            if row["stage"] == Stage.LIMITED:
+                _judge_limited(cycle, row)
+        for row in registry.in_flight(regime.value):
+            if row["stage"] == Stage.WARM:
+                _judge_warm(cycle, row)
+        if regime in by_regime:
+            _take_candidate(cycle, by_regime[regime])
+    for regime in PromotionRegime:
+        _watch_current(cycle, regime.value)
+    return cycle.report
+
+
+def _judge_limited(cycle: _Cycle, row: Mapping[str, Any]) -> None:
+    regime, version = row["regime"], int(row["version"])
+    current = cycle.registry.current(regime)
+    since = row["stage_entered_at"]
+    decision = limited_gate(
+        cycle.live_perf(regime, version, since),
+        None if current is None else cycle.live_perf(regime, int(current["version"]), since),
+        reference_sharpe=_reference_sharpe(row),
+        config=cycle.config.limited,
+        limits=cycle.config.safety,
+    )
+    if decision.outcome is Outcome.WAIT:
+        cycle.record(row, decision, "wait")
+    elif decision.outcome is Outcome.FAIL:
+        cycle.record(row, decision, "reject")
+    else:
+        cycle.registry.advance(
+            regime=regime,
+            version=version,
+            to_stage=Stage.FULL,
+            reason=decision.reason,
+            metrics={**decision.metrics, **_prefixed("current_", decision.baseline)},
+            checks=decision.checks_as_dicts(),
+            trigger=cycle.trigger,
+            run_id=cycle.run_id,
+            data_marks=cycle.marks,
+            at=cycle.now,
+        )
+        previous = None if current is None else int(current["version"])
+        cycle.report.add(regime, version, Stage.LIMITED, "promote", decision.reason)
+        cycle.report.changes.append(
+            CurrentChange(regime, "promote", version, previous, decision.reason, cycle.trigger)
+        )
+
+
+def _judge_warm(cycle: _Cycle, row: Mapping[str, Any]) -> None:
+    regime, version = row["regime"], int(row["version"])
+    current = cycle.registry.current(regime)
+    since = row["data_marks"]
+    decision = warm_gate(
+        cycle.market.paper(row["params"], cycle.direction(row), since),
+        None
+        if current is None
+        else cycle.market.paper(current["params"], cycle.direction(current), since),
+        reference_sharpe=_reference_sharpe(row),
+        config=cycle.config.warm,
+        limits=cycle.config.safety,
+    )
+    if decision.outcome is not Outcome.PASS:
+        cycle.record(row, decision, "wait" if decision.outcome is Outcome.WAIT else "reject")
+        return
+    busy = [r for r in cycle.registry.in_flight(regime) if r["stage"] == Stage.LIMITED]
+    if busy:
+        # One live trial per regime at a time: the trading system runs one LIMITED set.
+        reason = f"{decision.reason}; waits for v{busy[0]['version']} to leave LIMITED"
+        cycle.registry.wait(
+            regime=regime,
+            version=version,
+            reason=reason,
+            metrics=decision.metrics,
+            checks=decision.checks_as_dicts(),
+            trigger=cycle.trigger,
+            run_id=cycle.run_id,
+            at=cycle.now,
+        )
+        cycle.report.add(regime, version, Stage.WARM, "wait", reason)
+        return
+    cycle.registry.advance(
+        regime=regime,
+        version=version,
+        to_stage=Stage.LIMITED,
+        reason=decision.reason,
+        metrics={**decision.metrics, **_prefixed("current_", decision.baseline)},
+        checks=decision.checks_as_dicts(),
+        trigger=cycle.trigger,
+        run_id=cycle.run_id,
+        at=cycle.now,
+    )
+    cycle.report.add(regime, version, Stage.WARM, "advance", decision.reason)
+
+
+def _take_candidate(cycle: _Cycle, inputs: RegimeCandidates) -> None:
+    regime = inputs.regime.value
+    flying = cycle.registry.in_flight(regime)
+    if flying:
+        busy = ", ".join(f"v{r['version']} at {r['stage']}" for r in flying)
+        cycle.report.add(regime, None, Stage.COLD, "skip", f"{busy} in flight; new candidates wait")
+        return
+    # Sets that are current, were rolled back, or failed paper or live trading are not tried
+    # again; a COLD rejection is, since the recent bars it is judged on move every cycle.
+    known = [
+        v["params"]
+        for v in cycle.registry.history(regime)
+        if v["status"] in ("current", "rolled_back")
+        or (v["status"] == "rejected" and v["stage"] in (Stage.WARM, Stage.LIMITED))
+    ]
+    fresh = [c for c in inputs.candidates if dict(c.params) not in known]
+    if not fresh:
+        why = (
+            f"level {inputs.level} produced no candidate"
+            if not inputs.candidates
+            else f"every candidate of level {inputs.level} is current, was rolled back or "
+            "failed WARM / LIMITED before"
+        )
+        cycle.report.add(regime, None, Stage.COLD, "skip", why)
+        return
+    decisions: list[GateDecision] = []
+
+    def gate(index: int, params: Params) -> GateDecision:
+        decision = cold_gate(
+            lambda days: cycle.market.paper(params, inputs.direction, cycle.market.last_days(days)),
+            cycle.config.cold,
+            reference_sharpe=fresh[index].validation_sharpe,
+            limits=cycle.config.safety,
+        )
+        decisions.append(decision)
+        return decision
+
+    choice = choose_for_regime(inputs.regime, inputs.level, [c.params for c in fresh], gate)
+    index = choice.index if choice.index is not None else len(decisions) - 1
+    decision = decisions[index]
+    version = cycle.registry.add_candidate(
+        regime=regime,
+        level=inputs.level,
+        direction=inputs.direction.value,
+        params=fresh[index].params,
+        metrics=decision.metrics,
+        passed=choice.params is not None,
+        reason=choice.reason,
+        checks=decision.checks_as_dicts(),
+        trigger=cycle.trigger,
+        run_id=cycle.run_id,
+        data_marks=cycle.marks,
+        source_run_id=inputs.source_run_id,
+        candidate_number=fresh[index].number,
+        at=cycle.now,
+    )
+    outcome = "advance" if choice.params is not None else "reject"
+    cycle.report.add(regime, version, Stage.COLD, outcome, choice.reason)
+
+
+def _watch_current(cycle: _Cycle, regime: str) -> None:
+    current = cycle.registry.current(regime)
+    if current is None:
+        return
+    version = int(current["version"])
+    reference = _reference_sharpe(current)
+    limits = cycle.config.safety
+    # (prefix of its metrics in the audit trail, decision)
+    decisions: list[tuple[str, GateDecision]] = []
+    if current["stage_marks"] is None:
+        # Restored by a rollback, or promoted before the watch existed: paper trading is
+        # watched from the bars known now.
+        cycle.registry.start_watch(regime, version, cycle.marks)
+        cycle.report.add(regime, version, Stage.FULL, "watch", "safety watch starts at these bars")
+    else:
+        paper = cycle.market.paper(
+            current["params"], cycle.direction(current), current["stage_marks"]
+        )
+        window = "the bars since its promotion"
+        decisions.append(
+            ("", safety_gate(paper, reference_sharpe=reference, limits=limits, window=window))
+        )
+    reported = cycle.live.filter((pl.col("regime") == regime) & (pl.col("version") == version))
+    since = _stage_since(current)
+    if reported.height and cycle.now > since:
+        live = cycle.live_perf(regime, version, since)
+        window = "its live results"
+        decisions.append(
+            ("live_", safety_gate(live, reference_sharpe=reference, limits=limits, window=window))
+        )
+    breaches = [(prefix, d) for prefix, d in decisions if d.outcome is Outcome.FAIL]
+    if not breaches:
+        for _, d in decisions:
+            cycle.report.add(regime, version, Stage.FULL, f"watch: {d.outcome}", d.reason)
+        return
+    reason = "safety breach: " + " | ".join(d.reason for _, d in breaches)
+    metrics = {prefix + k: v for prefix, d in breaches for k, v in d.metrics.items()}
+    checks = [
+        {**c, "name": prefix + str(c["name"])}
+        for prefix, d in breaches
+        for c in d.checks_as_dicts()
+    ]
+    earlier = [
+        v
+        for v in cycle.registry.history(regime)
+        if v["status"] == STATUS_SUPERSEDED and v["version"] < version
+    ]
+    kwargs: dict[str, Any] = {
+        "reason": reason,
+        "trigger": AUTOMATIC_ROLLBACK,
+        "run_id": cycle.run_id,
+        "metrics": metrics,
+        "checks": checks,
+        "at": cycle.now,
+    }
+    if earlier:
+        restored: int | None = cycle.registry.rollback(regime, **kwargs)
+        action = "rollback"
+    else:
+        cycle.registry.suspend(regime, **kwargs)
+        restored, action = None, "suspend"
+    cycle.report.add(regime, version, Stage.FULL, action, reason)
+    cycle.report.changes.append(
+        CurrentChange(regime, action, restored, version, reason, AUTOMATIC_ROLLBACK)
+    )
+
+
+# --- export -------------------------------------------------------------------------------------
+
+
+def _export_entry(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "version": row["version"],
+        "level": row["level"],
+        "direction": row["direction"],
+        "stage": row["stage"],
+        "params": row["params"],
+        "cold_metrics": row["metrics"],
+        "since": _stage_since(row).isoformat(),
+        "by_run": row["stage_run_id"] or row["run_id"],
+        "mlflow_model_version": row["mlflow_model_version"],
+    }
+
+
+def export_current(
+    registry: ParameterRegistryResource,
+    path: Path,
+    run_id: str,
+    limited: LimitedGateConfig,
+    changes: Sequence[CurrentChange] = (),
+) -> dict[str, Any]:
+    """Write the parameters per regime as JSON for the trading system, atomically.
+
+    ``regimes`` holds the current (FULL) set of each regime, or null; ``limited`` the set the
+    trading system should trade with ``capital_fraction`` of that regime's capital from
+    ``since`` (judged from ``judge_after``), or null; ``changes`` what this run changed
+    (promotions, rollbacks, suspensions) and why.
+    """
     regimes: dict[str, Any] = {}
+    trials: dict[str, Any] = {}
     for regime in PromotionRegime:
         current = registry.current(regime.value)
-        regimes[regime.value] = (
-            None
-            if current is None
-            else {
-                "version": current["version"],
-                "level": current["level"],
-                "params": current["params"],
-                "cold_metrics": current["metrics"],
-                "promoted_at": str(current["created_at"]),
-                "promoted_by_run": current["run_id"],
+        regimes[regime.value] = None
+        if current is not None:
+            entry = _export_entry(current)
+            regimes[regime.value] = {
+                **entry,
+                "promoted_at": entry["since"],
+                "promoted_by_run": entry["by_run"],
             }
-        )
+        live = [r for r in registry.in_flight(regime.value) if r["stage"] == Stage.LIMITED]
+        trials[regime.value] = None
+        if live:
+            judge_after = _stage_since(live[0]) + timedelta(hours=limited.min_hours)
+            trials[regime.value] = {
+                **_export_entry(live[0]),
+                "capital_fraction": limited.capital_fraction,
+                "judge_after": judge_after.isoformat(),
+            }
     payload = {
-        "schema": "ffe_dagster.promoted_parameters/1",
+        "schema": EXPORT_SCHEMA,
         "generated_at": datetime.now(UTC).isoformat(),
         "dagster_run_id": run_id,
         "regimes": regimes,
+        "limited": trials,
+        "changes": [
+            {
+                "regime": c.regime,
+                "action": c.action,
+                "version": c.version,
+                "previous": c.previous,
+                "reason": c.reason,
+                "trigger": c.trigger,
+            }
+            for c in changes
+        ],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
@@ -75,10 +587,105 @@ def export_current(registry: ParameterRegistryResource, path: Path, run_id: str)
     return payload
 
 
+def publish_current(
+    registry: ParameterRegistryResource,
+    mlflow_tracking: MlflowTrackingResource,
+    path: Path,
+    run_id: str,
+    changes: Sequence[CurrentChange],
+    limited: LimitedGateConfig,
+) -> dict[str, Any]:
+    """Everything outside the registry that follows the current versions, after the
+    ``changes`` of a cycle or of a manual rollback: the MLflow model-registry alias of each
+    changed regime, then the JSON export for the trading system.
+
+    This is the one place a change of current version leaves the project (the promotion asset
+    and ``rollback_job`` both end here).
+    """
+    for change in changes:
+        row = registry.current(change.regime)
+        if change.action == "suspend" or row is None:
+            mlflow_tracking.clear_current(regime=change.regime)
+        elif change.action == "rollback" and row.get("mlflow_model_version") is not None:
+            mlflow_tracking.set_current(
+                regime=change.regime, model_version=int(row["mlflow_model_version"])
+            )
+        else:  # a promotion, or a restored version that was never registered
+            model_version = mlflow_tracking.register_promotion(
+                regime=change.regime,
+                params=row["params"],
+                metrics=row["metrics"],
+                source_run_id=row.get("source_run_id"),
+                description=change.reason,
+                registry_version=int(row["version"]),
+                level=row.get("level"),
+                dagster_run_id=run_id,
+            )
+            registry.set_mlflow_model_version(change.regime, int(row["version"]), model_version)
+    return export_current(registry, path, run_id, limited, changes)
+
+
+# --- the asset ----------------------------------------------------------------------------------
+
+
+def _regime_candidates(
+    warehouse: WarehouseResource, curriculum: CurriculumSpec
+) -> list[RegimeCandidates]:
+    out: list[RegimeCandidates] = []
+    for spec in curriculum.levels:
+        if not spec.promotes:
+            continue
+        result = warehouse.latest_level_result(spec.level)
+        if result is None:
+            raise ValueError(f"level {spec.level} has no result: materialize {spec.asset}")
+        candidates = [
+            Candidate(
+                params=c["params"],
+                validation_sharpe=float(c["validation"]["sharpe"]),
+                number=c.get("number"),
+            )
+            for c in result["candidates"]
+        ]
+        for regime in spec.promotes:
+            out.append(
+                RegimeCandidates(
+                    regime=PromotionRegime(regime),
+                    level=spec.level,
+                    direction=spec.direction,
+                    candidates=candidates,
+                    source_run_id=result.get("mlflow_run_id"),
+                )
+            )
+    return out
+
+
+def _markdown(rows: Sequence[DecisionRow]) -> str:
+    if not rows:
+        return "no decision this cycle"
+    lines = ["| regime | version | stage | decision | reasons |", "|---|---|---|---|---|"]
+    for r in rows:
+        version = "" if r.version is None else f"v{r.version}"
+        reason = r.reason.replace("|", "/")
+        lines.append(f"| {r.regime} | {version} | {r.stage} | {r.decision} | {reason} |")
+    return "\n".join(lines)
+
+
 def build_promotion_asset(
-    curriculum: CurriculumSpec, universe: Universe, export_path: Path
+    curriculum: CurriculumSpec,
+    universe: Universe,
+    export_path: Path,
+    live_results_dir: Path,
+    config: PromotionConfig | None = None,
 ) -> AssetsDefinition:
     """The ``promoted_parameters`` asset over every level of the curriculum."""
+    config = config or PromotionConfig()
+    longest = max(config.cold.window_days, default=0)
+    if longest > curriculum.holdout_days:
+        raise ValueError(
+            f"the COLD window of {longest} days reaches into bars the studies saw: the "
+            f"curriculum holds out only {curriculum.holdout_days} days"
+        )
+    level_directions = {spec.level: spec.direction for spec in curriculum.levels}
 
     @asset(
         deps=[lv.asset for lv in curriculum.levels],
@@ -90,90 +697,81 @@ def build_promotion_asset(
         context: AssetExecutionContext,
         warehouse: WarehouseResource,
         registry: ParameterRegistryResource,
+        mlflow_tracking: MlflowTrackingResource,
     ) -> MaterializeResult:
-        """Current parameters per regime (BULL, BEAR, SIDEWAYS, DEFAULT). Each level's
-        candidates, in validation order, face the COLD gate on recent bars no study saw
-        (Sharpe >= 0.5, win rate >= 40 %, PnL > 0, >= 20 trades); the first to pass becomes a
-        new current version in the registry, a rejection is recorded with its reason. The
-        current set is exported as JSON for the trading system."""
+        """Current parameters per regime (BULL, BEAR, SIDEWAYS, DEFAULT), promoted through
+        COLD -> WARM -> LIMITED -> FULL across cycles. COLD: a level's candidates, in validation
+        order, on recent bars no study saw (Sharpe >= 0.5, win rate >= 40 %, PnL > 0, >= 20
+        trades). WARM: paper trading on bars that arrived after the candidate was made, against
+        the current set on the same bars (Sharpe +10 %, win rate +2 points, drawdown <= 8 %).
+        LIMITED: live results the trading system reports with 10 % of the capital for 24 h
+        (Sharpe +15 %, >= 10 winning trades, realized loss <= $5). Safety limits (daily loss
+        <= $5, Sharpe degradation <= 30 %, drawdown <= 8 %, win rate >= 40 %, judged from 20
+        trades) apply at every stage and to the current set, which is rolled back
+        automatically on a breach. Every decision is in the registry; the sets are exported as
+        JSON for the trading system."""
         data = load_level_data(warehouse, universe, curriculum.holdout_days)
-        segments = _holdout_segments(data)
-        strategy = entry_strategy(curriculum)
-        config = ColdGateConfig()
-        trigger = context.run.tags.get("ffe/trigger", "manual")
-        decisions: dict[str, dict[str, Any]] = {}
-        for spec in curriculum.levels:
-            result = warehouse.latest_level_result(spec.level)
-            if not spec.promotes:
-                continue
-            if result is None:
-                raise ValueError(f"level {spec.level} has no result: materialize {spec.asset}")
-            candidates: list[Params] = [c["params"] for c in result["candidates"]]
-
-            def gate(params: Params, direction=spec.direction) -> GateDecision:
-                return cold_gate(
-                    lambda days: evaluate_recent(
-                        segments,
-                        params,
-                        strategy=strategy,
-                        direction=direction,
-                        costs=curriculum.costs,
-                        days=days,
-                    ),
-                    config,
-                )
-
-            for regime_name in spec.promotes:
-                choice = choose_for_regime(
-                    PromotionRegime(regime_name), spec.level, candidates, gate
-                )
-                if choice.params is not None and choice.decision is not None:
-                    metrics = choice.decision.metrics
-                    params: Params = choice.params
-                elif result["chosen"] is not None:
-                    metrics = choice.decision.metrics if choice.decision else {}
-                    params = result["chosen"]["params"]
-                else:
-                    metrics, params = {}, {}
-                version = registry.record(
-                    regime=regime_name,
-                    level=spec.level,
-                    params=params,
-                    metrics=metrics,
-                    stage="COLD",
-                    promoted=choice.params is not None,
-                    reason=choice.reason,
-                    trigger=trigger,
-                    run_id=context.run.run_id,
-                )
-                decisions[regime_name] = {
-                    "promoted": choice.params is not None,
-                    "version": version,
-                    "level": spec.level,
-                    "candidates_tried": choice.tried,
-                    "reason": choice.reason,
-                }
-                context.log.info(f"{regime_name}: {choice.reason}")
-        payload = export_current(registry, export_path, context.run.run_id)
-        table = pl.DataFrame(
-            [{"regime": k, **{kk: str(vv) for kk, vv in v.items()}} for k, v in decisions.items()]
+        market = Market(
+            bars=data.bars,
+            periods_per_year=data.periods_per_year,
+            strategy=entry_strategy(curriculum),
+            costs=curriculum.costs,
+            bar_period=interval_to_timedelta(universe.bar_interval),
+        )
+        report = run_promotion_cycle(
+            registry,
+            regimes=_regime_candidates(warehouse, curriculum),
+            market=market,
+            live=read_live_results(live_results_dir),
+            now=datetime.now(UTC),
+            config=config,
+            level_directions=level_directions,
+            trigger=run_trigger(context.run.tags),
+            run_id=context.run.run_id,
+        )
+        for row in report.rows:
+            version = "" if row.version is None else f" v{row.version}"
+            context.log.info(f"{row.regime}{version} {row.stage} {row.decision}: {row.reason}")
+        payload = publish_current(
+            registry,
+            mlflow_tracking,
+            export_path,
+            context.run.run_id,
+            report.changes,
+            config.limited,
+        )
+        level_results = [
+            r for spec in curriculum.levels if (r := warehouse.latest_level_result(spec.level))
+        ]
+        level_of = {g: spec.level for spec in curriculum.levels for g in spec.promotes}
+        summary = {
+            row.regime: {
+                "level": level_of.get(row.regime),
+                "version": row.version,
+                "stage": row.stage,
+                "decision": row.decision,
+                "reason": row.reason,
+            }
+            for row in report.rows
+            if row.stage == Stage.COLD
+        }
+        report_meta = publish_cycle_report(
+            mlflow_tracking,
+            level_results,
+            summary,
+            context.run.run_id,
+            promotes={spec.level: list(spec.promotes) for spec in curriculum.levels},
         )
         return MaterializeResult(
             metadata={
+                **report_meta,
                 "export_path": MetadataValue.path(str(export_path)),
-                "promoted": sum(d["promoted"] for d in decisions.values()),
-                "decisions": MetadataValue.md(_markdown(table)),
+                "promoted": sum(c.action == "promote" for c in report.changes),
+                "rolled_back": sum(c.action != "promote" for c in report.changes),
+                "decisions": MetadataValue.md(_markdown(report.rows)),
                 "current": MetadataValue.json(payload["regimes"]),
+                "limited": MetadataValue.json(payload["limited"]),
             }
         )
 
     return promoted_parameters
-
-
-def _markdown(table: pl.DataFrame) -> str:
-    if table.is_empty():
-        return "no regime to promote"
-    header = "| " + " | ".join(table.columns) + " |"
-    sep = "|" + "---|" * len(table.columns)
-    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.iter_rows()]
-    return "\n".join([header, sep, *rows])

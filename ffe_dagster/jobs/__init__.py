@@ -1,9 +1,29 @@
-"""Jobs of the cycle: ingest (partitioned bars), regimes, and the optimization chain."""
+"""Jobs of the cycle: ingest (partitioned bars), regimes, the optimization chain, and the manual
+rollback of promoted parameters."""
 
-from dagster import AssetSelection, MultiPartitionsDefinition, define_asset_job
+from pathlib import Path
+
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    AssetSelection,
+    Config,
+    JobDefinition,
+    MetadataValue,
+    MultiPartitionsDefinition,
+    OpExecutionContext,
+    define_asset_job,
+    job,
+    op,
+)
 from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,
 )
+
+from ffe_dagster.assets.promotion import CurrentChange, publish_current
+from ffe_dagster.core.promotion import LimitedGateConfig, PromotionRegime
+from ffe_dagster.resources.registry import ParameterRegistryResource
+from ffe_dagster.resources.tracking import MlflowTrackingResource
 
 INGEST_ASSETS = AssetSelection.assets("raw_bars", "validated_bars")
 REGIME_ASSETS = AssetSelection.assets("market_regimes")
@@ -31,3 +51,73 @@ def build_jobs(bar_partitions: MultiPartitionsDefinition) -> list[UnresolvedAsse
             tags={"ffe/trigger": "manual"},
         ),
     ]
+
+
+class RollbackConfig(Config):
+    """Which regime to roll back (BULL, BEAR, SIDEWAYS or DEFAULT), why (stored with the
+    transition), and optionally to which version (one that was current before; by default the
+    one promoted before the current version)."""
+
+    regime: PromotionRegime
+    reason: str
+    to_version: int | None = None
+
+
+def build_rollback_job(
+    export_path: Path, limited: LimitedGateConfig | None = None
+) -> JobDefinition:
+    """``rollback_job``: a manual rollback through the registry, then a fresh export."""
+    limited = limited or LimitedGateConfig()
+
+    @op(name="rollback_parameters")
+    def rollback_parameters(
+        context: OpExecutionContext,
+        config: RollbackConfig,
+        registry: ParameterRegistryResource,
+        mlflow_tracking: MlflowTrackingResource,
+    ) -> int:
+        """Make an earlier version of the regime current again (trigger ``manual``, this run's
+        id), re-export the parameters for the trading system and return the restored version."""
+        if not config.reason.strip():
+            raise ValueError("a manual rollback needs a reason for the audit trail")
+        regime = config.regime.value
+        current = registry.current(regime)
+        previous = None if current is None else int(current["version"])
+        restored = registry.rollback(
+            regime,
+            reason=config.reason,
+            trigger="manual",
+            run_id=context.run_id,
+            to_version=config.to_version,
+        )
+        change = CurrentChange(regime, "rollback", restored, previous, config.reason, "manual")
+        payload = publish_current(
+            registry, mlflow_tracking, export_path, context.run_id, [change], limited
+        )
+        context.log.info(f"{regime}: v{previous} -> v{restored} ({config.reason})")
+        context.log_event(
+            AssetMaterialization(
+                asset_key=AssetKey("promoted_parameters"),
+                description=f"manual rollback of {regime} to v{restored}",
+                metadata={
+                    "export_path": MetadataValue.path(str(export_path)),
+                    "regime": regime,
+                    "from_version": previous if previous is not None else "none",
+                    "to_version": restored,
+                    "reason": config.reason,
+                    "current": MetadataValue.json(payload["regimes"]),
+                },
+            )
+        )
+        return restored
+
+    @job(
+        name="rollback_job",
+        description="Manual rollback of one regime's parameters to an earlier version, recorded "
+        "with trigger 'manual' and re-exported for the trading system.",
+        tags={"ffe/trigger": "manual"},
+    )
+    def rollback_job() -> None:
+        rollback_parameters()
+
+    return rollback_job
