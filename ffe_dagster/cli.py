@@ -49,7 +49,8 @@ def run_cycle(settings: Settings, instance: DagsterInstance, trigger: str = "man
         INSTRUMENT_DIM
     ).get_partition_keys()
     print(f"cycle: {len(days)} days x {len(instruments)} instruments = {len(keys)} partitions")
-    tags = {"ffe/trigger": trigger}
+    # The CLI drives every step itself, so the cycle chain sensor must not start them again.
+    tags = {"ffe/trigger": trigger, "ffe/no_chain": "1"}
     runs = {
         "ingest_job": _execute(
             defs,

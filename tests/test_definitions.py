@@ -125,6 +125,12 @@ def test_regime_sensor_across_cursor_states(
     if launches:
         assert isinstance(requests[0], RunRequest)
         assert requests[0].tags["ffe/trigger"] == "sensor"
+        assert requests[0].tags["ffe/regimes"] == "BEAR"
+        # Only the level that promotes BEAR is re-optimized, then the promotion runs.
+        assert [k.to_user_string() for k in requests[0].asset_selection or []] == [
+            "level_2_short_downtrends",
+            "promoted_parameters",
+        ]
         assert json.loads(result.cursor or "{}")["BTC_USDT"] == "BEAR"
     else:
         assert result.skip_message

@@ -545,6 +545,7 @@ def test_the_asset_records_the_trigger_and_reports_per_regime(
     [
         ({"dagster/schedule_name": "cycle_schedule", "ffe/trigger": "manual"}, "schedule"),
         ({"dagster/sensor_name": "regime_change_sensor"}, "sensor"),
+        ({"dagster/sensor_name": "cycle_chain_sensor", "ffe/trigger": "schedule"}, "schedule"),
         ({"ffe/trigger": "sensor"}, "sensor"),
         ({}, "manual"),
     ],

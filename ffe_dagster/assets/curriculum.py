@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
-    AutomationCondition,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -78,7 +77,6 @@ def build_level_asset(
         name=spec.asset,
         deps=deps,
         group_name="curriculum",
-        automation_condition=AutomationCondition.eager(),
         kinds={"optuna", "vectorbt", "mlflow"},
         description=(
             f"Level {spec.level} - {spec.name} ({spec.direction.value}). An Optuna study of "

@@ -28,7 +28,6 @@ import polars as pl
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
-    AutomationCondition,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -61,6 +60,7 @@ from ffe_dagster.core.promotion import (
     warm_gate,
     watermark,
 )
+from ffe_dagster.core.regimes import RegimeConfig, confirmed_regime
 from ffe_dagster.core.strategies import EntryStrategy
 from ffe_dagster.resources.registry import (
     STATUS_SUPERSEDED,
@@ -85,7 +85,9 @@ def run_trigger(tags: Mapping[str, str]) -> str:
     """
     if "dagster/schedule_name" in tags:
         return "schedule"
-    if "dagster/sensor_name" in tags:
+    # The cycle chain sensor launches later steps of a scheduled cycle and carries the cycle's
+    # trigger in ``ffe/trigger``: that wins over its own sensor tag.
+    if "dagster/sensor_name" in tags and "ffe/trigger" not in tags:
         return "sensor"
     trigger = tags.get("ffe/trigger", "manual")
     if trigger not in ("schedule", "sensor", "manual"):
@@ -533,8 +535,13 @@ def export_current(
     run_id: str,
     limited: LimitedGateConfig,
     changes: Sequence[CurrentChange] = (),
+    active: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Write the parameters per regime as JSON for the trading system, atomically.
+
+    ``active`` maps each instrument to its confirmed market regime; the export then says which
+    set the trading system should use per instrument (the regime's current set, else DEFAULT).
+    Without it (a manual rollback) the previous file's mapping is kept.
 
     ``regimes`` holds the current (FULL) set of each regime, or null; ``limited`` the set the
     trading system should trade with ``capital_fraction`` of that regime's capital from
@@ -562,11 +569,21 @@ def export_current(
                 "capital_fraction": limited.capital_fraction,
                 "judge_after": judge_after.isoformat(),
             }
+    if active is None and path.exists():
+        previous = json.loads(path.read_text()).get("active", {})
+        active = {k: v["regime"] for k, v in previous.items()}
     payload = {
         "schema": EXPORT_SCHEMA,
         "generated_at": datetime.now(UTC).isoformat(),
         "dagster_run_id": run_id,
         "regimes": regimes,
+        "active": {
+            instrument: {
+                "regime": regime,
+                "use": regime if regimes.get(regime) is not None else PromotionRegime.DEFAULT.value,
+            }
+            for instrument, regime in sorted((active or {}).items())
+        },
         "limited": trials,
         "changes": [
             {
@@ -594,6 +611,7 @@ def publish_current(
     run_id: str,
     changes: Sequence[CurrentChange],
     limited: LimitedGateConfig,
+    active: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Everything outside the registry that follows the current versions, after the
     ``changes`` of a cycle or of a manual rollback: the MLflow model-registry alias of each
@@ -622,7 +640,7 @@ def publish_current(
                 dagster_run_id=run_id,
             )
             registry.set_mlflow_model_version(change.regime, int(row["version"]), model_version)
-    return export_current(registry, path, run_id, limited, changes)
+    return export_current(registry, path, run_id, limited, changes, active)
 
 
 # --- the asset ----------------------------------------------------------------------------------
@@ -659,6 +677,16 @@ def _regime_candidates(
     return out
 
 
+def _active_regimes(warehouse: WarehouseResource, universe: Universe) -> dict[str, str]:
+    # The confirmed regime per instrument (persistence and confidence filter whipsaws).
+    out: dict[str, str] = {}
+    for inst in universe.instruments:
+        regime = confirmed_regime(warehouse.read_regimes(inst.key), RegimeConfig())
+        if regime is not None:
+            out[inst.key] = regime.value
+    return out
+
+
 def _markdown(rows: Sequence[DecisionRow]) -> str:
     if not rows:
         return "no decision this cycle"
@@ -690,7 +718,6 @@ def build_promotion_asset(
     @asset(
         deps=[lv.asset for lv in curriculum.levels],
         group_name="promotion",
-        automation_condition=AutomationCondition.eager(),
         kinds={"sql", "json"},
     )
     def promoted_parameters(
@@ -739,6 +766,7 @@ def build_promotion_asset(
             context.run.run_id,
             report.changes,
             config.limited,
+            active=_active_regimes(warehouse, universe),
         )
         level_results = [
             r for spec in curriculum.levels if (r := warehouse.latest_level_result(spec.level))
@@ -770,6 +798,7 @@ def build_promotion_asset(
                 "rolled_back": sum(c.action != "promote" for c in report.changes),
                 "decisions": MetadataValue.md(_markdown(report.rows)),
                 "current": MetadataValue.json(payload["regimes"]),
+                "active": MetadataValue.json(payload["active"]),
                 "limited": MetadataValue.json(payload["limited"]),
             }
         )

@@ -6,7 +6,6 @@ from dagster import (
     AssetDep,
     AssetExecutionContext,
     AssetsDefinition,
-    AutomationCondition,
     BackfillPolicy,
     MaterializeResult,
     MetadataValue,
@@ -35,7 +34,6 @@ def build_regime_asset(instruments: StaticPartitionsDefinition) -> AssetsDefinit
         partitions_def=instruments,
         backfill_policy=BackfillPolicy.single_run(),
         group_name="regimes",
-        automation_condition=AutomationCondition.eager(),
         kinds={"duckdb", "polars"},
         pool="warehouse",
     )

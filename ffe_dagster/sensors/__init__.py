@@ -1,9 +1,11 @@
-"""The regime-change sensor: re-optimize when an instrument's confirmed regime changes."""
+"""The regime-change sensor: re-optimize the affected regime when an instrument's confirmed
+regime changes; the promotion run then switches that instrument's active set."""
 
 import json
 from collections.abc import Iterator
 
 from dagster import (
+    AssetKey,
     DefaultSensorStatus,
     RunRequest,
     SensorDefinition,
@@ -13,13 +15,25 @@ from dagster import (
 )
 
 from ffe_dagster.config import Universe
+from ffe_dagster.core.curriculum import CurriculumSpec
 from ffe_dagster.core.regimes import RegimeConfig, confirmed_regime
 from ffe_dagster.resources.warehouse import WarehouseResource
 
 
-def build_regime_sensor(universe: Universe) -> SensorDefinition:
+def affected_assets(curriculum: CurriculumSpec, regimes: set[str]) -> list[AssetKey]:
+    """The level assets that promote any of ``regimes`` (DEFAULT's level when none does), and
+    ``promoted_parameters``."""
+    levels = [spec.asset for spec in curriculum.levels if regimes & set(spec.promotes)]
+    if not levels:
+        levels = [spec.asset for spec in curriculum.levels if "DEFAULT" in spec.promotes]
+    return [AssetKey(a) for a in levels] + [AssetKey("promoted_parameters")]
+
+
+def build_regime_sensor(universe: Universe, curriculum: CurriculumSpec) -> SensorDefinition:
     """Cursor = last confirmed regime per instrument (JSON). Whipsaws are ignored because only
-    a regime that persisted with enough confidence counts (``confirmed_regime``)."""
+    a regime that persisted with enough confidence counts (``confirmed_regime``). A change
+    re-optimizes only the levels that promote the new regime, then runs the promotion, which
+    switches the instrument's active set in the export."""
 
     @sensor(
         name="regime_change_sensor",
@@ -36,12 +50,14 @@ def build_regime_sensor(universe: Universe) -> SensorDefinition:
         config = RegimeConfig()
         current = dict(known)
         changed: list[str] = []
+        entered: set[str] = set()
         for inst in universe.instruments:
             regime = confirmed_regime(warehouse.read_regimes(inst.key), config)
             if regime is None:
                 continue
             if known.get(inst.key) not in (None, regime.value):
                 changed.append(f"{inst.key}:{known[inst.key]}->{regime.value}")
+                entered.add(regime.value)
             current[inst.key] = regime.value
         context.update_cursor(json.dumps(current, sort_keys=True))
         if not changed:
@@ -49,7 +65,12 @@ def build_regime_sensor(universe: Universe) -> SensorDefinition:
             return
         yield RunRequest(
             run_key=";".join(changed) + "|" + json.dumps(current, sort_keys=True),
-            tags={"ffe/trigger": "sensor", "ffe/regime_change": ",".join(changed)},
+            asset_selection=affected_assets(curriculum, entered),
+            tags={
+                "ffe/trigger": "sensor",
+                "ffe/regime_change": ",".join(changed),
+                "ffe/regimes": ",".join(sorted(entered)),
+            },
         )
 
     return regime_change_sensor
