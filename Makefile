@@ -12,7 +12,7 @@ export DAGSTER_HOME := $(CURDIR)/var/dagster_home
 export NUMBA_CACHE_DIR := $(CURDIR)/var/numba_cache
 export PYTHONWARNINGS := ignore::DeprecationWarning,ignore::UserWarning
 
-.PHONY: setup run run-full test lint typecheck validate dev mlflow clean bench
+.PHONY: setup run run-full test lint typecheck validate dev mlflow clean bench bench-ingest
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -49,6 +49,9 @@ test: lint typecheck validate
 
 bench: setup  ## engine throughput and the full curriculum vs the naive approach -> benchmarks/results/
 	$(BIN)/python -m benchmarks.bench_engine
+
+bench-ingest: setup  ## backfill + incremental cycles from a local exchange at 10 req/s (~5 min) -> benchmarks/results/
+	$(BIN)/python -m benchmarks.bench_ingest
 
 dev: setup  ## Dagster UI with the project loaded, http://127.0.0.1:3000
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

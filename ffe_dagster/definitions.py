@@ -1,24 +1,32 @@
 """The one place Definitions are assembled; the environment is read here, once."""
 
-from dagster import Definitions, definitions
+import os
+from datetime import timedelta
+
+from dagster import Definitions, EnvVar, definitions
+from dagster._utils.schedules import cron_string_iterator
 
 from ffe_dagster.assets.curriculum import build_curriculum_assets
 from ffe_dagster.assets.ingestion import build_ingestion_assets
 from ffe_dagster.assets.promotion import build_promotion_asset
 from ffe_dagster.assets.regimes import build_regime_asset
 from ffe_dagster.config import load_curriculum, load_universe
-from ffe_dagster.jobs import build_jobs
+from ffe_dagster.jobs import build_jobs, build_rollback_job
 from ffe_dagster.partitions import bar_partitions, instrument_partitions
-from ffe_dagster.resources.market_data import MarketDataResource
+from ffe_dagster.resources.market_data import market_data_resource
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.studies import OptunaStorageResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.warehouse import WarehouseResource
 from ffe_dagster.schedules import build_cycle_schedule
 from ffe_dagster.sensors import build_regime_sensor
+from ffe_dagster.sensors.cycle import build_cycle_chain_sensor
+from ffe_dagster.sensors.failure import WebhookResource, build_failure_sensor, build_freshness
 from ffe_dagster.settings import Settings
 
 EXPORT_FILE = "promoted_parameters.json"
+WEBHOOK_ENV = "FFE_WEBHOOK_URL"
+LIVE_DIR = "live_results"  # where the trading system reports LIMITED / FULL results
 
 
 def build_definitions(settings: Settings | None = None) -> Definitions:
@@ -31,20 +39,35 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         *build_ingestion_assets(universe, bars_partitions),
         build_regime_asset(instrument_partitions(universe)),
         *build_curriculum_assets(curriculum, universe, settings.trial_profile),
-        build_promotion_asset(curriculum, universe, settings.export_dir / EXPORT_FILE),
+        build_promotion_asset(
+            curriculum, universe, settings.export_dir / EXPORT_FILE, settings.var_dir / LIVE_DIR
+        ),
     ]
+    jobs = build_jobs(bars_partitions)
+    freshness_checks, freshness_sensor = build_freshness(
+        [spec.asset for spec in curriculum.levels] + ["promoted_parameters"],
+        cycle_interval(settings.cycle_cron),
+    )
     return Definitions(
         assets=assets,
-        jobs=build_jobs(bars_partitions),
+        asset_checks=freshness_checks,
+        jobs=[*jobs, build_rollback_job(settings.export_dir / EXPORT_FILE)],
         schedules=[build_cycle_schedule(bars_partitions, settings.cycle_cron)],
-        sensors=[build_regime_sensor(universe)],
+        sensors=[
+            build_regime_sensor(universe, curriculum),
+            build_cycle_chain_sensor(jobs, [i.key for i in universe.instruments]),
+            build_failure_sensor(),
+            freshness_sensor,
+        ],
         resources={
             "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
-            "market_data": MarketDataResource(
-                directory=str(settings.samples_dir), files=dict(universe.files)
-            ),
+            "market_data": market_data_resource(universe, settings.samples_dir),
             "optuna_storage": OptunaStorageResource(url=settings.studies_url),
             "registry": ParameterRegistryResource(url=settings.registry_url),
+            # The URL may embed a token: read through EnvVar so it never shows in the UI.
+            "webhook": WebhookResource(
+                url=EnvVar(WEBHOOK_ENV) if os.environ.get(WEBHOOK_ENV) else ""
+            ),
             "mlflow_tracking": MlflowTrackingResource(
                 tracking_uri=settings.mlflow_tracking_uri,
                 artifact_dir=str(settings.mlflow_artifact_dir),
@@ -52,6 +75,13 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
             ),
         },
     )
+
+
+def cycle_interval(cron: str) -> timedelta:
+    """The time between two fires of ``cron`` (the cycle interval, 6 hours by default)."""
+    fires = cron_string_iterator(0.0, cron, "UTC")
+    first = next(fires)
+    return next(fires) - first
 
 
 @definitions

@@ -18,13 +18,18 @@ INSTRUMENT_DIM = "instrument"
 
 
 def bar_partitions(universe: Universe) -> MultiPartitionsDefinition:
-    """Day x instrument partitions over the configured history."""
+    """Day x instrument partitions over the configured history.
+
+    With an open-ended history (``history_end: null``) today's partition exists too
+    (``end_offset=1``): it is the open partition every cycle refreshes with the newest bars.
+    """
     end = universe.history_end + timedelta(days=1) if universe.history_end else None
     return MultiPartitionsDefinition(
         {
             DATE_DIM: DailyPartitionsDefinition(
                 start_date=universe.history_start.isoformat(),
                 end_date=end.isoformat() if end else None,
+                end_offset=0 if end else 1,
             ),
             INSTRUMENT_DIM: instrument_partitions(universe),
         }

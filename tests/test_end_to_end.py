@@ -28,11 +28,21 @@ def test_raw_bars_partition_writes_are_idempotent(tiny_settings: Settings) -> No
 
 
 @pytest.mark.slow
-def test_full_cycle_end_to_end(tiny_settings: Settings, tmp_path: Path) -> None:
+def test_two_cycles_end_to_end(tiny_settings: Settings, tmp_path: Path) -> None:
+    """Cycle 1 is ``make run``'s full cycle; cycle 2 re-runs the curriculum and promotion as
+    the cycle chain launches them after a scheduled ingest, on the same bars."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     with DagsterInstance.local_temp(tempdir=str(home)) as instance:
         report = run_cycle(tiny_settings, instance)
+        second = (
+            build_definitions(tiny_settings)
+            .resolve_job_def("optimization_job")
+            .execute_in_process(
+                instance=instance, tags={"ffe/trigger": "schedule", "ffe/cycle": "cycle-2"}
+            )
+        )
+        assert second.success
         for key in ("gx_suite_passes", "quarantine_rate_within_limit"):
             check = AssetCheckKey(AssetKey("validated_bars"), key)
             record = instance.event_log_storage.get_latest_asset_check_execution_by_key([check])[
@@ -54,8 +64,30 @@ def test_full_cycle_end_to_end(tiny_settings: Settings, tmp_path: Path) -> None:
     client = MlflowClient(tracking_uri=tiny_settings.mlflow_tracking_uri)
     experiment = client.get_experiment_by_name(tiny_settings.mlflow_experiment)
     assert experiment is not None
-    runs = client.search_runs([experiment.experiment_id])
-    assert sorted(r.data.tags["level"] for r in runs) == ["1", "2", "3", "4"]
+    all_runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.data.tags["level"] for r in all_runs) == [
+        "1",
+        "1",
+        "2",
+        "2",
+        "3",
+        "3",
+        "4",
+        "4",
+    ]
+    runs = [r for r in all_runs if r.data.tags["dagster_run_id"] != second.run_id]
+    # Comparing the cycles in MLflow: the bars did not change, so each level's study resumed
+    # under the same name with all its trials done, and chose the same parameters.
+    for first_run in runs:
+        (again,) = [
+            r
+            for r in all_runs
+            if r.data.tags["dagster_run_id"] == second.run_id
+            and r.data.tags["level"] == first_run.data.tags["level"]
+        ]
+        assert again.data.tags["study_name"] == first_run.data.tags["study_name"]
+        best = {k: v for k, v in first_run.data.params.items() if k.startswith("best_")}
+        assert best == {k: v for k, v in again.data.params.items() if k.startswith("best_")}
     for run in runs:
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"trials.csv", "best_params.json", "level_result.json"} <= artifacts
@@ -68,6 +100,7 @@ def test_full_cycle_end_to_end(tiny_settings: Settings, tmp_path: Path) -> None:
     exported = json.loads(Path(report["export"]).read_text())
     assert exported["schema"] == "ffe_dagster.promoted_parameters/1"
     assert set(exported["regimes"]) == {"BULL", "BEAR", "SIDEWAYS", "DEFAULT"}
+    assert exported["dagster_run_id"] == second.run_id
     ranges = {p.name: p for p in load_curriculum(tiny_settings.curriculum_path).parameters}
     for current in exported["regimes"].values():
         if current is None:
@@ -75,11 +108,14 @@ def test_full_cycle_end_to_end(tiny_settings: Settings, tmp_path: Path) -> None:
         for name, value in current["params"].items():
             spec = ranges[name]
             assert (value in spec.choices) if spec.choices else spec.low <= value <= spec.high
-        assert current["cold_metrics"]["sharpe"] >= 0.5
-        assert current["cold_metrics"]["n_trades"] >= 20
 
-    history = ParameterRegistryResource(url=tiny_settings.registry_url).history()
+    registry = ParameterRegistryResource(url=tiny_settings.registry_url)
+    history = registry.history()
     assert {v["regime"] for v in history} == {"BULL", "BEAR", "SIDEWAYS", "DEFAULT"}
     assert all(v["reason"] for v in history)
     promoted = {k for k, v in exported["regimes"].items() if v is not None}
     assert promoted == {v["regime"] for v in history if v["status"] == "current"}
+    # The second cycle decided something for every regime, with its reason, trigger and run id.
+    trail = [t for t in registry.transitions() if t["run_id"] == second.run_id]
+    assert {t["regime"] for t in trail} == {"BULL", "BEAR", "SIDEWAYS", "DEFAULT"}
+    assert all(t["reason"] and t["trigger"] == "schedule" for t in trail)

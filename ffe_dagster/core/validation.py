@@ -1,19 +1,32 @@
-"""Data-quality gate for OHLCV bars, built on a Great Expectations suite.
+"""Data-quality gate for OHLCV bars, built on a Great Expectations suite (SPEC section 2).
 
-Every rule is one row-level GX expectation, so GX's ``unexpected_index_list`` says exactly which
-bars broke it. Rows that break any rule go to a quarantine frame (once per broken rule, with a
-human reason); the rest are the valid bars. Derived columns (minimum price, duplicate flag,
-absolute log return) are computed in polars first, because GX runs on pandas row by row.
+Row rules are GX expectations on the bars, so GX's ``unexpected_index_list`` says exactly which
+bars broke them: those rows go to a quarantine frame (once per broken rule, with a human reason)
+and the rest are the valid bars. Rules about the series as a whole (column types, bar spacing,
+staleness) are GX expectations on a small frame of findings, one row per column, gap or newest
+bar; they fail the suite without quarantining anything. Derived columns (minimum price, duplicate
+flag, absolute log return, gaps measured against the market schedule) are computed in polars
+first, because GX runs on pandas row by row.
 """
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import polars as pl
 
-from ffe_dagster.core.bars import OHLCV_SCHEMA, PRICE_COLUMNS, TS_DTYPE
+from ffe_dagster.core.bars import (
+    GAP_SCHEMA,
+    OHLCV_SCHEMA,
+    PRICE_COLUMNS,
+    TS_DTYPE,
+    MarketKind,
+    MarketSchedule,
+    find_gaps,
+    interval_to_timedelta,
+)
 
 if TYPE_CHECKING:
     from great_expectations.core.batch_definition import BatchDefinition
@@ -23,6 +36,19 @@ if TYPE_CHECKING:
 QUARANTINE_SCHEMA: dict[str, pl.DataType] = {**OHLCV_SCHEMA, "rule": pl.Utf8(), "reason": pl.Utf8()}
 _ROW = "_row"
 _FLOAT_COLUMNS = (*PRICE_COLUMNS, "volume")
+SCHEMA_RULE = "schema_types"
+INCREASING_RULE = "ts_strictly_increasing"
+SPACING_RULE = "bar_spacing_regular"
+FRESHNESS_RULE = "bars_fresh"
+_FINDINGS_SCHEMA: dict[str, pl.DataType] = {
+    "subject": pl.Utf8(),
+    "dtype": pl.Utf8(),
+    "expected_dtype": pl.Utf8(),
+    "gap_open_minutes": pl.Float64(),
+    "gap_limit_minutes": pl.Float64(),
+    "age_minutes": pl.Float64(),
+    "age_limit_minutes": pl.Float64(),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +58,23 @@ class ValidationConfig:
     ``max_abs_log_return`` flags a bar whose close moved more than this (in absolute log terms)
     from the previous accepted bar; ``require_volume`` is False for feeds without volume (forex);
     ``max_quarantine_fraction`` is the share of quarantined rows a blocking check tolerates.
+    With ``interval`` set, bar spacing is checked against ``market``'s schedule: a run of
+    missing bars longer than ``max_open_gap`` of open-market time fails (shorter ones are real
+    exchange outages and are only reported). Staleness (when ``validate_bars`` gets ``now``):
+    crypto's newest bar may be at most 2 intervals plus ``stale_grace`` old; forex's at most
+    ``forex_stale_open`` of open-market time while the market is open, and
+    ``forex_stale_closed`` of wall time while it is closed (a weekend).
     """
 
     max_abs_log_return: float = 0.5
     require_volume: bool = True
     max_quarantine_fraction: float = 0.01
+    interval: str | None = None
+    market: MarketKind = MarketKind.CRYPTO
+    max_open_gap: timedelta = timedelta(hours=6)
+    stale_grace: timedelta = timedelta(minutes=5)
+    forex_stale_open: timedelta = timedelta(hours=2)
+    forex_stale_closed: timedelta = timedelta(hours=72)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,14 +88,37 @@ class RuleFailure:
 
 
 @dataclass(frozen=True, slots=True)
+class Staleness:
+    """How old the newest valid bar was at ``now``, in the measure the market's rule uses."""
+
+    newest_bar: datetime | None
+    now: datetime
+    age: timedelta
+    limit: timedelta
+    measure: str  # "wall time" or "open-market time"
+
+    @property
+    def fresh(self) -> bool:
+        """True when the newest bar is within the limit."""
+        return self.age <= self.limit
+
+
+@dataclass(frozen=True, slots=True)
 class ValidationResult:
-    """Valid bars, quarantined rows and the per-rule outcome of one ``validate_bars`` call."""
+    """Valid bars, quarantined rows and the per-rule outcome of one ``validate_bars`` call.
+
+    ``gaps`` lists every run of missing bars (``GAP_SCHEMA``) among the valid bars;
+    ``findings`` holds one human sentence per failed series-level rule.
+    """
 
     valid: pl.DataFrame
     quarantine: pl.DataFrame
     rules: tuple[RuleFailure, ...]
     rows_checked: int
     suite_success_on_valid: bool
+    gaps: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=GAP_SCHEMA))
+    staleness: Staleness | None = None
+    findings: tuple[tuple[str, str], ...] = ()
 
     @property
     def quarantined_rows(self) -> int:
@@ -69,12 +130,27 @@ class ValidationResult:
         """``quarantined_rows / rows_checked``; 0.0 for empty input."""
         return self.quarantined_rows / self.rows_checked if self.rows_checked else 0.0
 
+    def rule_passed(self, rule: str) -> bool:
+        """True when ``rule`` ran and passed, or did not apply (not in ``rules``)."""
+        return all(r.success for r in self.rules if r.rule == rule)
+
+    @property
+    def spacing_ok(self) -> bool:
+        """No run of missing bars exceeded the allowed open-market gap."""
+        return self.rule_passed(SPACING_RULE)
+
+    @property
+    def fresh_ok(self) -> bool:
+        """The newest bar was recent enough (or staleness was not asked for)."""
+        return self.rule_passed(FRESHNESS_RULE)
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class _Rule:
     rule: str
     expectation: "Expectation"
     reason: pl.Expr  # evaluated on the offending rows of the prepared frame
+    quarantines: bool = True
 
 
 def _finite(column: str) -> pl.Expr:
@@ -93,6 +169,9 @@ def _rules(config: ValidationConfig) -> tuple[_Rule, ...]:
     )
     from great_expectations.expectations.core import (
         expect_column_values_to_be_in_set as in_set,
+    )
+    from great_expectations.expectations.core import (
+        expect_column_values_to_be_increasing as increasing,
     )
     from great_expectations.expectations.core import (
         expect_column_values_to_not_be_null as not_none,
@@ -147,6 +226,14 @@ def _rules(config: ValidationConfig) -> tuple[_Rule, ...]:
             pl.format("ts {} duplicates an earlier bar", pl.col("ts").dt.to_string("%F %T UTC")),
         ),
         _Rule(
+            INCREASING_RULE,
+            # Checked on the frame sorted by ts: it fails exactly when timestamps repeat, and on
+            # the valid rows it proves what every consumer assumes.
+            increasing.ExpectColumnValuesToBeIncreasing(column="ts", strictly=True),
+            pl.format("ts {} does not follow the bar before it", pl.col("ts")),
+            quarantines=False,
+        ),
+        _Rule(
             "return_outlier",
             between.ExpectColumnValuesToBeBetween(column="abs_log_return", max_value=limit),
             pl.format(
@@ -164,12 +251,70 @@ def _rules(config: ValidationConfig) -> tuple[_Rule, ...]:
 
 
 @functools.cache
-def _suite(config: ValidationConfig) -> "ExpectationSuite":
+def _series_rules(spacing: bool, freshness: bool) -> tuple[_Rule, ...]:
+    from great_expectations.expectations.core import (
+        expect_column_pair_values_a_to_be_greater_than_b as pair_a_ge_b,
+    )
+    from great_expectations.expectations.core import (
+        expect_column_pair_values_to_be_equal as pair_equal,
+    )
+
+    def within(column: str, limit_column: str) -> "Expectation":
+        return pair_a_ge_b.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A=limit_column,
+            column_B=column,
+            or_equal=True,
+            ignore_row_if="either_value_is_missing",  # rows about other rules leave it empty
+        )
+
+    rules = [
+        _Rule(
+            SCHEMA_RULE,
+            pair_equal.ExpectColumnPairValuesToBeEqual(
+                column_A="dtype", column_B="expected_dtype", ignore_row_if="either_value_is_missing"
+            ),
+            pl.format("{} has type {}, expected {}", "subject", "dtype", "expected_dtype"),
+            quarantines=False,
+        )
+    ]
+    if spacing:
+        rules.append(
+            _Rule(
+                SPACING_RULE,
+                within("gap_open_minutes", "gap_limit_minutes"),
+                pl.format(
+                    "{}: {} min missing while the market was open > {} min allowed",
+                    "subject",
+                    pl.col("gap_open_minutes").round(0),
+                    pl.col("gap_limit_minutes").round(0),
+                ),
+                quarantines=False,
+            )
+        )
+    if freshness:
+        rules.append(
+            _Rule(
+                FRESHNESS_RULE,
+                within("age_minutes", "age_limit_minutes"),
+                pl.format(
+                    "{} is {} min old > {} min allowed",
+                    "subject",
+                    pl.col("age_minutes").round(1),
+                    pl.col("age_limit_minutes").round(1),
+                ),
+                quarantines=False,
+            )
+        )
+    for rule in rules:
+        rule.expectation.meta = {"rule": rule.rule}
+    return tuple(rules)
+
+
+@functools.cache
+def _suite(rules: tuple[_Rule, ...]) -> "ExpectationSuite":
     import great_expectations as gx
 
-    return gx.ExpectationSuite(
-        name="ohlcv_bars", expectations=[r.expectation for r in _rules(config)]
-    )
+    return gx.ExpectationSuite(name="ohlcv_bars", expectations=[r.expectation for r in rules])
 
 
 @functools.cache
@@ -185,14 +330,13 @@ def _batch_definition() -> "BatchDefinition":
 
 
 def _abs_log_returns(
-    close: list[float | None], usable: list[bool], limit: float
+    close: list[float | None], usable: list[bool], limit: float, reference: float | None
 ) -> tuple[list[float | None], list[float | None]]:
     # The reference is the last accepted bar, so a single spike quarantines only the spike and
     # not the bar that returns to normal after it; re-running on the valid rows gives the same
     # returns because every valid row's reference is the valid row before it.
     abs_return: list[float | None] = [None] * len(close)
     prev_close: list[float | None] = [None] * len(close)
-    reference: float | None = None
     for i, (value, ok) in enumerate(zip(close, usable, strict=True)):
         if not ok or value is None:
             continue
@@ -205,10 +349,16 @@ def _abs_log_returns(
     return abs_return, prev_close
 
 
-def _prepare(bars: pl.DataFrame, config: ValidationConfig) -> pl.DataFrame:
+def _check_columns(bars: pl.DataFrame) -> None:
     missing = [c for c in OHLCV_SCHEMA if c not in bars.columns]
     if missing:
         raise ValueError(f"bars are missing columns {missing}; got {bars.columns}")
+
+
+def _prepare(
+    bars: pl.DataFrame, config: ValidationConfig, previous_close: float | None
+) -> pl.DataFrame:
+    _check_columns(bars)
     frame = (
         bars.select(
             pl.col("ts").cast(TS_DTYPE), *[pl.col(c).cast(pl.Float64) for c in _FLOAT_COLUMNS]
@@ -236,6 +386,7 @@ def _prepare(bars: pl.DataFrame, config: ValidationConfig) -> pl.DataFrame:
         frame["close"].to_list(),
         frame.select(usable.alias("usable"))["usable"].to_list(),
         config.max_abs_log_return,
+        previous_close,
     )
     return frame.with_columns(
         abs_log_return=pl.Series(abs_return, dtype=pl.Float64),
@@ -243,20 +394,14 @@ def _prepare(bars: pl.DataFrame, config: ValidationConfig) -> pl.DataFrame:
     )
 
 
-def _run_suite(
-    frame: pl.DataFrame, config: ValidationConfig
+def _run(
+    gx_frame: pl.DataFrame, rules: tuple[_Rule, ...]
 ) -> list[tuple[_Rule, RuleFailure, list[int]]]:
-    """Validate the prepared frame; per rule: the rule, its outcome and the offending rows."""
-    gx_frame = frame.select(
-        "ts",
-        *[_finite(c) for c in _FLOAT_COLUMNS],
-        "min_price",
-        "ts_is_duplicate",
-        "abs_log_return",
-    ).to_pandas()
-    batch = _batch_definition().get_batch(batch_parameters={"dataframe": gx_frame})
-    suite_result = batch.validate(_suite(config), result_format="COMPLETE")
-    by_rule = {r.rule: r for r in _rules(config)}
+    """Validate ``gx_frame`` with ``rules``; per rule: the rule, its outcome and the positions
+    of the offending rows."""
+    batch = _batch_definition().get_batch(batch_parameters={"dataframe": gx_frame.to_pandas()})
+    suite_result = batch.validate(_suite(rules), result_format="COMPLETE")
+    by_rule = {r.rule: r for r in rules}
     order = {rule_id: i for i, rule_id in enumerate(by_rule)}
     outcomes: list[tuple[_Rule, RuleFailure, list[int]]] = []
     for result in suite_result.results:
@@ -272,22 +417,120 @@ def _run_suite(
     return sorted(outcomes, key=lambda outcome: order[outcome[0].rule])
 
 
-def validate_bars(bars: pl.DataFrame, config: ValidationConfig) -> ValidationResult:
+def _run_row_suite(
+    frame: pl.DataFrame, config: ValidationConfig
+) -> list[tuple[_Rule, RuleFailure, list[int]]]:
+    gx_frame = frame.select(
+        "ts",
+        *[_finite(c) for c in _FLOAT_COLUMNS],
+        "min_price",
+        "ts_is_duplicate",
+        "abs_log_return",
+    )
+    return _run(gx_frame, _rules(config))
+
+
+def staleness_of(
+    newest_bar: datetime | None,
+    now: datetime,
+    config: ValidationConfig,
+    *,
+    since: datetime | None = None,
+) -> Staleness:
+    """How stale the series is at ``now`` under the market's rule (see ``ValidationConfig``).
+
+    Without any bar the age runs from ``since`` (the start of the window asked for), so an
+    instrument that never delivered anything is stale, not silently fresh.
+    """
+    if config.interval is None:
+        raise ValueError("staleness needs ValidationConfig.interval")
+    schedule = MarketSchedule.for_market(config.market)
+    reference = newest_bar if newest_bar is not None else since
+    if config.market is MarketKind.CRYPTO:
+        limit = 2 * interval_to_timedelta(config.interval) + config.stale_grace
+        age = now - reference if reference is not None else timedelta.max
+        return Staleness(newest_bar, now, age, limit, "wall time")
+    if schedule.is_open(now):
+        age = schedule.open_time(reference, now) if reference is not None else timedelta.max
+        return Staleness(newest_bar, now, age, config.forex_stale_open, "open-market time")
+    age = now - reference if reference is not None else timedelta.max
+    return Staleness(newest_bar, now, age, config.forex_stale_closed, "wall time")
+
+
+def _minutes(delta: timedelta) -> float:
+    return delta / timedelta(minutes=1) if delta != timedelta.max else math.inf
+
+
+def _findings_frame(
+    bars: pl.DataFrame, gaps: pl.DataFrame, staleness: Staleness | None, config: ValidationConfig
+) -> pl.DataFrame:
+    rows: list[dict[str, object]] = [
+        {
+            "subject": f"column {name}",
+            "dtype": str(bars.schema[name]),
+            "expected_dtype": str(expected),
+        }
+        for name, expected in OHLCV_SCHEMA.items()
+    ]
+    limit = _minutes(config.max_open_gap)
+    for gap in gaps.iter_rows(named=True):
+        if not gap["open_missing_bars"]:
+            continue  # wholly inside a market closure: expected, nothing to check
+        interval = interval_to_timedelta(config.interval or "1m")
+        rows.append(
+            {
+                "subject": f"gap {gap['gap_start']:%F %H:%M} .. {gap['gap_end']:%F %H:%M} UTC "
+                f"({gap['missing_bars']} bars)",
+                "gap_open_minutes": _minutes(gap["open_missing_bars"] * interval),
+                "gap_limit_minutes": limit,
+            }
+        )
+    if staleness is not None:
+        newest = (
+            f"newest bar {staleness.newest_bar:%F %H:%M} UTC"
+            if staleness.newest_bar
+            else "no bar at all"
+        )
+        rows.append(
+            {
+                "subject": f"{newest} at {staleness.now:%F %H:%M} UTC ({staleness.measure})",
+                "age_minutes": _minutes(staleness.age),
+                "age_limit_minutes": _minutes(staleness.limit),
+            }
+        )
+    return pl.DataFrame(rows, schema=_FINDINGS_SCHEMA)
+
+
+def validate_bars(
+    bars: pl.DataFrame,
+    config: ValidationConfig,
+    *,
+    previous_bar: tuple[datetime, float] | None = None,
+    window: tuple[datetime, datetime] | None = None,
+    now: datetime | None = None,
+) -> ValidationResult:
     """Run the bar-quality suite on ``bars`` and split them into valid and quarantined rows.
 
     The input is sorted by ``ts`` first and is not modified. Every input row ends up either in
     ``valid`` or, once per broken rule, in ``quarantine``. For the first of several bars sharing
-    a ``ts`` only the later ones break ``ts_unique``. ``suite_success_on_valid`` re-runs the suite
-    on the valid rows. Raises ``ValueError`` when a column of the OHLCV schema is missing.
+    a ``ts`` only the later ones break ``ts_unique``. ``suite_success_on_valid`` re-runs the row
+    rules and the column types on the valid rows.
+
+    Context for a window of a longer series: ``previous_bar`` (ts, close) is the last valid bar
+    before it (the reference of the first return and of the first gap); ``window`` (start, end)
+    lets gaps at its edges count (with ``config.interval`` set); ``now`` asks for the staleness
+    rule, measured on the newest valid bar. Raises ``ValueError`` when a column is missing.
     """
-    frame = _prepare(bars, config)
-    outcomes = _run_suite(frame, config)
+    _check_columns(bars)
+    previous_close = previous_bar[1] if previous_bar else None
+    frame = _prepare(bars, config, previous_close)
+    outcomes = _run_row_suite(frame, config)
     quarantined = [
         frame.filter(pl.col(_ROW).is_in(rows)).select(
             _ROW, *OHLCV_SCHEMA, rule=pl.lit(rule.rule), reason=rule.reason
         )
         for rule, _, rows in outcomes
-        if rows
+        if rows and rule.quarantines
     ]
     quarantine = (
         pl.concat(quarantined)
@@ -297,17 +540,48 @@ def validate_bars(bars: pl.DataFrame, config: ValidationConfig) -> ValidationRes
         if quarantined
         else pl.DataFrame(schema=QUARANTINE_SCHEMA)
     )
-    bad_rows = sorted({row for _, _, rows in outcomes for row in rows})
+    bad_rows = sorted({row for rule, _, rows in outcomes if rule.quarantines for row in rows})
     valid = (
         frame.filter(~pl.col(_ROW).is_in(bad_rows))
         .select(*OHLCV_SCHEMA)
         .with_columns(pl.col("volume").fill_nan(None))
     )
-    recheck = _run_suite(_prepare(valid, config), config)
+    recheck = _run_row_suite(_prepare(valid, config, previous_close), config)
+
+    gaps = pl.DataFrame(schema=GAP_SCHEMA)
+    if config.interval is not None:
+        gaps = find_gaps(
+            valid["ts"],
+            interval_to_timedelta(config.interval),
+            MarketSchedule.for_market(config.market),
+            window=window,
+            previous_ts=previous_bar[0] if previous_bar else None,
+        )
+    staleness = None
+    if now is not None:
+        newest = valid["ts"].max() if valid.height else (previous_bar[0] if previous_bar else None)
+        assert newest is None or isinstance(newest, datetime)
+        staleness = staleness_of(newest, now, config, since=window[0] if window else None)
+    findings = _findings_frame(bars, gaps, staleness, config)
+    series_rules = _series_rules(config.interval is not None, staleness is not None)
+    series = _run(findings.drop("subject"), series_rules)
+    reasons = tuple(
+        (rule.rule, reason)
+        for rule, _, rows in series
+        for reason in findings.with_row_index(_ROW)
+        .filter(pl.col(_ROW).is_in(rows))
+        .select(rule.reason)
+        .to_series()
+        .to_list()
+    )
     return ValidationResult(
         valid=valid,
         quarantine=quarantine,
-        rules=tuple(failure for _, failure, _ in outcomes),
+        rules=tuple(failure for _, failure, _ in (*outcomes, *series)),
         rows_checked=bars.height,
-        suite_success_on_valid=all(failure.success for _, failure, _ in recheck),
+        suite_success_on_valid=all(f.success for _, f, _ in recheck)
+        and all(f.success for rule, f, _ in series if rule.rule == SCHEMA_RULE),
+        gaps=gaps,
+        staleness=staleness,
+        findings=reasons,
     )

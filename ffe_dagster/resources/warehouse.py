@@ -8,7 +8,7 @@ file, so every writing asset runs in the ``warehouse`` concurrency pool (see dag
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,17 @@ _DDL = (
     "PRIMARY KEY (instrument, ts))",
     "CREATE TABLE IF NOT EXISTS level_results (level INTEGER NOT NULL, asset VARCHAR NOT NULL, "
     "run_id VARCHAR, created_at TIMESTAMPTZ, result JSON NOT NULL)",
+    # Validated bars at every configured interval (the fetched one and those resampled from it).
+    "CREATE TABLE IF NOT EXISTS validated_bars_by_interval (instrument VARCHAR NOT NULL, "
+    f"interval VARCHAR NOT NULL, {_BAR_COLUMNS}, PRIMARY KEY (instrument, interval, ts))",
+    # Per instrument and UTC day: how far the source was read (fetched_until = the day's end
+    # once the day is complete). Written in the same transaction as the bars, so a run killed
+    # at any point leaves days that are either complete or fetched again on the next run.
+    "CREATE TABLE IF NOT EXISTS ingest_progress (instrument VARCHAR NOT NULL, day DATE NOT NULL, "
+    "source VARCHAR NOT NULL, bars INTEGER NOT NULL, fetched_until TIMESTAMPTZ NOT NULL, "
+    "fetched_at TIMESTAMPTZ NOT NULL, run_id VARCHAR, PRIMARY KEY (instrument, day))",
 )
+_DAY = timedelta(days=1)
 
 
 def _query(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> pl.DataFrame:
@@ -103,6 +113,140 @@ class WarehouseResource(ConfigurableResource):
         """Bars of ``instrument`` from ``table`` in the OHLCV schema, sorted by ts."""
         query = f"SELECT ts, open, high, low, close, volume FROM {table} WHERE instrument = ?"
         params: list[Any] = [instrument]
+        if start is not None:
+            query += " AND ts >= ?"
+            params.append(start)
+        if end is not None:
+            query += " AND ts < ?"
+            params.append(end)
+        with self.connect() as con:
+            frame = _query(con, query + " ORDER BY ts", params)
+        return frame.cast(OHLCV_SCHEMA)  # pyright: ignore[reportArgumentType]
+
+    def store_fetched(
+        self,
+        instrument: str,
+        start: datetime,
+        end: datetime,
+        frame: pl.DataFrame,
+        *,
+        source: str,
+        run_id: str | None = None,
+    ) -> int:
+        """Replace the raw bars of ``instrument`` in ``[start, end)`` by ``frame`` and record the
+        days it touches as fetched up to ``end``, in one transaction (see ``ingest_progress``).
+
+        Returns the number of bars written; raises ``ValueError`` when a bar lies outside.
+        """
+        outside = frame.filter((pl.col("ts") < start) | (pl.col("ts") >= end)).height
+        if outside:
+            raise ValueError(f"{outside} bars of {instrument} lie outside [{start}, {end})")
+        days: list[dict[str, Any]] = []
+        day = datetime(start.year, start.month, start.day, tzinfo=UTC)
+        while day < end:
+            days.append({"day": day.date(), "day_start": day, "day_end": day + _DAY})
+            day += _DAY
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(
+                    "DELETE FROM raw_bars WHERE instrument = ? AND ts >= ? AND ts < ?",
+                    [instrument, start, end],
+                )
+                if frame.height:
+                    con.register("incoming", frame.with_columns(instrument=pl.lit(instrument)))
+                    cols = ", ".join(["instrument", *OHLCV_SCHEMA])
+                    con.execute(f"INSERT INTO raw_bars ({cols}) SELECT {cols} FROM incoming")
+                    con.unregister("incoming")
+                if days:
+                    con.register("touched", pl.DataFrame(days))
+                    con.execute(
+                        "INSERT OR REPLACE INTO ingest_progress SELECT ?, t.day, ?, count(r.ts), "
+                        "least(t.day_end, ?::TIMESTAMPTZ), now(), ? FROM touched t "
+                        "LEFT JOIN raw_bars r ON r.instrument = ? AND r.ts >= t.day_start "
+                        "AND r.ts < t.day_end GROUP BY t.day, t.day_end",
+                        [instrument, source, end, run_id, instrument],
+                    )
+                    con.unregister("touched")
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+        return frame.height
+
+    def fetch_progress(
+        self, instrument: str, start: datetime, end: datetime, *, source: str | None = None
+    ) -> dict[date, datetime]:
+        """``fetched_until`` per UTC day of ``[start, end)`` that was ever fetched (by
+        ``source`` only, when given: days another source delivered do not count)."""
+        query = (
+            "SELECT day, fetched_until FROM ingest_progress WHERE instrument = ? "
+            "AND day >= ? AND day <= ?"
+        )
+        params: list[Any] = [instrument, start.date(), (end - timedelta(microseconds=1)).date()]
+        if source is not None:
+            query += " AND source = ?"
+            params.append(source)
+        frame = self.read_table(query, params)
+        return {row["day"]: row["fetched_until"] for row in frame.iter_rows(named=True)}
+
+    def last_bar(
+        self,
+        table: str,
+        instrument: str,
+        *,
+        before: datetime | None = None,
+        at_or_after: datetime | None = None,
+        interval: str | None = None,
+    ) -> tuple[datetime, float] | None:
+        """(ts, close) of the newest bar of ``instrument`` in ``table`` within the bounds, or
+        None; ``interval`` selects one interval of ``validated_bars_by_interval``."""
+        query = f"SELECT ts, close FROM {table} WHERE instrument = ?"
+        params: list[Any] = [instrument]
+        if interval is not None:
+            query += " AND interval = ?"
+            params.append(interval)
+        if before is not None:
+            query += " AND ts < ?"
+            params.append(before)
+        if at_or_after is not None:
+            query += " AND ts >= ?"
+            params.append(at_or_after)
+        with self.connect() as con:
+            row = con.execute(query + " ORDER BY ts DESC LIMIT 1", params).fetchone()
+        return (row[0].astimezone(UTC), float(row[1])) if row else None
+
+    def replace_interval_window(
+        self,
+        instrument: str,
+        interval: str,
+        start: datetime,
+        end: datetime,
+        frame: pl.DataFrame,
+    ) -> int:
+        """Replace the ``interval`` bars of ``instrument`` in ``[start, end)`` of
+        ``validated_bars_by_interval`` by ``frame``."""
+        return self._replace(
+            "validated_bars_by_interval",
+            instrument,
+            "interval = ? AND ts >= ? AND ts < ?",
+            [instrument, interval, start, end],
+            frame.with_columns(interval=pl.lit(interval)),
+        )
+
+    def read_bars_by_interval(
+        self,
+        instrument: str,
+        interval: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> pl.DataFrame:
+        """Validated bars of ``instrument`` at ``interval``, in the OHLCV schema, sorted."""
+        query = (
+            "SELECT ts, open, high, low, close, volume FROM validated_bars_by_interval "
+            "WHERE instrument = ? AND interval = ?"
+        )
+        params: list[Any] = [instrument, interval]
         if start is not None:
             query += " AND ts >= ?"
             params.append(start)

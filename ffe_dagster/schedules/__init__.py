@@ -23,9 +23,18 @@ def latest_day(partitions: MultiPartitionsDefinition, now: datetime) -> str | No
     return keys[-1] if keys else None
 
 
+def open_day(partitions: MultiPartitionsDefinition, now: datetime) -> str | None:
+    """Today's partition when the history is open-ended (it exists only then), else None."""
+    days = partitions.get_partitions_def_for_dimension(DATE_DIM)
+    today = now.date().isoformat()
+    return today if today in days.get_partition_keys(current_time=now) else None
+
+
 def build_cycle_schedule(partitions: MultiPartitionsDefinition, cron: str) -> ScheduleDefinition:
-    """Every ``cron`` tick: ingest the newest day of every instrument; the regimes, curriculum
-    and promotion follow through their automation conditions."""
+    """Every ``cron`` tick: ingest the newest ended day of every instrument and, with an
+    open-ended history, today's open partition (only bars newer than the last stored one are
+    fetched; a day fetched completely before is skipped). The regimes, curriculum and promotion
+    follow through their automation conditions."""
 
     @schedule(
         name="cycle_schedule",
@@ -37,16 +46,17 @@ def build_cycle_schedule(partitions: MultiPartitionsDefinition, cron: str) -> Sc
     )
     def cycle_schedule(context: ScheduleEvaluationContext) -> Iterator[RunRequest | SkipReason]:
         now = context.scheduled_execution_time
-        day = latest_day(partitions, now)
-        if day is None:
+        days = [d for d in (latest_day(partitions, now), open_day(partitions, now)) if d]
+        if not days:
             yield SkipReason(f"no day partition has ended by {now.isoformat()}")
             return
         instruments = partitions.get_partitions_def_for_dimension(INSTRUMENT_DIM)
         for instrument in instruments.get_partition_keys():
-            yield RunRequest(
-                run_key=f"{now.isoformat()}|{instrument}",
-                partition_key=MultiPartitionKey({DATE_DIM: day, INSTRUMENT_DIM: instrument}),
-                tags={"ffe/trigger": "schedule"},
-            )
+            for day in days:
+                yield RunRequest(
+                    run_key=f"{now.isoformat()}|{instrument}|{day}",
+                    partition_key=MultiPartitionKey({DATE_DIM: day, INSTRUMENT_DIM: instrument}),
+                    tags={"ffe/trigger": "schedule"},
+                )
 
     return cycle_schedule
