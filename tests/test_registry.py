@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from ffe_dagster.assets.promotion import export_current
 from ffe_dagster.core.promotion import LimitedGateConfig
+from ffe_dagster.promotion.export import export_current
 from ffe_dagster.resources.registry import ParameterRegistryResource
 
 T0 = datetime(2024, 3, 1, 12, tzinfo=UTC)

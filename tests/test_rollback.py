@@ -16,19 +16,7 @@ import polars as pl
 import pytest
 from dagster import AssetKey, materialize
 
-from ffe_dagster.assets.promotion import (
-    Candidate,
-    CurrentChange,
-    CycleReport,
-    Market,
-    RegimeCandidates,
-    build_promotion_asset,
-    export_current,
-    publish_current,
-    read_live_results,
-    run_promotion_cycle,
-    run_trigger,
-)
+from ffe_dagster.assets.promotion import build_promotion_asset
 from ffe_dagster.config import load_curriculum, load_universe
 from ffe_dagster.core.backtest import CostModel, Direction, run_engine
 from ffe_dagster.core.curriculum import bars_to_segment
@@ -44,6 +32,17 @@ from ffe_dagster.core.promotion import (
 )
 from ffe_dagster.core.strategies import get_strategy
 from ffe_dagster.definitions import EXPORT_FILE, build_definitions
+from ffe_dagster.promotion.cycle import (
+    Candidate,
+    CurrentChange,
+    CycleReport,
+    Market,
+    RegimeCandidates,
+    read_live_results,
+    run_promotion_cycle,
+    run_trigger,
+)
+from ffe_dagster.promotion.export import export_current, publish_current
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.warehouse import WarehouseResource

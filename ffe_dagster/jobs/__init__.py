@@ -20,8 +20,9 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,
 )
 
-from ffe_dagster.assets.promotion import CurrentChange, publish_current
 from ffe_dagster.core.promotion import LimitedGateConfig, PromotionRegime
+from ffe_dagster.promotion.cycle import CurrentChange
+from ffe_dagster.promotion.export import publish_current
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 

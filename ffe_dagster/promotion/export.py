@@ -1,0 +1,149 @@
+"""What follows a change of current version: the MLflow alias and the JSON export for the
+trading system (written atomically)."""
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from ffe_dagster.core.promotion import (
+    LimitedGateConfig,
+    PromotionRegime,
+    Stage,
+)
+from ffe_dagster.promotion.cycle import CurrentChange, stage_since
+from ffe_dagster.resources.registry import (
+    ParameterRegistryResource,
+)
+from ffe_dagster.resources.tracking import MlflowTrackingResource
+
+EXPORT_SCHEMA = "ffe_dagster.promoted_parameters/1"
+
+
+def _export_entry(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "version": row["version"],
+        "level": row["level"],
+        "direction": row["direction"],
+        "stage": row["stage"],
+        "params": row["params"],
+        "cold_metrics": row["metrics"],
+        "since": stage_since(row).isoformat(),
+        "by_run": row["stage_run_id"] or row["run_id"],
+        "mlflow_model_version": row["mlflow_model_version"],
+    }
+
+
+def export_current(
+    registry: ParameterRegistryResource,
+    path: Path,
+    run_id: str,
+    limited: LimitedGateConfig,
+    changes: Sequence[CurrentChange] = (),
+    active: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Write the parameters per regime as JSON for the trading system, atomically.
+
+    ``active`` maps each instrument to its confirmed market regime; the export then says which
+    set the trading system should use per instrument (the regime's current set, else DEFAULT).
+    Without it (a manual rollback) the previous file's mapping is kept.
+
+    ``regimes`` holds the current (FULL) set of each regime, or null; ``limited`` the set the
+    trading system should trade with ``capital_fraction`` of that regime's capital from
+    ``since`` (judged from ``judge_after``), or null; ``changes`` what this run changed
+    (promotions, rollbacks, suspensions) and why.
+    """
+    regimes: dict[str, Any] = {}
+    trials: dict[str, Any] = {}
+    for regime in PromotionRegime:
+        current = registry.current(regime.value)
+        regimes[regime.value] = None
+        if current is not None:
+            entry = _export_entry(current)
+            regimes[regime.value] = {
+                **entry,
+                "promoted_at": entry["since"],
+                "promoted_by_run": entry["by_run"],
+            }
+        live = [r for r in registry.in_flight(regime.value) if r["stage"] == Stage.LIMITED]
+        trials[regime.value] = None
+        if live:
+            judge_after = stage_since(live[0]) + timedelta(hours=limited.min_hours)
+            trials[regime.value] = {
+                **_export_entry(live[0]),
+                "capital_fraction": limited.capital_fraction,
+                "judge_after": judge_after.isoformat(),
+            }
+    if active is None and path.exists():
+        previous = json.loads(path.read_text()).get("active", {})
+        active = {k: v["regime"] for k, v in previous.items()}
+    payload = {
+        "schema": EXPORT_SCHEMA,
+        "generated_at": datetime.now(UTC).isoformat(),
+        "dagster_run_id": run_id,
+        "regimes": regimes,
+        "active": {
+            instrument: {
+                "regime": regime,
+                "use": regime if regimes.get(regime) is not None else PromotionRegime.DEFAULT.value,
+            }
+            for instrument, regime in sorted((active or {}).items())
+        },
+        "limited": trials,
+        "changes": [
+            {
+                "regime": c.regime,
+                "action": c.action,
+                "version": c.version,
+                "previous": c.previous,
+                "reason": c.reason,
+                "trigger": c.trigger,
+            }
+            for c in changes
+        ],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    tmp.replace(path)  # atomic: the trading system never reads a half-written file
+    return payload
+
+
+def publish_current(
+    registry: ParameterRegistryResource,
+    mlflow_tracking: MlflowTrackingResource,
+    path: Path,
+    run_id: str,
+    changes: Sequence[CurrentChange],
+    limited: LimitedGateConfig,
+    active: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Everything outside the registry that follows the current versions, after the
+    ``changes`` of a cycle or of a manual rollback: the MLflow model-registry alias of each
+    changed regime, then the JSON export for the trading system.
+
+    This is the one place a change of current version leaves the project (the promotion asset
+    and ``rollback_job`` both end here).
+    """
+    for change in changes:
+        row = registry.current(change.regime)
+        if change.action == "suspend" or row is None:
+            mlflow_tracking.clear_current(regime=change.regime)
+        elif change.action == "rollback" and row.get("mlflow_model_version") is not None:
+            mlflow_tracking.set_current(
+                regime=change.regime, model_version=int(row["mlflow_model_version"])
+            )
+        else:  # a promotion, or a restored version that was never registered
+            model_version = mlflow_tracking.register_promotion(
+                regime=change.regime,
+                params=row["params"],
+                metrics=row["metrics"],
+                source_run_id=row.get("source_run_id"),
+                description=change.reason,
+                registry_version=int(row["version"]),
+                level=row.get("level"),
+                dagster_run_id=run_id,
+            )
+            registry.set_mlflow_model_version(change.regime, int(row["version"]), model_version)
+    return export_current(registry, path, run_id, limited, changes, active)
