@@ -12,7 +12,7 @@ export DAGSTER_HOME := $(CURDIR)/var/dagster_home
 export NUMBA_CACHE_DIR := $(CURDIR)/var/numba_cache
 export PYTHONWARNINGS := ignore::DeprecationWarning,ignore::UserWarning
 
-.PHONY: setup run run-full test lint typecheck validate dev mlflow clean bench bench-ingest
+.PHONY: setup run run-full test lint typecheck validate dev mlflow clean bench pg-server bench-ingest
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -44,7 +44,10 @@ typecheck: setup
 validate: setup
 	$(BIN)/dagster definitions validate -w workspace.yaml
 
-test: lint typecheck validate
+pg-server:  ## PostgreSQL server binaries for tests/postgres (Debian package, installed if missing)
+	scripts/ensure-postgres.sh
+
+test: lint typecheck validate pg-server
 	$(BIN)/pytest -q
 
 bench: setup  ## engine throughput and the full curriculum vs the naive approach -> benchmarks/results/

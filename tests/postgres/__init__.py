@@ -1,0 +1,1 @@
+"""Production mode: the studies, the registry and Dagster's storage on a real PostgreSQL."""

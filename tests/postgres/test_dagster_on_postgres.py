@@ -1,0 +1,64 @@
+"""The production Dagster instance (deploy/dagster.yaml) on PostgreSQL: it loads with its
+credentials from DAGSTER_PG_* variables, keeps runs, events and schedules in dagster-postgres
+storage, and a materialization made through it can be read back."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, asset, materialize
+from dagster._core.run_coordinator import QueuedRunCoordinator
+from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+
+from ffe_dagster.settings import PROJECT_DIR
+
+
+@asset(pool="warehouse")
+def tiny_table() -> list[int]:
+    """A stand-in for a warehouse writer: in the same pool as the real ones."""
+    return [1, 2, 3]
+
+
+def test_a_run_lands_in_postgres(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = sa.make_url(postgres_url)
+    for name, value in {
+        "DAGSTER_PG_HOST": url.host,
+        "DAGSTER_PG_PORT": str(url.port),
+        "DAGSTER_PG_USER": url.username,
+        "DAGSTER_PG_PASSWORD": url.password,
+        "DAGSTER_PG_DB": url.database,
+    }.items():
+        assert value is not None
+        monkeypatch.setenv(name, value)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT_DIR / "deploy" / "dagster.yaml", home / "dagster.yaml")
+
+    instance = DagsterInstance.from_config(str(home))
+    try:
+        assert isinstance(instance.run_storage, PostgresRunStorage)
+        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+        assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
+        assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+
+        result = materialize([tiny_table], instance=instance)
+        assert result.success
+        run = instance.get_run_by_id(result.run_id)
+        assert run is not None and run.status == DagsterRunStatus.SUCCESS
+        event = instance.get_latest_materialization_event(AssetKey("tiny_table"))
+        assert event is not None and event.run_id == result.run_id
+    finally:
+        instance.dispose()
+
+    # Read straight from the database: the run really is in PostgreSQL, not in a local file.
+    engine = sa.create_engine(postgres_url)
+    try:
+        with engine.connect() as con:
+            run_ids = con.execute(sa.text("SELECT run_id FROM runs")).scalars().all()
+    finally:
+        engine.dispose()
+    assert run_ids == [result.run_id]
