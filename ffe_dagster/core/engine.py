@@ -16,8 +16,8 @@ exhausts memory. This kernel runs the same order logic bar by bar for exactly th
 
 Trades follow vectorbt's exit-trade records (fees of a reversing order split by size), and metrics
 are streamed while simulating. ``tests/test_engine.py`` checks trades and metrics against vectorbt
-on real bars. The floating-point guards (``_is_close`` and ``_add``) copy vectorbt's tolerances so
-both round the same way.
+on real bars. The floating-point guards and fill rules come from ``vbt_compat``, which
+copies vectorbt's tolerances so both round the same way.
 """
 
 import math
@@ -27,9 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ffe_dagster.core.metrics import Metrics
-
-REL_TOL = 1e-9
-ABS_TOL = 1e-12
+from ffe_dagster.core.vbt_compat import add, is_close, stop_price, trade_pnl
 
 DIR_LONG = 0
 DIR_SHORT = 1
@@ -78,61 +76,6 @@ N_TRADE_FIELDS = 10
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 SignalArray = npt.NDArray[np.int8]
-
-
-@numba.njit(cache=True, inline="always")
-def _is_close(a: float, b: float) -> bool:
-    if math.isnan(a) or math.isnan(b) or math.isinf(a) or math.isinf(b):
-        return False
-    if a == b:
-        return True
-    return abs(a - b) <= max(REL_TOL * max(abs(a), abs(b)), ABS_TOL)
-
-
-@numba.njit(cache=True, inline="always")
-def _add(a: float, b: float) -> float:
-    # vectorbt's add_nb: a sum that is zero within tolerance is exactly zero.
-    if np.sign(a) != np.sign(b):
-        if _is_close(abs(a), abs(b)):
-            return 0.0
-    elif _is_close(a + b, 0.0):
-        return 0.0
-    return a + b
-
-
-@numba.njit(cache=True, inline="always")
-def _stop_price(
-    position: float, ref: float, stop: float, open_: float, low: float, high: float, below: bool
-) -> float:
-    # vectorbt's get_stop_price_nb: the fill price of a stop hit in this bar, else NaN.
-    if (position > 0 and below) or (position < 0 and not below):
-        level = ref * (1 - stop)
-        if open_ <= level:
-            return open_
-        if low <= level <= high:
-            return level
-        return np.nan
-    level = ref * (1 + stop)
-    if level <= open_:
-        return open_
-    if low <= level <= high:
-        return level
-    return np.nan
-
-
-@numba.njit(cache=True, inline="always")
-def _trade_pnl(
-    size: float,
-    entry_price: float,
-    exit_price: float,
-    entry_fees: float,
-    exit_fees: float,
-    short: bool,
-) -> float:
-    diff = _add(size * exit_price, -(size * entry_price))
-    if diff != 0 and short:
-        diff = -diff
-    return diff - entry_fees - exit_fees
 
 
 @numba.njit(cache=True)
@@ -205,9 +148,9 @@ def simulate_segment(  # noqa: C901 - one loop on purpose: numba keeps its state
             h = high[i]
             lw = low[i]
             if sl_active:
-                stop_fill = _stop_price(position, sl_ref, sl_stop, o, lw, h, True)
+                stop_fill = stop_price(position, sl_ref, sl_stop, o, lw, h, True)
             if math.isnan(stop_fill) and tp_active:
-                stop_fill = _stop_price(position, tp_ref, tp_stop, o, lw, h, False)
+                stop_fill = stop_price(position, tp_ref, tp_stop, o, lw, h, False)
             if sl_active and trail:
                 sl_ref = max(sl_ref, h) if position > 0 else min(sl_ref, lw)
 
@@ -253,9 +196,9 @@ def simulate_segment(  # noqa: C901 - one loop on purpose: numba keeps its state
         if order != 0.0:
             before = position
             # vectorbt snaps near-zero state before executing an order.
-            if _is_close(cash, 0.0):
+            if is_close(cash, 0.0):
                 cash = 0.0
-            if _is_close(position, 0.0):
+            if is_close(position, 0.0):
                 position = 0.0
             if from_flat_value:
                 order = order / c
@@ -278,7 +221,7 @@ def simulate_segment(  # noqa: C901 - one loop on purpose: numba keeps its state
                     req_cash = size * adj_price
                     req_fees = req_cash * fees
                     total = req_cash + req_fees
-                    if _is_close(total, cash) or total < cash:
+                    if is_close(total, cash) or total < cash:
                         fill_size = size
                         fill_fees = req_fees
                         spend = total
@@ -289,9 +232,9 @@ def simulate_segment(  # noqa: C901 - one loop on purpose: numba keeps its state
                         fill_size = max_req / adj_price
                         fill_fees = cash - max_req
                         spend = cash
-                    if ok and not _is_close(size, 0.0):
-                        cash = _add(cash, -spend)
-                        position = _add(position, fill_size)
+                    if ok and not is_close(size, 0.0):
+                        cash = add(cash, -spend)
+                        position = add(position, fill_size)
                         fill_price = adj_price
                         filled = True
             else:
@@ -302,13 +245,13 @@ def simulate_segment(  # noqa: C901 - one loop on purpose: numba keeps its state
                     if position == 0:
                         ok = False
                     size = min(position, size)
-                if ok and not _is_close(size, 0.0):
+                if ok and not is_close(size, 0.0):
                     acq = size * adj_price
                     paid = acq * fees
-                    net = _add(acq, -paid)
+                    net = add(acq, -paid)
                     if net >= 0:
                         cash = cash + net
-                        position = _add(position, -size)
+                        position = add(position, -size)
                         fill_size = size
                         fill_price = adj_price
                         fill_fees = paid
@@ -325,10 +268,10 @@ def simulate_segment(  # noqa: C901 - one loop on purpose: numba keeps its state
                     t_price = fill_price
                     t_fees = fill_fees
                 elif buy == t_short:
-                    if _is_close(fill_size, t_size) or fill_size < t_size:
-                        exit_size = t_size if _is_close(fill_size, t_size) else fill_size
+                    if is_close(fill_size, t_size) or fill_size < t_size:
+                        exit_size = t_size if is_close(fill_size, t_size) else fill_size
                         entry_fees = exit_size / t_size * t_fees
-                        pnl = _trade_pnl(
+                        pnl = trade_pnl(
                             exit_size, t_price, fill_price, entry_fees, fill_fees, t_short
                         )
                         _close_trade(
@@ -339,7 +282,7 @@ def simulate_segment(  # noqa: C901 - one loop on purpose: numba keeps its state
                         in_trade = False
                     else:
                         cl_fees = t_size / fill_size * fill_fees
-                        pnl = _trade_pnl(t_size, t_price, fill_price, t_fees, cl_fees, t_short)
+                        pnl = trade_pnl(t_size, t_price, fill_price, t_fees, cl_fees, t_short)
                         _close_trade(
                             stats, trades, record, n_trades, lo, t_entry_idx, i, t_size,
                             t_price, fill_price, t_fees, cl_fees, pnl, t_short,
@@ -395,7 +338,7 @@ def simulate_segment(  # noqa: C901 - one loop on purpose: numba keeps its state
         last = hi - 1
         stats[S_MARKET_BARS] += last - t_entry_idx
         if record:
-            pnl = _trade_pnl(t_size, t_price, close[last], t_fees, 0.0, t_short)
+            pnl = trade_pnl(t_size, t_price, close[last], t_fees, 0.0, t_short)
             _write_trade(
                 trades, n_trades, lo, t_entry_idx, last, t_size, t_price, close[last],
                 t_fees, 0.0, pnl, t_short, False,
