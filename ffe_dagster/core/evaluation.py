@@ -152,34 +152,44 @@ class LevelEvaluator:
         """Where ``period`` lies in the concatenated bars."""
         return self._layouts[period]
 
-    def evaluate_many(self, batch: Sequence[Params], period: Period) -> list[Metrics]:
+    def evaluate_many(
+        self,
+        batch: Sequence[Params],
+        period: Period,
+        costs: Sequence[CostModel] | None = None,
+    ) -> list[Metrics]:
         """Pooled metrics of each parameter set over every segment's ``period``, in one engine
-        call."""
+        call; ``costs`` (one per set) replaces the level's cost model."""
         if not batch:
             return []
-        stats = self.batch_stats(batch, period)
+        stats = self.batch_stats(batch, period, costs)
         ppy = self._layouts[period].periods_per_year
         return [engine.stats_to_metrics(row, ppy) for row in stats]
 
-    def batch_stats(self, batch: Sequence[Params], period: Period) -> FloatArray:
+    def batch_stats(
+        self,
+        batch: Sequence[Params],
+        period: Period,
+        costs: Sequence[CostModel] | None = None,
+    ) -> FloatArray:
         """The engine's statistics rows (``engine.S_*``) of each parameter set."""
         layout = self._layouts[period]
         if layout.bounds.shape[0] == 0:
             raise ValueError(f"no segment has bars in the {period} period")
+        if costs is not None and len(costs) != len(batch):
+            raise ValueError(f"{len(costs)} cost models for {len(batch)} parameter sets")
         rows: dict[tuple[float, ...], int] = {}
+        signal_rows: list[Signals] = []
         matrix = np.empty((len(batch), engine.N_PARAMS), dtype=np.float64)
         for t, params in enumerate(batch):
-            row = rows.setdefault(self.signal_key(params), len(rows))
-            matrix[t] = engine_row(trade_params(params), self.costs, self.direction, row)
-        signal_matrix = np.empty((len(rows), self._close.size), dtype=np.int8)
-        filled: set[int] = set()
-        for params in batch:
-            row = rows[self.signal_key(params)]
-            if row not in filled:
-                signal_matrix[row] = self.signals(params)
-                filled.add(row)
+            key = self.signal_key(params)
+            if key not in rows:
+                rows[key] = len(signal_rows)
+                signal_rows.append(self.signals(params))
+            cost = costs[t] if costs is not None else self.costs
+            matrix[t] = engine_row(trade_params(params), cost, self.direction, rows[key])
         return engine.evaluate_batch(
-            self._open, self._high, self._low, self._close, signal_matrix,
+            self._open, self._high, self._low, self._close, np.stack(signal_rows),
             layout.bounds, matrix, INIT_CASH,
         )  # fmt: skip
 

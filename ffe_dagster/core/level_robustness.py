@@ -17,10 +17,10 @@ from ffe_dagster.core.curriculum import Constraints, ParamRange, RobustnessSpec
 from ffe_dagster.core.evaluation import LevelEvaluator, Params, Period
 from ffe_dagster.core.metrics import FloatArray, sharpe_ratio
 from ffe_dagster.core.optimize import StudyConfig, StudyOutcome, run_study
-from ffe_dagster.core.robustness import (
-    deflated_sharpe_from_returns,
+from ffe_dagster.core.overfitting import probability_of_backtest_overfitting
+from ffe_dagster.core.robustness import deflated_sharpe_from_returns
+from ffe_dagster.core.walk_forward import (
     parameter_sensitivity,
-    probability_of_backtest_overfitting,
     stitch_returns,
     walk_forward_efficiency,
     walk_forward_windows,
@@ -96,30 +96,24 @@ def cost_sensitivity(
     evaluator: LevelEvaluator, chosen: Params, spec: RobustnessSpec
 ) -> list[dict[str, float]]:
     """Test-period Sharpe and return of the chosen set under other fees and slippage."""
-    rows: list[dict[str, float]] = []
     base = evaluator.costs
-    for multiplier in spec.fee_multipliers:
-        for slippage in spec.slippage_pct:
-            costs = CostModel(fee_pct=base.fee_pct * multiplier, slippage_pct=slippage)
-            variant = LevelEvaluator(
-                evaluator.segments,
-                evaluator.strategy,
-                evaluator.direction,
-                costs,
-                evaluator.train_fraction,
-                evaluator.validation_fraction,
-            )
-            m = variant.evaluate(chosen, Period.TEST)
-            rows.append(
-                {
-                    "fee_pct": costs.fee_pct,
-                    "slippage_pct": slippage,
-                    "sharpe": m.sharpe,
-                    "total_return_pct": m.total_return_pct,
-                    "win_rate_pct": m.win_rate_pct,
-                }
-            )
-    return rows
+    variants = [
+        CostModel(fee_pct=base.fee_pct * multiplier, slippage_pct=slippage)
+        for multiplier in spec.fee_multipliers
+        for slippage in spec.slippage_pct
+    ]
+    # One engine call: the same parameters under every cost model, signals computed once.
+    results = evaluator.evaluate_many([chosen] * len(variants), Period.TEST, costs=variants)
+    return [
+        {
+            "fee_pct": costs.fee_pct,
+            "slippage_pct": costs.slippage_pct,
+            "sharpe": m.sharpe,
+            "total_return_pct": m.total_return_pct,
+            "win_rate_pct": m.win_rate_pct,
+        }
+        for costs, m in zip(variants, results, strict=True)
+    ]
 
 
 def walk_forward(
