@@ -8,8 +8,9 @@ from dagster._core.storage.tags import (
 )
 
 from ffe_dagster.definitions import build_definitions
-from ffe_dagster.sensors.cycle import next_step, run_trigger_of
+from ffe_dagster.sensors.cycle import next_step
 from ffe_dagster.settings import Settings
+from ffe_dagster.triggers import run_trigger
 
 INSTRUMENTS = ["BTC_USDT", "ETH_USDT", "EUR_USD"]
 
@@ -56,7 +57,7 @@ def test_what_does_not_chain(job: str, tags: dict[str, str]) -> None:
     ],
 )
 def test_the_trigger_is_carried(tags: dict[str, str], trigger: str) -> None:
-    assert run_trigger_of(tags) == trigger
+    assert run_trigger(tags) == trigger
 
 
 def test_the_chain_watches_ingest_and_regimes(tiny_settings: Settings) -> None:

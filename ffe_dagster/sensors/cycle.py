@@ -23,20 +23,10 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
+from ffe_dagster.triggers import TRIGGER_TAG, run_trigger
+
 CYCLE_TAG = "ffe/cycle"
-TRIGGER_TAG = "ffe/trigger"
 NO_CHAIN_TAG = "ffe/no_chain"  # set on runs that must not start the next step (the CLI's own)
-
-
-def run_trigger_of(tags: dict[str, str]) -> str:
-    """What started a run: our own tag, else Dagster's schedule / sensor tags, else manual."""
-    if tags.get(TRIGGER_TAG):
-        return tags[TRIGGER_TAG]
-    if tags.get("dagster/schedule_name"):
-        return "schedule"
-    if tags.get("dagster/sensor_name"):
-        return "sensor"
-    return "manual"
 
 
 def next_step(
@@ -45,7 +35,7 @@ def next_step(
     """The run that follows a successful ``job_name`` run in the cycle, or why there is none."""
     if tags.get(NO_CHAIN_TAG):
         return SkipReason(f"run {run_id} asked not to chain ({NO_CHAIN_TAG})")
-    carried = {CYCLE_TAG: tags.get(CYCLE_TAG, run_id), TRIGGER_TAG: run_trigger_of(tags)}
+    carried = {CYCLE_TAG: tags.get(CYCLE_TAG, run_id), TRIGGER_TAG: run_trigger(tags)}
     if job_name == "ingest_job":
         if not instruments:
             return SkipReason("no instruments configured")

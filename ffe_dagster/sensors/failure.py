@@ -24,6 +24,8 @@ from dagster import (
     run_failure_sensor,
 )
 
+from ffe_dagster.triggers import run_trigger
+
 WEBHOOK_TIMEOUT_S = 10.0
 
 
@@ -70,10 +72,7 @@ def failure_payload(context: RunFailureSensorContext) -> dict[str, Any]:
         "event": "run_failure",
         "job": run.job_name,
         "run_id": run.run_id,
-        "trigger": run.tags.get("ffe/trigger")
-        or run.tags.get("dagster/schedule_name")
-        or run.tags.get("dagster/sensor_name")
-        or "manual",
+        "trigger": run_trigger(run.tags),
         "error": error[:2000],
     }
 
