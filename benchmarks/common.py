@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import polars as pl
 
-from ffe_dagster.config import load_curriculum
+from ffe_dagster.config import load_curriculum, load_universe
 from ffe_dagster.core.bars import interval_to_timedelta
 from ffe_dagster.core.curriculum import CurriculumSpec
 from ffe_dagster.core.levels import LevelData, holdout_starts
@@ -13,7 +13,7 @@ from ffe_dagster.core.regimes import RegimeConfig, detect_regimes
 from ffe_dagster.settings import PACKAGE_DIR
 
 SAMPLES = PACKAGE_DIR / "data" / "samples"
-TRADING_DAYS = {"BTC_USDT": 365, "ETH_USDT": 365, "EUR_USD": 252, "GBP_USD": 252}
+UNIVERSE = PACKAGE_DIR / "config" / "universe.yaml"
 
 
 def load_bars(symbol: str, interval: str) -> pl.DataFrame:
@@ -26,12 +26,14 @@ def load_bars(symbol: str, interval: str) -> pl.DataFrame:
 def level_data(symbols: Sequence[str], interval: str, holdout_days: int) -> LevelData:
     """Bars, detected regimes and hold-outs of ``symbols``, as the level assets load them."""
     per_day = timedelta(days=1) / interval_to_timedelta(interval)
+    # Trading days per year (crypto 365, forex 252) come from the universe, as in the assets.
+    days = {i.key: i.trading_days_per_year for i in load_universe(UNIVERSE).instruments}
     bars = {s: load_bars(s, interval) for s in symbols}
     config = RegimeConfig()
     return LevelData(
         bars=bars,
         regimes={s: detect_regimes(b, config) for s, b in bars.items()},
-        periods_per_year={s: TRADING_DAYS[s] * per_day for s in symbols},
+        periods_per_year={s: days[s] * per_day for s in symbols},
         holdout_start=holdout_starts(bars, holdout_days),
     )
 
