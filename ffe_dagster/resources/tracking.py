@@ -17,6 +17,7 @@ import json
 import subprocess
 import tempfile
 from collections.abc import Callable, Mapping
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,11 @@ REGISTERED_MODEL = "ffe_promoted_parameters"
 _PACKAGE = "ffe_dagster"
 
 
+@cache
 def git_commit() -> str | None:
     """The commit of the checkout this package runs from, or None without git or a repository.
 
-    Read-only (``git rev-parse``); any failure means "unknown", never an error.
+    Read-only (``git rev-parse``), asked once per process; any failure means "unknown".
     """
     try:
         out = subprocess.run(
