@@ -7,13 +7,12 @@ import polars as pl
 import pytest
 
 from ffe_dagster.core.bars import OHLCV_SCHEMA, MarketKind, MarketSchedule, find_gaps
-from ffe_dagster.core.validation import (
+from ffe_dagster.core.validation import staleness_of, validate_bars
+from ffe_dagster.core.validation_rules import (
     FRESHNESS_RULE,
     SCHEMA_RULE,
     SPACING_RULE,
     ValidationConfig,
-    staleness_of,
-    validate_bars,
 )
 from tests.fakes.harness import real_bars, utc
 

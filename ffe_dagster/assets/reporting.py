@@ -6,11 +6,8 @@ from typing import Any
 
 from dagster import MetadataValue
 
-from ffe_dagster.core.report import (
-    curriculum_report,
-    deployment_recommendation,
-    regime_verdicts,
-)
+from ffe_dagster.core.recommendation import deployment_recommendation, regime_verdicts
+from ffe_dagster.core.report import curriculum_report
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 
 

@@ -9,7 +9,7 @@ import yaml
 
 from ffe_dagster.core.bars import Instrument, MarketKind, interval_to_timedelta
 from ffe_dagster.core.curriculum import CurriculumSpec, parse_curriculum
-from ffe_dagster.core.validation import ValidationConfig
+from ffe_dagster.core.validation_rules import ValidationConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +64,7 @@ _SOURCE_KINDS: dict[str, type[FilesSourceSpec] | type[CcxtSourceSpec] | type[Oan
 
 @dataclass(frozen=True, slots=True)
 class ValidationSettings:
-    """Thresholds of the bar-quality suite (see ``ffe_dagster.core.validation``)."""
+    """Thresholds of the bar-quality suite (see ``ffe_dagster.core.validation_rules``)."""
 
     max_abs_log_return: float = 0.5
     max_quarantine_fraction: float = 0.01

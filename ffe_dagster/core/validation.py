@@ -27,19 +27,24 @@ from ffe_dagster.core.bars import (
     find_gaps,
     interval_to_timedelta,
 )
+from ffe_dagster.core.validation_rules import (
+    FRESHNESS_RULE,
+    SCHEMA_RULE,
+    SPACING_RULE,
+    Rule,
+    ValidationConfig,
+    finite,
+    row_rules,
+    series_level_rules,
+)
 
 if TYPE_CHECKING:
     from great_expectations.core.batch_definition import BatchDefinition
     from great_expectations.core.expectation_suite import ExpectationSuite
-    from great_expectations.expectations.expectation import Expectation
 
 QUARANTINE_SCHEMA: dict[str, pl.DataType] = {**OHLCV_SCHEMA, "rule": pl.Utf8(), "reason": pl.Utf8()}
 _ROW = "_row"
 _FLOAT_COLUMNS = (*PRICE_COLUMNS, "volume")
-SCHEMA_RULE = "schema_types"
-INCREASING_RULE = "ts_strictly_increasing"
-SPACING_RULE = "bar_spacing_regular"
-FRESHNESS_RULE = "bars_fresh"
 _FINDINGS_SCHEMA: dict[str, pl.DataType] = {
     "subject": pl.Utf8(),
     "dtype": pl.Utf8(),
@@ -49,32 +54,6 @@ _FINDINGS_SCHEMA: dict[str, pl.DataType] = {
     "age_minutes": pl.Float64(),
     "age_limit_minutes": pl.Float64(),
 }
-
-
-@dataclass(frozen=True, slots=True)
-class ValidationConfig:
-    """Thresholds of the bar-quality suite.
-
-    ``max_abs_log_return`` flags a bar whose close moved more than this (in absolute log terms)
-    from the previous accepted bar; ``require_volume`` is False for feeds without volume (forex);
-    ``max_quarantine_fraction`` is the share of quarantined rows a blocking check tolerates.
-    With ``interval`` set, bar spacing is checked against ``market``'s schedule: a run of
-    missing bars longer than ``max_open_gap`` of open-market time fails (shorter ones are real
-    exchange outages and are only reported). Staleness (when ``validate_bars`` gets ``now``):
-    crypto's newest bar may be at most 2 intervals plus ``stale_grace`` old; forex's at most
-    ``forex_stale_open`` of open-market time while the market is open, and
-    ``forex_stale_closed`` of wall time while it is closed (a weekend).
-    """
-
-    max_abs_log_return: float = 0.5
-    require_volume: bool = True
-    max_quarantine_fraction: float = 0.01
-    interval: str | None = None
-    market: MarketKind = MarketKind.CRYPTO
-    max_open_gap: timedelta = timedelta(hours=6)
-    stale_grace: timedelta = timedelta(minutes=5)
-    forex_stale_open: timedelta = timedelta(hours=2)
-    forex_stale_closed: timedelta = timedelta(hours=72)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,173 +124,8 @@ class ValidationResult:
         return self.rule_passed(FRESHNESS_RULE)
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class _Rule:
-    rule: str
-    expectation: "Expectation"
-    reason: pl.Expr  # evaluated on the offending rows of the prepared frame
-    quarantines: bool = True
-
-
-def _finite(column: str) -> pl.Expr:
-    # pandas cannot tell NaN from null, and inf would pass "> 0": all become null for GX.
-    return pl.when(pl.col(column).is_finite()).then(pl.col(column)).alias(column)
-
-
 @functools.cache
-def _rules(config: ValidationConfig) -> tuple[_Rule, ...]:
-    # The classes are imported from their defining modules: GX's package does not re-export them.
-    from great_expectations.expectations.core import (
-        expect_column_pair_values_a_to_be_greater_than_b as pair_a_ge_b,
-    )
-    from great_expectations.expectations.core import (
-        expect_column_values_to_be_between as between,
-    )
-    from great_expectations.expectations.core import (
-        expect_column_values_to_be_in_set as in_set,
-    )
-    from great_expectations.expectations.core import (
-        expect_column_values_to_be_increasing as increasing,
-    )
-    from great_expectations.expectations.core import (
-        expect_column_values_to_not_be_null as not_none,
-    )
-
-    def not_null(column: str) -> _Rule:
-        return _Rule(
-            f"{column}_not_null",
-            not_none.ExpectColumnValuesToNotBeNull(column=column),
-            pl.format(f"{column} is {{}}", pl.col(column).cast(pl.Utf8).fill_null("null")),
-        )
-
-    def pair(rule: str, column_a: str, column_b: str, reason: str) -> _Rule:
-        return _Rule(
-            rule,
-            pair_a_ge_b.ExpectColumnPairValuesAToBeGreaterThanB(
-                column_A=column_a,
-                column_B=column_b,
-                or_equal=True,
-                ignore_row_if="either_value_is_missing",  # missing values have their own rule
-            ),
-            pl.format(reason, pl.col(column_a), pl.col(column_b)),
-        )
-
-    non_positive = [
-        pl.when(pl.col(c) <= 0).then(pl.format(f"{c} {{}}", pl.col(c))) for c in PRICE_COLUMNS
-    ]
-    limit = config.max_abs_log_return
-    rules = [
-        *(not_null(c) for c in ("ts", *PRICE_COLUMNS)),
-        *([not_null("volume")] if config.require_volume else []),
-        _Rule(
-            "prices_positive",
-            between.ExpectColumnValuesToBeBetween(column="min_price", min_value=0, strict_min=True),
-            pl.concat_str(
-                pl.lit("prices must be > 0: "),
-                pl.concat_str(non_positive, separator=", ", ignore_nulls=True),
-            ),
-        ),
-        pair("high_ge_open", "high", "open", "high {} < open {}"),
-        pair("high_ge_close", "high", "close", "high {} < close {}"),
-        pair("low_le_open", "open", "low", "open {} < low {}"),
-        pair("low_le_close", "close", "low", "close {} < low {}"),
-        _Rule(
-            "volume_non_negative",
-            between.ExpectColumnValuesToBeBetween(column="volume", min_value=0),
-            pl.format("volume {} < 0", pl.col("volume")),
-        ),
-        _Rule(
-            "ts_unique",
-            in_set.ExpectColumnValuesToBeInSet(column="ts_is_duplicate", value_set=[False]),
-            pl.format("ts {} duplicates an earlier bar", pl.col("ts").dt.to_string("%F %T UTC")),
-        ),
-        _Rule(
-            INCREASING_RULE,
-            # Checked on the frame sorted by ts: it fails exactly when timestamps repeat, and on
-            # the valid rows it proves what every consumer assumes.
-            increasing.ExpectColumnValuesToBeIncreasing(column="ts", strictly=True),
-            pl.format("ts {} does not follow the bar before it", pl.col("ts")),
-            quarantines=False,
-        ),
-        _Rule(
-            "return_outlier",
-            between.ExpectColumnValuesToBeBetween(column="abs_log_return", max_value=limit),
-            pl.format(
-                "|log(close {} / previous close {})| = {} > {}",
-                pl.col("close"),
-                pl.col("prev_close"),
-                pl.col("abs_log_return").round(4),
-                pl.lit(limit),
-            ),
-        ),
-    ]
-    for rule in rules:
-        rule.expectation.meta = {"rule": rule.rule}
-    return tuple(rules)
-
-
-@functools.cache
-def _series_rules(spacing: bool, freshness: bool) -> tuple[_Rule, ...]:
-    from great_expectations.expectations.core import (
-        expect_column_pair_values_a_to_be_greater_than_b as pair_a_ge_b,
-    )
-    from great_expectations.expectations.core import (
-        expect_column_pair_values_to_be_equal as pair_equal,
-    )
-
-    def within(column: str, limit_column: str) -> "Expectation":
-        return pair_a_ge_b.ExpectColumnPairValuesAToBeGreaterThanB(
-            column_A=limit_column,
-            column_B=column,
-            or_equal=True,
-            ignore_row_if="either_value_is_missing",  # rows about other rules leave it empty
-        )
-
-    rules = [
-        _Rule(
-            SCHEMA_RULE,
-            pair_equal.ExpectColumnPairValuesToBeEqual(
-                column_A="dtype", column_B="expected_dtype", ignore_row_if="either_value_is_missing"
-            ),
-            pl.format("{} has type {}, expected {}", "subject", "dtype", "expected_dtype"),
-            quarantines=False,
-        )
-    ]
-    if spacing:
-        rules.append(
-            _Rule(
-                SPACING_RULE,
-                within("gap_open_minutes", "gap_limit_minutes"),
-                pl.format(
-                    "{}: {} min missing while the market was open > {} min allowed",
-                    "subject",
-                    pl.col("gap_open_minutes").round(0),
-                    pl.col("gap_limit_minutes").round(0),
-                ),
-                quarantines=False,
-            )
-        )
-    if freshness:
-        rules.append(
-            _Rule(
-                FRESHNESS_RULE,
-                within("age_minutes", "age_limit_minutes"),
-                pl.format(
-                    "{} is {} min old > {} min allowed",
-                    "subject",
-                    pl.col("age_minutes").round(1),
-                    pl.col("age_limit_minutes").round(1),
-                ),
-                quarantines=False,
-            )
-        )
-    for rule in rules:
-        rule.expectation.meta = {"rule": rule.rule}
-    return tuple(rules)
-
-
-@functools.cache
-def _suite(rules: tuple[_Rule, ...]) -> "ExpectationSuite":
+def _suite(rules: tuple[Rule, ...]) -> "ExpectationSuite":
     import great_expectations as gx
 
     return gx.ExpectationSuite(name="ohlcv_bars", expectations=[r.expectation for r in rules])
@@ -366,17 +180,17 @@ def _prepare(
         .sort("ts", maintain_order=True, nulls_last=True)
         .with_row_index(_ROW)
         .with_columns(
-            min_price=pl.min_horizontal(_finite(c) for c in PRICE_COLUMNS),
+            min_price=pl.min_horizontal(finite(c) for c in PRICE_COLUMNS),
             ts_is_duplicate=pl.col("ts").is_not_null() & ~pl.col("ts").is_first_distinct(),
         )
     )
-    volume = _finite("volume")
+    volume = finite("volume")
     volume_ok = (volume >= 0) if config.require_volume else (volume.is_null() | (volume >= 0))
     # Mirrors the suite's other row rules: returns are measured only between bars it accepts.
     usable = (
         pl.col("ts").is_not_null()
         & ~pl.col("ts_is_duplicate")
-        & pl.all_horizontal(_finite(c).is_not_null() for c in PRICE_COLUMNS)
+        & pl.all_horizontal(finite(c).is_not_null() for c in PRICE_COLUMNS)
         & (pl.col("min_price") > 0)
         & (pl.col("high") >= pl.max_horizontal("open", "close"))
         & (pl.col("low") <= pl.min_horizontal("open", "close"))
@@ -395,15 +209,15 @@ def _prepare(
 
 
 def _run(
-    gx_frame: pl.DataFrame, rules: tuple[_Rule, ...]
-) -> list[tuple[_Rule, RuleFailure, list[int]]]:
+    gx_frame: pl.DataFrame, rules: tuple[Rule, ...]
+) -> list[tuple[Rule, RuleFailure, list[int]]]:
     """Validate ``gx_frame`` with ``rules``; per rule: the rule, its outcome and the positions
     of the offending rows."""
     batch = _batch_definition().get_batch(batch_parameters={"dataframe": gx_frame.to_pandas()})
     suite_result = batch.validate(_suite(rules), result_format="COMPLETE")
     by_rule = {r.rule: r for r in rules}
     order = {rule_id: i for i, rule_id in enumerate(by_rule)}
-    outcomes: list[tuple[_Rule, RuleFailure, list[int]]] = []
+    outcomes: list[tuple[Rule, RuleFailure, list[int]]] = []
     for result in suite_result.results:
         expectation = result.expectation_config
         details = result.result
@@ -419,15 +233,15 @@ def _run(
 
 def _run_row_suite(
     frame: pl.DataFrame, config: ValidationConfig
-) -> list[tuple[_Rule, RuleFailure, list[int]]]:
+) -> list[tuple[Rule, RuleFailure, list[int]]]:
     gx_frame = frame.select(
         "ts",
-        *[_finite(c) for c in _FLOAT_COLUMNS],
+        *[finite(c) for c in _FLOAT_COLUMNS],
         "min_price",
         "ts_is_duplicate",
         "abs_log_return",
     )
-    return _run(gx_frame, _rules(config))
+    return _run(gx_frame, row_rules(config))
 
 
 def staleness_of(
@@ -563,7 +377,7 @@ def validate_bars(
         assert newest is None or isinstance(newest, datetime)
         staleness = staleness_of(newest, now, config, since=window[0] if window else None)
     findings = _findings_frame(bars, gaps, staleness, config)
-    series_rules = _series_rules(config.interval is not None, staleness is not None)
+    series_rules = series_level_rules(config.interval is not None, staleness is not None)
     series = _run(findings.drop("subject"), series_rules)
     reasons = tuple(
         (rule.rule, reason)

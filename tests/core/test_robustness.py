@@ -6,15 +6,17 @@ import math
 import numpy as np
 import pytest
 
+from ffe_dagster.core.overfitting import probability_of_backtest_overfitting
 from ffe_dagster.core.robustness import (
     EULER_MASCHERONI,
-    WalkForwardWindow,
     deflated_sharpe_from_returns,
     deflated_sharpe_ratio,
     expected_max_sharpe,
-    parameter_sensitivity,
     probabilistic_sharpe_ratio,
-    probability_of_backtest_overfitting,
+)
+from ffe_dagster.core.walk_forward import (
+    WalkForwardWindow,
+    parameter_sensitivity,
     stitch_returns,
     walk_forward_efficiency,
     walk_forward_windows,

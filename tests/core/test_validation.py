@@ -8,10 +8,10 @@ import pytest
 from ffe_dagster.core.bars import OHLCV_SCHEMA
 from ffe_dagster.core.validation import (
     QUARANTINE_SCHEMA,
-    ValidationConfig,
     ValidationResult,
     validate_bars,
 )
+from ffe_dagster.core.validation_rules import ValidationConfig
 
 SAMPLES = Path(__file__).parents[2] / "ffe_dagster" / "data" / "samples"
 START = datetime(2024, 1, 1, tzinfo=UTC)
