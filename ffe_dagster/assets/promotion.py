@@ -19,11 +19,7 @@ from ffe_dagster.config import Universe
 from ffe_dagster.core.bars import interval_to_timedelta
 from ffe_dagster.core.curriculum import CurriculumSpec
 from ffe_dagster.core.levels import entry_strategy
-from ffe_dagster.core.promotion import (
-    PromotionConfig,
-    PromotionRegime,
-    Stage,
-)
+from ffe_dagster.core.promotion.config import PromotionConfig, PromotionRegime, Stage
 from ffe_dagster.core.regimes import RegimeConfig, confirmed_regime
 from ffe_dagster.promotion.cycle import (
     Candidate,
@@ -32,7 +28,6 @@ from ffe_dagster.promotion.cycle import (
     RegimeCandidates,
     read_live_results,
     run_promotion_cycle,
-    run_trigger,
 )
 from ffe_dagster.promotion.export import publish_current
 from ffe_dagster.resources.registry import (
@@ -40,6 +35,7 @@ from ffe_dagster.resources.registry import (
 )
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.warehouse import WarehouseResource
+from ffe_dagster.triggers import run_trigger
 
 
 def _regime_candidates(

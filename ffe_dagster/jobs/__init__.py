@@ -20,7 +20,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,
 )
 
-from ffe_dagster.core.promotion import LimitedGateConfig, PromotionRegime
+from ffe_dagster.core.promotion.config import LimitedGateConfig, PromotionRegime
 from ffe_dagster.promotion.cycle import CurrentChange
 from ffe_dagster.promotion.export import publish_current
 from ffe_dagster.resources.registry import ParameterRegistryResource

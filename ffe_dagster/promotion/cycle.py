@@ -27,24 +27,18 @@ import polars as pl
 
 from ffe_dagster.core.backtest import CostModel, Direction
 from ffe_dagster.core.evaluation import Params
-from ffe_dagster.core.promotion import (
-    GateDecision,
-    Outcome,
+from ffe_dagster.core.promotion.checks import GateDecision
+from ffe_dagster.core.promotion.config import Outcome, PromotionConfig, PromotionRegime, Stage
+from ffe_dagster.core.promotion.gates import choose_for_regime, cold_gate, limited_gate, warm_gate
+from ffe_dagster.core.promotion.performance import (
     Performance,
-    PromotionConfig,
-    PromotionRegime,
-    Stage,
-    choose_for_regime,
-    cold_gate,
     combine_live_results,
-    limited_gate,
     live_performance,
     normalize_live_results,
     paper_performance,
-    safety_gate,
-    warm_gate,
     watermark,
 )
+from ffe_dagster.core.promotion.safety import safety_gate
 from ffe_dagster.core.strategies import EntryStrategy
 from ffe_dagster.resources.registry import (
     STATUS_SUPERSEDED,
@@ -55,25 +49,6 @@ from ffe_dagster.resources.registry import (
 WARMUP_BARS = 400
 AUTOMATIC_ROLLBACK = "automatic-rollback"
 _YEAR = timedelta(days=365)
-
-
-def run_trigger(tags: Mapping[str, str]) -> str:
-    """What launched the run, from its tags: ``schedule``, ``sensor`` or ``manual``.
-
-    Dagster tags runs of a schedule with ``dagster/schedule_name`` and runs of a sensor with
-    ``dagster/sensor_name``; runs started otherwise carry the project's ``ffe/trigger`` tag
-    (``make run`` and the UI launch: ``manual``).
-    """
-    if "dagster/schedule_name" in tags:
-        return "schedule"
-    # The cycle chain sensor launches later steps of a scheduled cycle and carries the cycle's
-    # trigger in ``ffe/trigger``: that wins over its own sensor tag.
-    if "dagster/sensor_name" in tags and "ffe/trigger" not in tags:
-        return "sensor"
-    trigger = tags.get("ffe/trigger", "manual")
-    if trigger not in ("schedule", "sensor", "manual"):
-        raise ValueError(f"tag ffe/trigger must be schedule, sensor or manual, got {trigger!r}")
-    return trigger
 
 
 def read_live_results(directory: Path) -> pl.DataFrame:

@@ -7,11 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ffe_dagster.core.promotion import (
-    LimitedGateConfig,
-    PromotionRegime,
-    Stage,
-)
+from ffe_dagster.core.promotion.config import LimitedGateConfig, PromotionRegime, Stage
 from ffe_dagster.promotion.cycle import CurrentChange, stage_since
 from ffe_dagster.resources.registry import (
     ParameterRegistryResource,
