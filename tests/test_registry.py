@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from ffe_dagster.core.promotion import LimitedGateConfig
+from ffe_dagster.core.promotion.config import LimitedGateConfig
 from ffe_dagster.promotion.export import export_current
 from ffe_dagster.resources.registry import ParameterRegistryResource
 

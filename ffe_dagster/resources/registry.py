@@ -1,25 +1,11 @@
 """The versioned registry of promoted parameters, in the same database as the Optuna studies.
 
-``parameter_versions`` keeps every version a cycle produced, with its stage (COLD, WARM, LIMITED,
-FULL) and status:
-
-- ``candidate``: in flight, at stage WARM or LIMITED;
-- ``current``: the regime's FULL set (at most one per regime);
-- ``superseded``: was current, replaced by a newer promotion;
-- ``rejected``: failed the gate of its ``stage``;
-- ``rolled_back``: was current, taken back by a rollback (or suspended with nothing to return to).
-
-``parameter_transitions`` is the audit trail: one row per decision about a version (advance,
-wait, reject, promote, rollback, suspend) with the stage it left and entered, its reason, the
-checks and metrics behind it, what triggered it (schedule, sensor, manual, automatic-rollback)
-and the Dagster run id. ``from_version`` / ``to_version`` are the regime's current version before
-and after the decision.
-
-Columns added since the first schema are nullable and added in place to an existing database
-(``_add_missing_columns``), so a registry written by an older release keeps working.
+The tables, their statuses and stages, and how rows are stored and decoded are in
+``ffe_dagster.resources.registry_schema``; this module is the resource that reads and changes
+them, each change one transaction that also appends its row to the audit trail
+(``parameter_transitions``).
 """
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -29,96 +15,49 @@ from typing import Any
 import sqlalchemy as sa
 from dagster import ConfigurableResource
 
-STATUS_CANDIDATE = "candidate"
-STATUS_CURRENT = "current"
-STATUS_SUPERSEDED = "superseded"
-STATUS_REJECTED = "rejected"
-STATUS_ROLLED_BACK = "rolled_back"
-STAGES = ("COLD", "WARM", "LIMITED", "FULL")
-TRIGGERS = ("schedule", "sensor", "manual", "automatic-rollback")
-
-_META = sa.MetaData()
-VERSIONS = sa.Table(
-    "parameter_versions",
-    _META,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("regime", sa.String(16), nullable=False, index=True),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("level", sa.Integer, nullable=False),
-    sa.Column("params", sa.Text, nullable=False),
-    sa.Column("metrics", sa.Text, nullable=False),  # the COLD gate's metrics
-    sa.Column("stage", sa.String(16), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("reason", sa.Text, nullable=False),  # the latest decision about this version
-    sa.Column("trigger", sa.String(32), nullable=False),
-    sa.Column("run_id", sa.String(64)),  # the run that made the version
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("direction", sa.String(8)),
-    sa.Column("source_run_id", sa.String(64)),  # the MLflow run of the study it came from
-    sa.Column("candidate_number", sa.Integer),  # its trial number in that study
-    sa.Column("data_marks", sa.Text),  # per instrument, the newest bar it had seen when made
-    sa.Column("stage_entered_at", sa.DateTime(timezone=True)),
-    sa.Column("stage_marks", sa.Text),  # per instrument, the newest bar when it entered FULL
-    sa.Column("stage_metrics", sa.Text),  # metrics of the latest decision
-    sa.Column("stage_run_id", sa.String(64)),  # the run that moved it into its stage
-    sa.Column("mlflow_model_version", sa.Integer),
-    sa.Column("updated_at", sa.DateTime(timezone=True)),
-    sa.UniqueConstraint("regime", "version"),
+from ffe_dagster.resources.registry_queries import (
+    current_number,
+    decision,
+    explicit_target,
+    find_version,
+    in_flight_row,
+    insert_version,
+    next_version,
+    previous_promoted,
+    roll_back,
+    supersede_current,
+    transition,
+    update_version,
 )
-TRANSITIONS = sa.Table(
-    "parameter_transitions",
-    _META,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("regime", sa.String(16), nullable=False, index=True),
-    sa.Column("from_version", sa.Integer),
-    sa.Column("to_version", sa.Integer),
-    sa.Column("action", sa.String(16), nullable=False),
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("trigger", sa.String(32), nullable=False),
-    sa.Column("run_id", sa.String(64)),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("version", sa.Integer),
-    sa.Column("from_stage", sa.String(16)),
-    sa.Column("to_stage", sa.String(16)),
-    sa.Column("metrics", sa.Text),
-    sa.Column("checks", sa.Text),
+from ffe_dagster.resources.registry_schema import (
+    METADATA,
+    STAGES,
+    STATUS_CANDIDATE,
+    STATUS_CURRENT,
+    STATUS_REJECTED,
+    STATUS_ROLLED_BACK,
+    STATUS_SUPERSEDED,
+    TRANSITIONS,
+    TRIGGERS,
+    VERSIONS,
+    Marks,
+    add_missing_columns,
+    decode,
+    marks_json,
+    to_json,
 )
-_JSON_COLUMNS = ("params", "metrics", "data_marks", "stage_marks", "stage_metrics", "checks")
-_TIME_COLUMNS = ("created_at", "stage_entered_at", "updated_at", "at")
-Marks = Mapping[str, datetime]
 
-
-def _add_missing_columns(engine: sa.Engine) -> None:
-    """Add the nullable columns a registry of an older release lacks (no other migration)."""
-    inspector = sa.inspect(engine)
-    with engine.begin() as con:
-        for table in _META.sorted_tables:
-            existing = {c["name"] for c in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name in existing:
-                    continue
-                if not column.nullable:
-                    raise RuntimeError(
-                        f"registry table {table.name} lacks the required column {column.name}; "
-                        "it was written by an incompatible release"
-                    )
-                kind = column.type.compile(dialect=engine.dialect)
-                con.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
-
-
-def _marks_json(marks: Marks | None) -> str | None:
-    if marks is None:
-        return None
-    return json.dumps({k: v.isoformat() for k, v in sorted(marks.items())})
-
-
-def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, sort_keys=True, default=str)
-
-
-def _check_trigger(trigger: str) -> None:
-    if trigger not in TRIGGERS:
-        raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
+__all__ = [
+    "STAGES",
+    "STATUS_CANDIDATE",
+    "STATUS_CURRENT",
+    "STATUS_REJECTED",
+    "STATUS_ROLLED_BACK",
+    "STATUS_SUPERSEDED",
+    "TRIGGERS",
+    "Marks",
+    "ParameterRegistryResource",
+]
 
 
 class ParameterRegistryResource(ConfigurableResource):
@@ -132,54 +71,54 @@ class ParameterRegistryResource(ConfigurableResource):
             Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(self.url)
         try:
-            _META.create_all(engine)
-            _add_missing_columns(engine)
+            METADATA.create_all(engine)
+            add_missing_columns(engine)
             with engine.begin() if write else engine.connect() as con:
                 yield con
         finally:
             engine.dispose()
+
+    def _rows(self, query: sa.Select[Any]) -> list[dict[str, Any]]:
+        with self._connect(write=False) as con:
+            return [decode(r) for r in con.execute(query).mappings()]
 
     # --- reading -------------------------------------------------------------------------------
 
     def current(self, regime: str) -> dict[str, Any] | None:
         """The current (FULL) version of ``regime``, or None when there is none."""
         with self._connect(write=False) as con:
-            row = _one(con, regime, status=STATUS_CURRENT)
-        return _decode(row) if row else None
+            row = find_version(con, regime, status=STATUS_CURRENT)
+        return decode(row) if row else None
 
     def version(self, regime: str, version: int) -> dict[str, Any]:
         """One version of ``regime``; ``KeyError`` when it does not exist."""
         with self._connect(write=False) as con:
-            row = _one(con, regime, version=version)
+            row = find_version(con, regime, version=version)
         if row is None:
             raise KeyError(f"regime {regime} has no version {version}")
-        return _decode(row)
+        return decode(row)
 
     def in_flight(self, regime: str) -> list[dict[str, Any]]:
         """The versions of ``regime`` in flight (stage WARM or LIMITED), oldest first."""
-        query = (
+        return self._rows(
             sa.select(VERSIONS)
             .where(VERSIONS.c.regime == regime, VERSIONS.c.status == STATUS_CANDIDATE)
             .order_by(VERSIONS.c.version)
         )
-        with self._connect(write=False) as con:
-            return [_decode(r) for r in con.execute(query).mappings()]
 
     def history(self, regime: str | None = None) -> list[dict[str, Any]]:
         """Every version (of one regime when given), by regime then version."""
         query = sa.select(VERSIONS).order_by(VERSIONS.c.regime, VERSIONS.c.version)
         if regime is not None:
             query = query.where(VERSIONS.c.regime == regime)
-        with self._connect(write=False) as con:
-            return [_decode(r) for r in con.execute(query).mappings()]
+        return self._rows(query)
 
     def transitions(self, regime: str | None = None) -> list[dict[str, Any]]:
         """The audit trail (of one regime when given), oldest first."""
         query = sa.select(TRANSITIONS).order_by(TRANSITIONS.c.id)
         if regime is not None:
             query = query.where(TRANSITIONS.c.regime == regime)
-        with self._connect(write=False) as con:
-            return [_decode(r) for r in con.execute(query).mappings()]
+        return self._rows(query)
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -199,33 +138,26 @@ class ParameterRegistryResource(ConfigurableResource):
         """Store a version in one step: current at once when ``promoted`` (the old current is
         superseded), else rejected at ``stage``. The staged path is ``add_candidate`` and
         ``advance``; this one stays for imports and tests of a finished decision."""
-        _check_trigger(trigger)
-        now = datetime.now(UTC)
+        d = decision(reason, trigger, run_id, metrics, None, None)
         with self._connect(write=True) as con:
-            version = _next_version(con, regime)
-            previous = _current_number(con, regime)
+            version = next_version(con, regime)
+            previous = current_number(con, regime)
             if promoted:
-                _supersede_current(con, regime, now)
-            con.execute(
-                VERSIONS.insert().values(
-                    regime=regime,
-                    version=version,
-                    level=level,
-                    params=_json(dict(params)),
-                    metrics=_json(dict(metrics)),
-                    stage="FULL" if promoted else stage,
-                    status=STATUS_CURRENT if promoted else STATUS_REJECTED,
-                    reason=reason,
-                    trigger=trigger,
-                    run_id=run_id,
-                    created_at=now,
-                    stage_entered_at=now,
-                    stage_run_id=run_id,
-                    updated_at=now,
-                )
-            )
-            _transition(
+                supersede_current(con, regime, d.at)
+            insert_version(
                 con,
+                d,
+                regime=regime,
+                version=version,
+                level=level,
+                params=params,
+                metrics=metrics,
+                stage="FULL" if promoted else stage,
+                status=STATUS_CURRENT if promoted else STATUS_REJECTED,
+            )
+            transition(
+                con,
+                d,
                 regime=regime,
                 version=version,
                 from_version=previous,
@@ -233,12 +165,6 @@ class ParameterRegistryResource(ConfigurableResource):
                 action="promote" if promoted else "reject",
                 from_stage=stage,
                 to_stage="FULL" if promoted else stage,
-                reason=reason,
-                trigger=trigger,
-                run_id=run_id,
-                metrics=metrics,
-                checks=None,
-                at=now,
             )
         return version
 
@@ -263,38 +189,31 @@ class ParameterRegistryResource(ConfigurableResource):
         """Store a new version judged by the COLD gate: in flight at WARM when it ``passed``, else
         rejected at COLD. ``data_marks`` (the newest bar per instrument now) is where its WARM
         paper trading starts. Returns the version number."""
-        _check_trigger(trigger)
-        now = at or datetime.now(UTC)
+        d = decision(reason, trigger, run_id, metrics, checks, at)
         stage = "WARM" if passed else "COLD"
         with self._connect(write=True) as con:
-            version = _next_version(con, regime)
-            current = _current_number(con, regime)
-            con.execute(
-                VERSIONS.insert().values(
-                    regime=regime,
-                    version=version,
-                    level=level,
-                    direction=direction,
-                    params=_json(dict(params)),
-                    metrics=_json(dict(metrics)),
-                    stage=stage,
-                    status=STATUS_CANDIDATE if passed else STATUS_REJECTED,
-                    reason=reason,
-                    trigger=trigger,
-                    run_id=run_id,
-                    created_at=now,
-                    source_run_id=source_run_id,
-                    candidate_number=candidate_number,
-                    data_marks=_marks_json(data_marks),
-                    stage_entered_at=now,
-                    stage_marks=_marks_json(data_marks),
-                    stage_metrics=_json(dict(metrics)),
-                    stage_run_id=run_id,
-                    updated_at=now,
-                )
-            )
-            _transition(
+            version = next_version(con, regime)
+            current = current_number(con, regime)
+            insert_version(
                 con,
+                d,
+                regime=regime,
+                version=version,
+                level=level,
+                params=params,
+                metrics=metrics,
+                stage=stage,
+                status=STATUS_CANDIDATE if passed else STATUS_REJECTED,
+                direction=direction,
+                source_run_id=source_run_id,
+                candidate_number=candidate_number,
+                data_marks=marks_json(data_marks),
+                stage_marks=marks_json(data_marks),
+                stage_metrics=to_json(dict(metrics)),
+            )
+            transition(
+                con,
+                d,
                 regime=regime,
                 version=version,
                 from_version=current,
@@ -302,12 +221,6 @@ class ParameterRegistryResource(ConfigurableResource):
                 action="advance" if passed else "reject",
                 from_stage="COLD",
                 to_stage=stage,
-                reason=reason,
-                trigger=trigger,
-                run_id=run_id,
-                metrics=metrics,
-                checks=checks,
-                at=now,
             )
         return version
 
@@ -328,36 +241,33 @@ class ParameterRegistryResource(ConfigurableResource):
         """Move an in-flight version one stage up: WARM -> LIMITED, or LIMITED -> FULL (it
         becomes current, the old current is superseded; ``data_marks`` is where the watch of
         its safety limits starts)."""
-        _check_trigger(trigger)
-        now = at or datetime.now(UTC)
+        d = decision(reason, trigger, run_id, metrics, checks, at)
         with self._connect(write=True) as con:
-            row = _one(con, regime, version=version)
-            if row is None or row["status"] != STATUS_CANDIDATE:
-                raise ValueError(f"{regime} v{version} is not in flight")
+            row = in_flight_row(con, regime, version)
             from_stage = row["stage"]
             expected = {"WARM": "LIMITED", "LIMITED": "FULL"}.get(from_stage)
             if to_stage != expected:
                 raise ValueError(f"{regime} v{version} at {from_stage} cannot move to {to_stage}")
-            previous = _current_number(con, regime)
+            previous = current_number(con, regime)
             full = to_stage == "FULL"
             if full:
-                _supersede_current(con, regime, now)
-            con.execute(
-                VERSIONS.update()
-                .where(VERSIONS.c.regime == regime, VERSIONS.c.version == version)
-                .values(
-                    stage=to_stage,
-                    status=STATUS_CURRENT if full else STATUS_CANDIDATE,
-                    reason=reason,
-                    stage_entered_at=now,
-                    stage_marks=_marks_json(data_marks) if full else row["stage_marks"],
-                    stage_metrics=_json(dict(metrics)),
-                    stage_run_id=run_id,
-                    updated_at=now,
-                )
-            )
-            _transition(
+                supersede_current(con, regime, d.at)
+            update_version(
                 con,
+                regime,
+                version,
+                stage=to_stage,
+                status=STATUS_CURRENT if full else STATUS_CANDIDATE,
+                reason=reason,
+                stage_entered_at=d.at,
+                stage_marks=marks_json(data_marks) if full else row["stage_marks"],
+                stage_metrics=to_json(dict(metrics)),
+                stage_run_id=run_id,
+                updated_at=d.at,
+            )
+            transition(
+                con,
+                d,
                 regime=regime,
                 version=version,
                 from_version=previous,
@@ -365,12 +275,6 @@ class ParameterRegistryResource(ConfigurableResource):
                 action="promote" if full else "advance",
                 from_stage=from_stage,
                 to_stage=to_stage,
-                reason=reason,
-                trigger=trigger,
-                run_id=run_id,
-                metrics=metrics,
-                checks=checks,
-                at=now,
             )
 
     def wait(
@@ -415,27 +319,21 @@ class ParameterRegistryResource(ConfigurableResource):
         run_id: str | None,
         at: datetime | None,
     ) -> None:
-        _check_trigger(trigger)
-        now = at or datetime.now(UTC)
+        d = decision(reason, trigger, run_id, metrics, checks, at)
         with self._connect(write=True) as con:
-            row = _one(con, regime, version=version)
-            if row is None or row["status"] != STATUS_CANDIDATE:
-                raise ValueError(f"{regime} v{version} is not in flight")
+            row = in_flight_row(con, regime, version)
             values: dict[str, Any] = {
                 "reason": reason,
-                "stage_metrics": _json(dict(metrics)),
-                "updated_at": now,
+                "stage_metrics": to_json(dict(metrics)),
+                "updated_at": d.at,
             }
             if action == "reject":
                 values["status"] = STATUS_REJECTED
-            con.execute(
-                VERSIONS.update()
-                .where(VERSIONS.c.regime == regime, VERSIONS.c.version == version)
-                .values(**values)
-            )
-            current = _current_number(con, regime)
-            _transition(
+            update_version(con, regime, version, **values)
+            current = current_number(con, regime)
+            transition(
                 con,
+                d,
                 regime=regime,
                 version=version,
                 from_version=current,
@@ -443,12 +341,6 @@ class ParameterRegistryResource(ConfigurableResource):
                 action=action,
                 from_stage=row["stage"],
                 to_stage=row["stage"],
-                reason=reason,
-                trigger=trigger,
-                run_id=run_id,
-                metrics=metrics,
-                checks=checks,
-                at=now,
             )
 
     def rollback(
@@ -470,31 +362,30 @@ class ParameterRegistryResource(ConfigurableResource):
         (if any) becomes ``rolled_back``. The restored version's safety watch starts afresh: its
         ``stage_marks`` are cleared and set by the next cycle.
         """
-        _check_trigger(trigger)
-        now = at or datetime.now(UTC)
+        d = decision(reason, trigger, run_id, metrics, checks, at)
         with self._connect(write=True) as con:
-            current = _current_number(con, regime)
+            current = current_number(con, regime)
             target = (
-                _explicit_target(con, regime, to_version, current)
+                explicit_target(con, regime, to_version, current)
                 if to_version is not None
-                else _previous_promoted(con, regime, current)
+                else previous_promoted(con, regime, current)
             )
             if current is not None:
-                _set_status(con, regime, current, STATUS_ROLLED_BACK, reason, now)
-            con.execute(
-                VERSIONS.update()
-                .where(VERSIONS.c.regime == regime, VERSIONS.c.version == target)
-                .values(
-                    status=STATUS_CURRENT,
-                    stage="FULL",
-                    stage_entered_at=now,
-                    stage_marks=None,
-                    stage_run_id=run_id,
-                    updated_at=now,
-                )
-            )
-            _transition(
+                roll_back(con, regime, current, d)
+            update_version(
                 con,
+                regime,
+                target,
+                status=STATUS_CURRENT,
+                stage="FULL",
+                stage_entered_at=d.at,
+                stage_marks=None,
+                stage_run_id=run_id,
+                updated_at=d.at,
+            )
+            transition(
+                con,
+                d,
                 regime=regime,
                 version=target,
                 from_version=current,
@@ -502,12 +393,6 @@ class ParameterRegistryResource(ConfigurableResource):
                 action="rollback",
                 from_stage="FULL",
                 to_stage="FULL",
-                reason=reason,
-                trigger=trigger,
-                run_id=run_id,
-                metrics=metrics,
-                checks=checks,
-                at=now,
             )
         return target
 
@@ -524,15 +409,15 @@ class ParameterRegistryResource(ConfigurableResource):
     ) -> int:
         """Take the current version back when there is no earlier one to return to: the regime
         has no current set until a new one is promoted. Returns the suspended version."""
-        _check_trigger(trigger)
-        now = at or datetime.now(UTC)
+        d = decision(reason, trigger, run_id, metrics, checks, at)
         with self._connect(write=True) as con:
-            current = _current_number(con, regime)
+            current = current_number(con, regime)
             if current is None:
                 raise ValueError(f"regime {regime} has no current version to suspend")
-            _set_status(con, regime, current, STATUS_ROLLED_BACK, reason, now)
-            _transition(
+            roll_back(con, regime, current, d)
+            transition(
                 con,
+                d,
                 regime=regime,
                 version=current,
                 from_version=current,
@@ -540,12 +425,6 @@ class ParameterRegistryResource(ConfigurableResource):
                 action="suspend",
                 from_stage="FULL",
                 to_stage="FULL",
-                reason=reason,
-                trigger=trigger,
-                run_id=run_id,
-                metrics=metrics,
-                checks=checks,
-                at=now,
             )
         return current
 
@@ -553,151 +432,26 @@ class ParameterRegistryResource(ConfigurableResource):
         """Set where the safety watch of the current version starts (after a rollback restored
         it, or for a version promoted before the watch existed)."""
         with self._connect(write=True) as con:
-            done = con.execute(
-                VERSIONS.update()
-                .where(
-                    VERSIONS.c.regime == regime,
-                    VERSIONS.c.version == version,
-                    VERSIONS.c.status == STATUS_CURRENT,
-                )
-                .values(stage_marks=_marks_json(data_marks), updated_at=datetime.now(UTC))
+            done = update_version(
+                con,
+                regime,
+                version,
+                VERSIONS.c.status == STATUS_CURRENT,
+                stage_marks=marks_json(data_marks),
+                updated_at=datetime.now(UTC),
             )
-            if done.rowcount != 1:
+            if done != 1:
                 raise ValueError(f"{regime} v{version} is not the current version")
 
     def set_mlflow_model_version(self, regime: str, version: int, model_version: int) -> None:
         """Remember which MLflow model-registry version holds this parameter version."""
         with self._connect(write=True) as con:
-            done = con.execute(
-                VERSIONS.update()
-                .where(VERSIONS.c.regime == regime, VERSIONS.c.version == version)
-                .values(mlflow_model_version=model_version, updated_at=datetime.now(UTC))
+            done = update_version(
+                con,
+                regime,
+                version,
+                mlflow_model_version=model_version,
+                updated_at=datetime.now(UTC),
             )
-            if done.rowcount != 1:
+            if done != 1:
                 raise KeyError(f"regime {regime} has no version {version}")
-
-
-# --- helpers inside one transaction -------------------------------------------------------------
-
-
-def _one(
-    con: sa.Connection, regime: str, *, status: str | None = None, version: int | None = None
-) -> sa.RowMapping | None:
-    query = sa.select(VERSIONS).where(VERSIONS.c.regime == regime)
-    if status is not None:
-        query = query.where(VERSIONS.c.status == status)
-    if version is not None:
-        query = query.where(VERSIONS.c.version == version)
-    return con.execute(query).mappings().first()
-
-
-def _next_version(con: sa.Connection, regime: str) -> int:
-    last = con.execute(
-        sa.select(sa.func.max(VERSIONS.c.version)).where(VERSIONS.c.regime == regime)
-    ).scalar()
-    return int(last or 0) + 1
-
-
-def _current_number(con: sa.Connection, regime: str) -> int | None:
-    found = con.execute(
-        sa.select(VERSIONS.c.version).where(
-            VERSIONS.c.regime == regime, VERSIONS.c.status == STATUS_CURRENT
-        )
-    ).scalar()
-    return None if found is None else int(found)
-
-
-def _supersede_current(con: sa.Connection, regime: str, now: datetime) -> None:
-    con.execute(
-        VERSIONS.update()
-        .where(VERSIONS.c.regime == regime, VERSIONS.c.status == STATUS_CURRENT)
-        .values(status=STATUS_SUPERSEDED, updated_at=now)
-    )
-
-
-def _set_status(
-    con: sa.Connection, regime: str, version: int, status: str, reason: str, now: datetime
-) -> None:
-    con.execute(
-        VERSIONS.update()
-        .where(VERSIONS.c.regime == regime, VERSIONS.c.version == version)
-        .values(status=status, reason=reason, updated_at=now)
-    )
-
-
-def _previous_promoted(con: sa.Connection, regime: str, current: int | None) -> int:
-    query = sa.select(sa.func.max(VERSIONS.c.version)).where(
-        VERSIONS.c.regime == regime, VERSIONS.c.status == STATUS_SUPERSEDED
-    )
-    if current is not None:
-        query = query.where(VERSIONS.c.version < current)
-    target = con.execute(query).scalar()
-    if target is None:
-        raise ValueError(f"regime {regime} has no earlier promoted version to return to")
-    return int(target)
-
-
-def _explicit_target(con: sa.Connection, regime: str, target: int, current: int | None) -> int:
-    row = _one(con, regime, version=target)
-    if row is None:
-        raise ValueError(f"regime {regime} has no version {target}")
-    if target == current:
-        raise ValueError(f"{regime} v{target} is already current")
-    if row["status"] not in (STATUS_SUPERSEDED, STATUS_ROLLED_BACK):
-        raise ValueError(
-            f"{regime} v{target} was never promoted (status {row['status']} at {row['stage']}); "
-            "only a version that was current can be restored"
-        )
-    return target
-
-
-def _transition(
-    con: sa.Connection,
-    *,
-    regime: str,
-    version: int,
-    from_version: int | None,
-    to_version: int | None,
-    action: str,
-    from_stage: str,
-    to_stage: str,
-    reason: str,
-    trigger: str,
-    run_id: str | None,
-    metrics: Mapping[str, Any] | None,
-    checks: Sequence[Mapping[str, Any]] | None,
-    at: datetime,
-) -> None:
-    con.execute(
-        TRANSITIONS.insert().values(
-            regime=regime,
-            version=version,
-            from_version=from_version,
-            to_version=to_version,
-            action=action,
-            from_stage=from_stage,
-            to_stage=to_stage,
-            reason=reason,
-            trigger=trigger,
-            run_id=run_id,
-            metrics=_json(None if metrics is None else dict(metrics)),
-            checks=_json(None if checks is None else [dict(c) for c in checks]),
-            at=at,
-        )
-    )
-
-
-def _decode(row: Mapping[Any, Any]) -> dict[str, Any]:
-    out = dict(row)
-    for name in _JSON_COLUMNS:
-        if name in out and out[name] is not None:
-            out[name] = json.loads(out[name])
-    for name in ("data_marks", "stage_marks"):
-        if out.get(name) is not None:
-            out[name] = {k: datetime.fromisoformat(v) for k, v in out[name].items()}
-    for name in _TIME_COLUMNS:
-        # SQLite hands back naive datetimes; every time stored here is UTC.
-        value = out.get(name)
-        if isinstance(value, datetime) and value.tzinfo is None:
-            out[name] = value.replace(tzinfo=UTC)
-    return out

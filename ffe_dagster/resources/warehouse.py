@@ -53,6 +53,18 @@ def _query(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> pl.Da
     return frame
 
 
+def _within(query: str, params: list[Any], start: datetime | None, end: datetime | None) -> str:
+    """``query`` narrowed to ``start <= ts < end`` (each bound only when given); the bound
+    values are appended to ``params``."""
+    if start is not None:
+        query += " AND ts >= ?"
+        params.append(start)
+    if end is not None:
+        query += " AND ts < ?"
+        params.append(end)
+    return query
+
+
 class WarehouseResource(ConfigurableResource):
     """DuckDB file holding every table of the data flow."""
 
@@ -113,12 +125,7 @@ class WarehouseResource(ConfigurableResource):
         """Bars of ``instrument`` from ``table`` in the OHLCV schema, sorted by ts."""
         query = f"SELECT ts, open, high, low, close, volume FROM {table} WHERE instrument = ?"
         params: list[Any] = [instrument]
-        if start is not None:
-            query += " AND ts >= ?"
-            params.append(start)
-        if end is not None:
-            query += " AND ts < ?"
-            params.append(end)
+        query = _within(query, params, start, end)
         with self.connect() as con:
             frame = _query(con, query + " ORDER BY ts", params)
         return frame.cast(OHLCV_SCHEMA)  # pyright: ignore[reportArgumentType]
@@ -206,12 +213,7 @@ class WarehouseResource(ConfigurableResource):
         if interval is not None:
             query += " AND interval = ?"
             params.append(interval)
-        if before is not None:
-            query += " AND ts < ?"
-            params.append(before)
-        if at_or_after is not None:
-            query += " AND ts >= ?"
-            params.append(at_or_after)
+        query = _within(query, params, at_or_after, before)
         with self.connect() as con:
             row = con.execute(query + " ORDER BY ts DESC LIMIT 1", params).fetchone()
         return (row[0].astimezone(UTC), float(row[1])) if row else None

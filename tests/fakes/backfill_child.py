@@ -8,7 +8,7 @@ BTC/USDT 5-minute bars of ``[FIRST_DAY, END_DAY)`` into the warehouse with the s
 import sys
 from datetime import UTC, date, datetime
 
-from ffe_dagster.assets.ingestion import Acquisition, ingest_instrument
+from ffe_dagster.assets.acquisition import Acquisition, ingest_instrument
 from ffe_dagster.core.bars import Instrument, MarketKind
 from ffe_dagster.resources.warehouse import WarehouseResource
 from ffe_dagster.sources.ccxt_source import CcxtSource

@@ -1,0 +1,132 @@
+"""The tables of the parameter registry, their in-place upgrade, and how their rows are decoded.
+
+``parameter_versions`` keeps every version a cycle produced, with its stage (COLD, WARM, LIMITED,
+FULL) and status:
+
+- ``candidate``: in flight, at stage WARM or LIMITED;
+- ``current``: the regime's FULL set (at most one per regime);
+- ``superseded``: was current, replaced by a newer promotion;
+- ``rejected``: failed the gate of its ``stage``;
+- ``rolled_back``: was current, taken back by a rollback (or suspended with nothing to return to).
+
+``parameter_transitions`` is the audit trail: one row per decision about a version (advance,
+wait, reject, promote, rollback, suspend) with the stage it left and entered, its reason, the
+checks and metrics behind it, what triggered it (schedule, sensor, manual, automatic-rollback)
+and the Dagster run id. ``from_version`` / ``to_version`` are the regime's current version before
+and after the decision.
+
+Columns added since the first schema are nullable and added in place to an existing database
+(``add_missing_columns``), so a registry written by an older release keeps working.
+"""
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+STATUS_CANDIDATE = "candidate"
+STATUS_CURRENT = "current"
+STATUS_SUPERSEDED = "superseded"
+STATUS_REJECTED = "rejected"
+STATUS_ROLLED_BACK = "rolled_back"
+STAGES = ("COLD", "WARM", "LIMITED", "FULL")
+TRIGGERS = ("schedule", "sensor", "manual", "automatic-rollback")
+
+METADATA = sa.MetaData()
+VERSIONS = sa.Table(
+    "parameter_versions",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("regime", sa.String(16), nullable=False, index=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("level", sa.Integer, nullable=False),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("metrics", sa.Text, nullable=False),  # the COLD gate's metrics
+    sa.Column("stage", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),  # the latest decision about this version
+    sa.Column("trigger", sa.String(32), nullable=False),
+    sa.Column("run_id", sa.String(64)),  # the run that made the version
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("direction", sa.String(8)),
+    sa.Column("source_run_id", sa.String(64)),  # the MLflow run of the study it came from
+    sa.Column("candidate_number", sa.Integer),  # its trial number in that study
+    sa.Column("data_marks", sa.Text),  # per instrument, the newest bar it had seen when made
+    sa.Column("stage_entered_at", sa.DateTime(timezone=True)),
+    sa.Column("stage_marks", sa.Text),  # per instrument, the newest bar when it entered FULL
+    sa.Column("stage_metrics", sa.Text),  # metrics of the latest decision
+    sa.Column("stage_run_id", sa.String(64)),  # the run that moved it into its stage
+    sa.Column("mlflow_model_version", sa.Integer),
+    sa.Column("updated_at", sa.DateTime(timezone=True)),
+    sa.UniqueConstraint("regime", "version"),
+)
+TRANSITIONS = sa.Table(
+    "parameter_transitions",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("regime", sa.String(16), nullable=False, index=True),
+    sa.Column("from_version", sa.Integer),
+    sa.Column("to_version", sa.Integer),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("trigger", sa.String(32), nullable=False),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("version", sa.Integer),
+    sa.Column("from_stage", sa.String(16)),
+    sa.Column("to_stage", sa.String(16)),
+    sa.Column("metrics", sa.Text),
+    sa.Column("checks", sa.Text),
+)
+_JSON_COLUMNS = ("params", "metrics", "data_marks", "stage_marks", "stage_metrics", "checks")
+_TIME_COLUMNS = ("created_at", "stage_entered_at", "updated_at", "at")
+Marks = Mapping[str, datetime]
+
+
+def add_missing_columns(engine: sa.Engine) -> None:
+    """Add the nullable columns a registry of an older release lacks (no other migration)."""
+    inspector = sa.inspect(engine)
+    with engine.begin() as con:
+        for table in METADATA.sorted_tables:
+            existing = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in existing:
+                    continue
+                if not column.nullable:
+                    raise RuntimeError(
+                        f"registry table {table.name} lacks the required column {column.name}; "
+                        "it was written by an incompatible release"
+                    )
+                kind = column.type.compile(dialect=engine.dialect)
+                con.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
+
+
+def marks_json(marks: Marks | None) -> str | None:
+    """``marks`` as stored: a JSON object of ISO-8601 instants, or None."""
+    if marks is None:
+        return None
+    return json.dumps({k: v.isoformat() for k, v in sorted(marks.items())})
+
+
+def to_json(value: Any) -> str | None:
+    """``value`` as stored in a JSON text column, or None."""
+    return None if value is None else json.dumps(value, sort_keys=True, default=str)
+
+
+def decode(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """A row of either table as plain values: JSON parsed, marks and times as aware UTC."""
+    out = dict(row)
+    for name in _JSON_COLUMNS:
+        if name in out and out[name] is not None:
+            out[name] = json.loads(out[name])
+    for name in ("data_marks", "stage_marks"):
+        if out.get(name) is not None:
+            out[name] = {k: datetime.fromisoformat(v) for k, v in out[name].items()}
+    for name in _TIME_COLUMNS:
+        # SQLite hands back naive datetimes; every time stored here is UTC.
+        value = out.get(name)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            out[name] = value.replace(tzinfo=UTC)
+    return out
