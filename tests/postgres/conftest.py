@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.pg import PostgresServer, PostgresUnavailable, running_postgres
+from ffe_dagster.local_postgres import PostgresServer, PostgresUnavailable, running_postgres
 
 
 @pytest.fixture(scope="session")
