@@ -12,7 +12,8 @@ export DAGSTER_HOME := $(CURDIR)/var/dagster_home
 export NUMBA_CACHE_DIR := $(CURDIR)/var/numba_cache
 export PYTHONWARNINGS := ignore::DeprecationWarning,ignore::UserWarning
 
-.PHONY: setup run run-full test lint typecheck validate dev mlflow clean bench pg-server bench-ingest
+.PHONY: setup run run-full run-postgres test lint typecheck validate dev mlflow clean bench pg-server \
+	bench-ingest bench-postgres
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -33,6 +34,9 @@ run: setup  ## one full cycle on the bundled data, quick trial counts
 
 run-full: setup  ## the same with the trial counts of SPEC section 4
 	FFE_TRIAL_PROFILE=full $(BIN)/python -m ffe_dagster.cli run-cycle
+
+run-postgres: setup pg-server  ## the same cycle in production mode: Dagster, Optuna, registry, MLflow on PostgreSQL
+	$(BIN)/python -m ffe_dagster.local_production
 
 lint: setup
 	$(BIN)/ruff check ffe_dagster tests benchmarks
@@ -55,6 +59,9 @@ bench: setup  ## engine throughput and the full curriculum vs the naive approach
 
 bench-ingest: setup  ## backfill + incremental cycles from a local exchange at 10 req/s (~5 min) -> benchmarks/results/
 	$(BIN)/python -m benchmarks.bench_ingest
+
+bench-postgres: setup pg-server  ## 1/2/4 Optuna workers on one PostgreSQL study; storage overhead -> benchmarks/results/
+	$(BIN)/python -m benchmarks.bench_storage
 
 dev: setup  ## Dagster UI with the project loaded, http://127.0.0.1:3000
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

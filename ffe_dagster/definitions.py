@@ -62,19 +62,34 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         resources={
             "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
             "market_data": market_data_resource(universe, settings.samples_dir),
-            "optuna_storage": OptunaStorageResource(url=settings.studies_url),
-            "registry": ParameterRegistryResource(url=settings.registry_url),
+            # URLs may embed a database password: when they come from the environment, pass them
+            # as EnvVar so the UI and run records show the variable's name, never its value.
+            "optuna_storage": OptunaStorageResource(
+                url=_from_env(settings.studies_url, "FFE_STUDIES_URL")
+            ),
+            "registry": ParameterRegistryResource(
+                url=_from_env(settings.registry_url, "FFE_REGISTRY_URL", "FFE_STUDIES_URL")
+            ),
             # The URL may embed a token: read through EnvVar so it never shows in the UI.
             "webhook": WebhookResource(
                 url=EnvVar(WEBHOOK_ENV) if os.environ.get(WEBHOOK_ENV) else ""
             ),
             "mlflow_tracking": MlflowTrackingResource(
-                tracking_uri=settings.mlflow_tracking_uri,
+                tracking_uri=_from_env(settings.mlflow_tracking_uri, "MLFLOW_TRACKING_URI"),
                 artifact_dir=str(settings.mlflow_artifact_dir),
                 experiment=settings.mlflow_experiment,
             ),
         },
     )
+
+
+def _from_env(value: str, *names: str) -> str | EnvVar:
+    """``EnvVar(name)`` for the first variable in ``names`` holding exactly ``value``, else the
+    plain value (a default, or settings built from a mapping other than the environment)."""
+    for name in names:
+        if os.environ.get(name) == value:
+            return EnvVar(name)
+    return value
 
 
 def cycle_interval(cron: str) -> timedelta:

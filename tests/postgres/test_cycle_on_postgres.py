@@ -1,0 +1,149 @@
+"""The whole cycle in production mode (``make run-postgres``'s path): Dagster instance, Optuna
+studies, parameter registry and MLflow tracking store all in PostgreSQL, configured only through
+environment variables, with fake credentials set. Afterwards every place a secret could end up is
+scanned for them: the cycle's output (logs), every row of the three databases (Dagster runs, event
+log with its metadata, Optuna, registry, MLflow params / tags / metrics), and every file the cycle
+wrote (MLflow artifacts, exports, warehouse, Dagster home).
+"""
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from ffe_dagster.local_postgres import PostgresServer
+from ffe_dagster.local_production import DATABASES, prepare
+from ffe_dagster.settings import PACKAGE_DIR, PROJECT_DIR
+
+INSTRUMENT = "BTC_USDT"
+
+
+def _small_cycle_config(folder: Path) -> dict[str, str]:
+    """One instrument, 19 months of its real bars (mid-2021 rally to the 2022 bear market) and
+    4-6 trials per level: every step of the cycle for real, in a few minutes."""
+    universe = yaml.safe_load((PACKAGE_DIR / "config" / "universe.yaml").read_text())
+    universe["instruments"] = [i for i in universe["instruments"] if i["key"] == INSTRUMENT]
+    universe["history_start"], universe["history_end"] = "2021-06-01", "2022-12-31"
+    curriculum = yaml.safe_load((PACKAGE_DIR / "config" / "curriculum.yaml").read_text())
+    for level in curriculum["levels"]:
+        level["trials"]["quick"] = 4 + level["level"] // 2
+        level["windows"] = [w for w in level["windows"] if w["instrument"] == INSTRUMENT]
+    (folder / "universe.yaml").write_text(yaml.safe_dump(universe))
+    (folder / "curriculum.yaml").write_text(yaml.safe_dump(curriculum))
+    return {
+        "FFE_UNIVERSE": str(folder / "universe.yaml"),
+        "FFE_CURRICULUM": str(folder / "curriculum.yaml"),
+        "FFE_SAMPLES_DIR": str(PACKAGE_DIR / "data" / "samples"),
+    }
+
+
+def _rows_as_text(server: PostgresServer, database: str) -> Iterator[tuple[str, str]]:
+    """(table, row as text) for every row of every table of ``database``."""
+    con = psycopg2.connect(
+        host=server.host,
+        port=server.port,
+        user=server.user,
+        password=server.password,
+        dbname=database,
+    )
+    try:
+        with con.cursor() as cur:
+            cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            tables = [row[0] for row in cur.fetchall()]
+            for table in tables:
+                cur.execute(f'SELECT t::text FROM "{table}" AS t')
+                for (text,) in cur.fetchall():
+                    yield table, text
+    finally:
+        con.close()
+
+
+def _files(*folders: Path) -> Iterator[Path]:
+    for folder in folders:
+        yield from (p for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.mark.slow
+def test_full_cycle_on_postgres_leaks_no_secret(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    var_dir = tmp_path / "var"
+    fake = {
+        # Set for the whole cycle as a deployment would; none may appear anywhere it wrote.
+        "OANDA_API_TOKEN": f"fake-oanda-{secrets.token_hex(12)}",
+        "FFE_WEBHOOK_URL": f"https://hooks.example.invalid/services/{secrets.token_hex(12)}",
+    }
+    needles = {
+        "PostgreSQL password": postgres_server.password,
+        "OANDA token": fake["OANDA_API_TOKEN"],
+        "webhook token": fake["FFE_WEBHOOK_URL"].rsplit("/", 1)[1],
+    }
+    env = {
+        **os.environ,
+        **prepare(postgres_server, var_dir),
+        **_small_cycle_config(tmp_path),
+        **fake,
+    }
+    assert postgres_server.password in env["FFE_STUDIES_URL"]  # the secret is really in use
+    cycle = subprocess.run(
+        [sys.executable, "-m", "ffe_dagster.cli", "run-cycle"],
+        env=env,
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert cycle.returncode == 0, cycle.stderr[-4000:]
+    assert "cycle finished" in cycle.stdout
+
+    dumps = {name: list(_rows_as_text(postgres_server, db)) for name, db in DATABASES.items()}
+    # Everything landed in PostgreSQL, not in local files.
+    dagster_tables = {table for table, _ in dumps["dagster"]}
+    assert {"runs", "event_logs"} <= dagster_tables
+    runs = [text for table, text in dumps["dagster"] if table == "runs"]
+    assert len(runs) == 3 and all("SUCCESS" in r for r in runs)  # ingest, regimes, optimization
+    events = [text for table, text in dumps["dagster"] if table == "event_logs"]
+    assert any("ASSET_MATERIALIZATION" in e and "study_name" in e for e in events)
+    study_tables = {table for table, _ in dumps["studies"]}
+    assert {"studies", "trials", "parameter_versions", "parameter_transitions"} <= study_tables
+    assert sum(table == "studies" for table, _ in dumps["studies"]) >= 4  # one per level at least
+    assert not (var_dir / "optuna").exists()  # no journal or SQLite fallback
+
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("ffe_curriculum")
+    assert experiment is not None
+    level_runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.data.tags["level"] for r in level_runs) == ["1", "2", "3", "4"]
+    assert all(r.info.status == "FINISHED" for r in level_runs)
+    for run in level_runs:
+        params_and_tags = json.dumps({**run.data.params, **run.data.tags})
+        for what, secret in needles.items():
+            assert secret not in params_and_tags, f"{what} in MLflow run {run.info.run_id}"
+    artifacts = list(_files(Path(env["FFE_MLFLOW_ARTIFACTS"])))
+    assert any(p.name == "trials.csv" for p in artifacts)
+    export = var_dir / "exports" / "promoted_parameters.json"
+    assert export.is_file()
+
+    leaks = [
+        f"{what} in the cycle's output"
+        for what, secret in needles.items()
+        if secret in cycle.stdout or secret in cycle.stderr
+    ]
+    for name, rows in dumps.items():
+        for table, text in rows:
+            leaks += [f"{what} in {name}.{table}" for what, s in needles.items() if s in text]
+    scanned = list(_files(var_dir))
+    assert export in scanned and len(scanned) > len(artifacts)
+    for path in scanned:
+        data = path.read_bytes()
+        leaks += [f"{what} in {path}" for what, s in needles.items() if s.encode() in data]
+    assert leaks == []
