@@ -10,8 +10,8 @@ from ffe_dagster.assets.curriculum import build_curriculum_assets
 from ffe_dagster.assets.ingestion import build_ingestion_assets
 from ffe_dagster.assets.promotion import build_promotion_asset
 from ffe_dagster.assets.regimes import build_regime_asset
-from ffe_dagster.config import load_curriculum, load_universe
-from ffe_dagster.jobs import build_jobs, build_rollback_job
+from ffe_dagster.config import load_curriculum, load_universe, require_credentials
+from ffe_dagster.jobs import build_jobs, build_rollback_job, build_study_workers_job
 from ffe_dagster.partitions import bar_partitions, instrument_partitions
 from ffe_dagster.resources.market_data import market_data_resource
 from ffe_dagster.resources.registry import ParameterRegistryResource
@@ -33,6 +33,8 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     """Assets, jobs, schedule, sensor and resources for ``settings`` (default: environment)."""
     settings = settings or Settings.from_env()
     universe = load_universe(settings.universe_path)
+    # A source's secret is checked now, at load, not when the first run reaches the venue.
+    require_credentials(universe)
     curriculum = load_curriculum(settings.curriculum_path)
     bars_partitions = bar_partitions(universe)
     assets = [
@@ -51,7 +53,11 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     return Definitions(
         assets=assets,
         asset_checks=freshness_checks,
-        jobs=[*jobs, build_rollback_job(settings.export_dir / EXPORT_FILE)],
+        jobs=[
+            *jobs,
+            build_rollback_job(settings.export_dir / EXPORT_FILE),
+            build_study_workers_job(curriculum, universe, settings.trial_profile),
+        ],
         schedules=[build_cycle_schedule(bars_partitions, settings.cycle_cron)],
         sensors=[
             build_regime_sensor(universe, curriculum),

@@ -12,6 +12,7 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
 TRIAL_PROFILES = ("quick", "full")
+WEBHOOK_ENV = "FFE_WEBHOOK_URL"  # read by definitions.py through EnvVar; checked here when set
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,19 +35,30 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
-        """Build settings from ``env`` (default ``os.environ``), validating what it reads."""
+        """Build settings from ``env`` (default ``os.environ``), validating what it reads.
+
+        Every problem is reported at once, as one ``ConfigError`` (a ``ValueError``) naming the
+        variables; no message shows a password or a webhook's path.
+        """
+        # Imported here so that ``import ffe_dagster.settings`` (for PROJECT_DIR) stays light.
+        from ffe_dagster.config.environment import (
+            check_cron,
+            check_mlflow_uri,
+            check_sql_url,
+            check_studies_url,
+            check_webhook_url,
+        )
+        from ffe_dagster.config.errors import Problems
+
         env = os.environ if env is None else env
+        problems = Problems()
         var_dir = Path(env.get("FFE_VAR_DIR", str(PROJECT_DIR / "var"))).resolve()
         profile = env.get("FFE_TRIAL_PROFILE", "quick")
-        if profile not in TRIAL_PROFILES:
-            raise ValueError(f"FFE_TRIAL_PROFILE must be one of {TRIAL_PROFILES}, got {profile!r}")
+        problems.one_of("FFE_TRIAL_PROFILE", profile, TRIAL_PROFILES)
         studies_url = env.get(
             "FFE_STUDIES_URL", f"journal:///{var_dir / 'optuna' / 'studies.journal'}"
         )
-        if "://" not in studies_url:
-            raise ValueError(
-                f"FFE_STUDIES_URL must be journal:///path or a SQLAlchemy URL, got {studies_url!r}"
-            )
+        check_studies_url("FFE_STUDIES_URL", studies_url, problems)
         # The registry shares the Optuna database when that is SQL (PostgreSQL in production);
         # next to a journal file it gets its own SQLite file.
         registry_default = (
@@ -55,9 +67,19 @@ class Settings:
             else studies_url
         )
         registry_url = env.get("FFE_REGISTRY_URL", registry_default)
-        if "://" not in registry_url or registry_url.startswith("journal:"):
-            raise ValueError(f"FFE_REGISTRY_URL must be a SQLAlchemy URL, got {registry_url!r}")
+        if "FFE_REGISTRY_URL" in env:  # the defaults are a local file or the checked studies URL
+            check_sql_url("FFE_REGISTRY_URL", registry_url, problems)
         mlflow_dir = var_dir / "mlflow"
+        tracking_uri = env.get("MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_dir / 'mlflow.db'}")
+        check_mlflow_uri("MLFLOW_TRACKING_URI", tracking_uri, problems)
+        if env.get(WEBHOOK_ENV):
+            check_webhook_url(WEBHOOK_ENV, env[WEBHOOK_ENV], problems)
+        cycle_cron = env.get("FFE_CYCLE_CRON", "0 */6 * * *")
+        check_cron("FFE_CYCLE_CRON", cycle_cron, problems)
+        experiment = env.get("FFE_MLFLOW_EXPERIMENT", "ffe_curriculum")
+        if not experiment.strip():
+            problems.add("FFE_MLFLOW_EXPERIMENT must not be empty")
+        problems.raise_if_any("environment")
         return cls(
             var_dir=var_dir,
             samples_dir=Path(env.get("FFE_SAMPLES_DIR", str(PACKAGE_DIR / "data" / "samples"))),
@@ -70,14 +92,12 @@ class Settings:
             warehouse_path=Path(env.get("FFE_WAREHOUSE", str(var_dir / "warehouse.duckdb"))),
             studies_url=studies_url,
             registry_url=registry_url,
-            mlflow_tracking_uri=env.get(
-                "MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_dir / 'mlflow.db'}"
-            ),
+            mlflow_tracking_uri=tracking_uri,
             mlflow_artifact_dir=Path(
                 env.get("FFE_MLFLOW_ARTIFACTS", str(mlflow_dir / "artifacts"))
             ),
-            mlflow_experiment=env.get("FFE_MLFLOW_EXPERIMENT", "ffe_curriculum"),
+            mlflow_experiment=experiment,
             export_dir=Path(env.get("FFE_EXPORT_DIR", str(var_dir / "exports"))),
             trial_profile=profile,
-            cycle_cron=env.get("FFE_CYCLE_CRON", "0 */6 * * *"),
+            cycle_cron=cycle_cron,
         )

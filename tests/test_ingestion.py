@@ -16,10 +16,11 @@ import polars as pl
 import pytest
 from dagster import DagsterInstance, EnvVar, build_schedule_context
 
-from ffe_dagster.config import load_universe
+from ffe_dagster.config import ConfigError, load_universe
+from ffe_dagster.config.credentials import OANDA_TOKEN_ENV
 from ffe_dagster.core.resample import resample_bars
 from ffe_dagster.definitions import build_definitions
-from ffe_dagster.resources.market_data import OANDA_TOKEN_ENV, market_data_resource
+from ffe_dagster.resources.market_data import market_data_resource
 from ffe_dagster.resources.warehouse import WarehouseResource
 from ffe_dagster.settings import PACKAGE_DIR, PROJECT_DIR, Settings
 from tests.fakes.harness import (
@@ -217,7 +218,7 @@ def test_unknown_symbol_fails_clearly_and_keeps_stored_bars(ingestion: Ingestion
     assert ingestion.raw("BTC_USDT").equals(between(BTC, utc(2023, 3, 1), utc(2023, 3, 2)))
 
 
-def test_live_universe_binds_the_token_through_envvar_and_needs_no_token_to_load(
+def test_live_universe_binds_the_token_through_envvar_and_needs_it_to_load(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(OANDA_TOKEN_ENV, raising=False)
@@ -236,6 +237,10 @@ def test_live_universe_binds_the_token_through_envvar_and_needs_no_token_to_load
             "FFE_UNIVERSE": str(PACKAGE_DIR / "config" / "universe_live.yaml"),
         }
     )
+    # The OANDA source is in use: without its token the definitions do not load.
+    with pytest.raises(ConfigError, match=f"{OANDA_TOKEN_ENV} is not set .* EUR_USD, GBP_USD"):
+        build_definitions(settings)
+    monkeypatch.setenv(OANDA_TOKEN_ENV, "fake-token")
     defs = build_definitions(settings)
     schedule = defs.resolve_schedule_def("cycle_schedule")
     with DagsterInstance.ephemeral() as instance:

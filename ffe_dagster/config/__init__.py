@@ -1,141 +1,39 @@
 """Loading of the YAML configuration shipped with the package."""
 
-from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ffe_dagster.config.credentials import require_credentials
+from ffe_dagster.config.curriculum_checks import curriculum_problems
+from ffe_dagster.config.environment import check_webhook_url
+from ffe_dagster.config.errors import ConfigError, Problems
+from ffe_dagster.config.universe import (
+    SOURCE_KINDS,
+    CcxtSourceSpec,
+    FilesSourceSpec,
+    OandaSourceSpec,
+    SourceSpec,
+    Universe,
+    ValidationSettings,
+)
 from ffe_dagster.core.bars import Instrument, MarketKind, interval_to_timedelta
 from ffe_dagster.core.curriculum import CurriculumSpec, parse_curriculum
-from ffe_dagster.core.validation_rules import ValidationConfig
 
-
-@dataclass(frozen=True, slots=True)
-class FilesSourceSpec:
-    """Local Parquet/CSV files: one per instrument (``file:`` in its entry), bars of
-    ``interval``; ``directory`` defaults to the bundled samples (``FFE_SAMPLES_DIR``)."""
-
-    interval: str = "1h"
-    directory: str | None = None
-    columns: tuple[tuple[str, str], ...] = ()
-    ts_unit: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CcxtSourceSpec:
-    """Any ccxt exchange's public candles (default Coinbase's Exchange API,
-    ``coinbaseexchange``), fetched at ``interval`` and at most ``max_requests_per_second``."""
-
-    exchange: str = "coinbaseexchange"
-    interval: str = "5m"
-    max_requests_per_second: float = 3.0
-    base_url: str | None = None
-    timeout_s: float = 10.0
-    max_attempts: int = 6
-    backoff_s: float = 1.0
-    page_bars: int = 300
-
-
-@dataclass(frozen=True, slots=True)
-class OandaSourceSpec:
-    """OANDA v20 candles (``practice`` or ``live``; ``price`` M = mid, B = bid, A = ask);
-    the token is read from ``OANDA_API_TOKEN`` at run time, never from this file."""
-
-    environment: str = "practice"
-    interval: str = "5m"
-    price: str = "M"
-    max_requests_per_second: float = 2.0
-    base_url: str | None = None
-    timeout_s: float = 10.0
-    max_attempts: int = 6
-    backoff_s: float = 1.0
-    max_candles: int = 5000
-
-
-SourceSpec = FilesSourceSpec | CcxtSourceSpec | OandaSourceSpec
-_SOURCE_KINDS: dict[str, type[FilesSourceSpec] | type[CcxtSourceSpec] | type[OandaSourceSpec]] = {
-    "files": FilesSourceSpec,
-    "ccxt": CcxtSourceSpec,
-    "oanda": OandaSourceSpec,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class ValidationSettings:
-    """Thresholds of the bar-quality suite (see ``ffe_dagster.core.validation_rules``)."""
-
-    max_abs_log_return: float = 0.5
-    max_quarantine_fraction: float = 0.01
-    max_open_gap: timedelta = timedelta(hours=6)
-    stale_grace: timedelta = timedelta(minutes=5)
-    forex_stale_open: timedelta = timedelta(hours=2)
-    forex_stale_closed: timedelta = timedelta(hours=72)
-
-
-@dataclass(frozen=True, slots=True)
-class Universe:
-    """The instruments, their sources, the bar intervals and the history range.
-
-    Each instrument's source delivers its finest interval, fetched once; ``intervals`` are
-    derived from it by resampling (those not coarser than the fetched one are skipped for that
-    instrument); ``bar_interval`` is the one ``validated_bars`` holds for the optimizer.
-    ``history_end`` None means "up to now": the newest day partition is then open and
-    refreshed by every cycle.
-    """
-
-    bar_interval: str
-    history_start: date
-    history_end: date | None
-    instruments: tuple[Instrument, ...]
-    files: dict[str, str]
-    intervals: tuple[str, ...] = ()
-    sources: dict[str, SourceSpec] = field(default_factory=dict)
-    validation: ValidationSettings = ValidationSettings()
-
-    def instrument(self, key: str) -> Instrument:
-        """The instrument with partition key ``key``."""
-        for inst in self.instruments:
-            if inst.key == key:
-                return inst
-        raise KeyError(f"unknown instrument {key!r}; known: {[i.key for i in self.instruments]}")
-
-    def source_spec(self, key: str) -> SourceSpec:
-        """The source configuration that delivers instrument ``key``."""
-        name = self.instrument(key).source
-        return self.sources.get(name) or FilesSourceSpec(interval=self.bar_interval)
-
-    def fetch_interval(self, key: str) -> str:
-        """The interval instrument ``key`` is fetched at (its finest)."""
-        return self.source_spec(key).interval
-
-    def derived_intervals(self, key: str) -> tuple[str, ...]:
-        """The configured intervals that can be derived for instrument ``key``, finest first."""
-        fine = interval_to_timedelta(self.fetch_interval(key))
-        wanted = {*self.intervals, self.bar_interval, self.fetch_interval(key)}
-        usable = [
-            i
-            for i in wanted
-            if not interval_to_timedelta(i) % fine and interval_to_timedelta(i) >= fine
-        ]
-        return tuple(sorted(usable, key=interval_to_timedelta))
-
-    def validation_config(self, key: str) -> ValidationConfig:
-        """The bar-quality suite's configuration for instrument ``key``."""
-        inst = self.instrument(key)
-        v = self.validation
-        return ValidationConfig(
-            max_abs_log_return=v.max_abs_log_return,
-            require_volume=inst.has_volume,
-            max_quarantine_fraction=v.max_quarantine_fraction,
-            interval=self.fetch_interval(key),
-            market=inst.market,
-            max_open_gap=v.max_open_gap,
-            stale_grace=v.stale_grace,
-            forex_stale_open=v.forex_stale_open,
-            forex_stale_closed=v.forex_stale_closed,
-        )
+__all__ = [
+    "CcxtSourceSpec",
+    "ConfigError",
+    "FilesSourceSpec",
+    "OandaSourceSpec",
+    "SourceSpec",
+    "Universe",
+    "ValidationSettings",
+    "load_curriculum",
+    "load_universe",
+    "require_credentials",
+]
 
 
 def _read_yaml(path: Path) -> dict:
@@ -145,18 +43,24 @@ def _read_yaml(path: Path) -> dict:
     except FileNotFoundError:
         raise FileNotFoundError(f"configuration file not found: {path}") from None
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path} is not valid YAML: {exc}") from exc
+        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from exc
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a mapping at the top level")
+        raise ConfigError(str(path), ["must hold a mapping at the top level"])
     return data
 
 
 def load_curriculum(path: Path) -> CurriculumSpec:
-    """Parse ``curriculum.yaml``; errors name the file."""
+    """Parse ``curriculum.yaml`` and check its limits; a ``ConfigError`` names the file, and
+    every key out of range with the allowed range."""
+    raw = _read_yaml(path)
     try:
-        return parse_curriculum(_read_yaml(path))
+        spec = parse_curriculum(raw)
     except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from exc
+        raise ConfigError(str(path), [str(exc)]) from exc
+    problems = curriculum_problems(spec, raw)
+    if problems:
+        raise ConfigError(str(path), problems)
+    return spec
 
 
 def _date(value: object) -> date:
@@ -170,16 +74,67 @@ def _duration(value: object) -> timedelta:
 
 def _source_spec(name: str, raw: dict) -> SourceSpec:
     kind = str(raw.get("kind", name))
-    if kind not in _SOURCE_KINDS:
-        raise ValueError(f"source {name!r}: kind must be one of {sorted(_SOURCE_KINDS)}")
+    if kind not in SOURCE_KINDS:
+        raise ValueError(f"source {name!r}: kind must be one of {sorted(SOURCE_KINDS)}")
     options = {k: v for k, v in raw.items() if k != "kind"}
     if kind == "files" and "columns" in options:
         options["columns"] = tuple(sorted(dict(options["columns"]).items()))
-    spec = _SOURCE_KINDS[kind](**options)
+    spec = SOURCE_KINDS[kind](**options)
     interval_to_timedelta(spec.interval)
-    if isinstance(spec, CcxtSourceSpec | OandaSourceSpec) and spec.max_requests_per_second <= 0:
-        raise ValueError(f"source {name!r}: max_requests_per_second must be > 0")
     return spec
+
+
+_TS_UNITS = ("s", "ms", "us", "ns")  # ffe_dagster.sources.files.TS_UNITS
+_OANDA_PRICES = ("M", "B", "A")
+_OANDA_ENVIRONMENTS = ("practice", "live")
+_OANDA_MAX_CANDLES = 5000
+
+
+def _source_problems(p: Problems, name: str, spec: SourceSpec) -> None:
+    key = f"sources.{name}"
+    if isinstance(spec, FilesSourceSpec):
+        if spec.ts_unit is not None:
+            p.one_of(f"{key}.ts_unit", spec.ts_unit, _TS_UNITS)
+        return
+    p.at_least(f"{key}.max_requests_per_second", spec.max_requests_per_second, 0.0, strict=True)
+    p.at_least(f"{key}.timeout_s", spec.timeout_s, 0.0, strict=True)
+    p.at_least(f"{key}.max_attempts", spec.max_attempts, 1)
+    p.at_least(f"{key}.backoff_s", spec.backoff_s, 0.0)
+    if spec.base_url is not None:
+        check_webhook_url(f"{key}.base_url", str(spec.base_url), p)
+    if isinstance(spec, CcxtSourceSpec):
+        p.at_least(f"{key}.page_bars", spec.page_bars, 1)
+    else:
+        p.one_of(f"{key}.environment", spec.environment, _OANDA_ENVIRONMENTS)
+        p.one_of(f"{key}.price", spec.price, _OANDA_PRICES)
+        p.within(f"{key}.max_candles", spec.max_candles, 1, _OANDA_MAX_CANDLES)
+
+
+def _universe_problems(universe: Universe) -> list[str]:
+    p = Problems()
+    if universe.history_end is not None and universe.history_start >= universe.history_end:
+        p.add(
+            f"history_start must be before history_end (or history_end null), got "
+            f"{universe.history_start} >= {universe.history_end}"
+        )
+    keys = [i.key for i in universe.instruments]
+    if not keys:
+        p.add("instruments must list at least one instrument")
+    if len(keys) != len(set(keys)):
+        p.add(f"instruments: every key must be unique, got {keys}")
+    for name, spec in universe.sources.items():
+        _source_problems(p, name, spec)
+    v = universe.validation
+    p.at_least("validation.max_abs_log_return", v.max_abs_log_return, 0.0, strict=True)
+    p.within("validation.max_quarantine_fraction", v.max_quarantine_fraction, 0.0, 1.0)
+    for name in ("max_open_gap", "stale_grace", "forex_stale_open", "forex_stale_closed"):
+        if getattr(v, name) <= timedelta(0):
+            p.add(f"validation.{name} must be a positive duration (e.g. 5m, 6h)")
+    try:
+        _check_intervals(universe)
+    except ValueError as exc:
+        p.add(str(exc))
+    return p.items
 
 
 def _validation_settings(raw: dict) -> ValidationSettings:
@@ -215,7 +170,8 @@ def _check_intervals(universe: Universe) -> None:
 
 
 def load_universe(path: Path) -> Universe:
-    """Parse ``universe.yaml``; errors name the file and the field."""
+    """Parse ``universe.yaml`` and check its limits; a ``ConfigError`` names the file and every
+    key out of range."""
     raw = _read_yaml(path)
     try:
         instruments = tuple(
@@ -244,7 +200,11 @@ def load_universe(path: Path) -> Universe:
             sources=sources,
             validation=_validation_settings(dict(raw.get("validation") or {})),
         )
-        _check_intervals(universe)
-        return universe
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ValueError(f"{path}: invalid universe configuration: {exc!r}") from exc
+    except KeyError as exc:
+        raise ConfigError(str(path), [f"missing key {exc.args[0]!r}"]) from exc
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(path), [f"invalid universe configuration: {exc}"]) from exc
+    problems = _universe_problems(universe)
+    if problems:
+        raise ConfigError(str(path), problems)
+    return universe

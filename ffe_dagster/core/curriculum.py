@@ -120,11 +120,13 @@ class CurriculumSpec:
     signal_file: str | None = None
 
 
-def _day_start(value: date) -> datetime:
-    return datetime.combine(value, time(0), tzinfo=UTC)
+def _day_start(value: date | str) -> datetime:
+    # YAML reads 2020-01-01 as a date, "2020-01-01" as a string: accept both.
+    day = value if isinstance(value, date) else date.fromisoformat(str(value))
+    return datetime.combine(day, time(0), tzinfo=UTC)
 
 
-def _day_end(value: date) -> datetime:
+def _day_end(value: date | str) -> datetime:
     return _day_start(value) + timedelta(days=1) - timedelta(microseconds=1)
 
 
@@ -189,10 +191,16 @@ def parse_curriculum(raw: Mapping[str, Any]) -> CurriculumSpec:
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"invalid curriculum configuration: {exc!r}") from exc
     if [lv.level for lv in levels] != list(range(1, len(levels) + 1)):
-        raise ValueError("curriculum levels must be numbered 1..N in order")
+        raise ValueError(
+            f"curriculum levels must be numbered 1..N in order, got {[lv.level for lv in levels]}"
+        )
     fractions = (spec.train_fraction, spec.validation_fraction)
     if min(fractions) <= 0 or sum(fractions) >= 1:
-        raise ValueError("split fractions must leave a non-empty test period")
+        raise ValueError(
+            "split fractions must leave a non-empty test period: split.train and "
+            "split.validation must each be in (0, 1) with train + validation < 1, got "
+            f"{spec.train_fraction:g} + {spec.validation_fraction:g}"
+        )
     return spec
 
 
@@ -274,6 +282,7 @@ _CRITERIA: Mapping[str, tuple[str, bool]] = {
     "max_pbo": ("pbo", False),
     "min_walk_forward_efficiency": ("walk_forward_efficiency", True),
 }
+PASS_CRITERIA = frozenset(_CRITERIA)  # the criterion names a level's ``pass`` may use
 
 
 def evaluate_pass_criteria(

@@ -7,12 +7,11 @@ from pathlib import Path
 from dagster import Config, ConfigurableResource, EnvVar
 
 from ffe_dagster.config import CcxtSourceSpec, FilesSourceSpec, OandaSourceSpec, Universe
+from ffe_dagster.config.credentials import OANDA_TOKEN_ENV
 from ffe_dagster.sources.base import BarSource, RetryPolicy
 from ffe_dagster.sources.ccxt_source import CcxtSource
 from ffe_dagster.sources.files import FileSource
 from ffe_dagster.sources.oanda import OandaSource
-
-OANDA_TOKEN_ENV = "OANDA_API_TOKEN"
 
 
 class CcxtSourceConfig(Config):

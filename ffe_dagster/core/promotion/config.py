@@ -5,6 +5,33 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 HOURS_PER_DAY = 24.0
+_INF = float("inf")
+
+
+def _range_problems(obj: object, rules: dict[str, tuple[float, float, bool]]) -> list[str]:
+    """``field must be in ...`` for each field outside its ``(low, high, low_open)`` range."""
+    problems = []
+    for name, (low, high, low_open) in rules.items():
+        value = getattr(obj, name)
+        if value < low or (low_open and value == low) or value > high:
+            if high == _INF:
+                allowed = f"{'>' if low_open else '>='} {low:g}"
+            else:
+                allowed = f"in {'(' if low_open else '['}{low:g}, {high:g}]"
+            problems.append(f"{name} must be {allowed}, got {value:g}")
+    return problems
+
+
+def _raise_if_any(stage: str, problems: list[str]) -> None:
+    if problems:
+        raise ValueError(f"{stage}: " + "; ".join(problems))
+
+
+_PERCENT = (0.0, 100.0, False)
+_POSITIVE_PERCENT = (0.0, 100.0, True)
+_POSITIVE = (0.0, _INF, True)
+_NON_NEGATIVE = (0.0, _INF, False)
+_AT_LEAST_ONE = (1.0, _INF, False)
 
 
 class PromotionRegime(StrEnum):
@@ -42,6 +69,15 @@ class ColdGateConfig:
     min_win_rate_pct: float = 40.0
     min_trades: int = 20
 
+    def __post_init__(self) -> None:
+        problems = _range_problems(
+            self, {"min_win_rate_pct": _PERCENT, "min_trades": _AT_LEAST_ONE}
+        )
+        days = list(self.window_days)
+        if not days or min(days) < 1 or days != sorted(set(days)):
+            problems.append(f"window_days must be increasing whole days >= 1, got {days}")
+        _raise_if_any("COLD gate", problems)
+
 
 @dataclass(frozen=True, slots=True)
 class WarmGateConfig:
@@ -56,6 +92,13 @@ class WarmGateConfig:
     def __post_init__(self) -> None:
         if self.max_wait_hours < self.min_hours:
             raise ValueError("WARM max_wait_hours must be at least min_hours")
+        rules = {
+            "min_hours": _POSITIVE,
+            "sharpe_uplift_pct": _NON_NEGATIVE,
+            "win_rate_margin_pts": _PERCENT,
+            "max_drawdown_pct": _POSITIVE_PERCENT,
+        }
+        _raise_if_any("WARM gate", _range_problems(self, rules))
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +121,13 @@ class LimitedGateConfig:
             raise ValueError("LIMITED capital_fraction must be in (0, 1]")
         if self.max_wait_hours < self.min_hours:
             raise ValueError("LIMITED max_wait_hours must be at least min_hours")
+        rules = {
+            "min_hours": _POSITIVE,
+            "sharpe_uplift_pct": _NON_NEGATIVE,
+            "min_winning_trades": _AT_LEAST_ONE,
+            "max_realized_loss_usd": _NON_NEGATIVE,
+        }
+        _raise_if_any("LIMITED gate", _range_problems(self, rules))
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +139,16 @@ class SafetyLimits:
     max_drawdown_pct: float = 8.0
     min_win_rate_pct: float = 40.0
     min_trades: int = 20
+
+    def __post_init__(self) -> None:
+        rules = {
+            "max_daily_loss_usd": _POSITIVE,
+            "max_sharpe_degradation_pct": _POSITIVE,
+            "max_drawdown_pct": _POSITIVE_PERCENT,
+            "min_win_rate_pct": _PERCENT,
+            "min_trades": _AT_LEAST_ONE,
+        }
+        _raise_if_any("safety limits", _range_problems(self, rules))
 
 
 @dataclass(frozen=True, slots=True)
