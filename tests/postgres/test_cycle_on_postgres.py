@@ -11,9 +11,11 @@ import os
 import secrets
 import subprocess
 import sys
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import psycopg2
 import pytest
 import yaml
@@ -45,6 +47,18 @@ def _small_cycle_config(folder: Path) -> dict[str, str]:
     }
 
 
+def _as_text(value: object) -> str:
+    # Dagster keeps job and execution-plan snapshots zlib-compressed in bytea columns: scan their
+    # JSON, not their compressed bytes.
+    if isinstance(value, memoryview | bytes):
+        raw = bytes(value)
+        try:
+            return zlib.decompress(raw).decode("utf-8", "replace")
+        except zlib.error:
+            return raw.decode("utf-8", "replace")
+    return str(value)
+
+
 def _rows_as_text(server: PostgresServer, database: str) -> Iterator[tuple[str, str]]:
     """(table, row as text) for every row of every table of ``database``."""
     con = psycopg2.connect(
@@ -59,11 +73,19 @@ def _rows_as_text(server: PostgresServer, database: str) -> Iterator[tuple[str, 
             cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
             tables = [row[0] for row in cur.fetchall()]
             for table in tables:
-                cur.execute(f'SELECT t::text FROM "{table}" AS t')
-                for (text,) in cur.fetchall():
-                    yield table, text
+                cur.execute(f'SELECT * FROM "{table}"')
+                for row in cur.fetchall():
+                    yield table, " | ".join(_as_text(v) for v in row)
     finally:
         con.close()
+
+
+def _warehouse_rows(path: Path) -> Iterator[tuple[str, str]]:
+    """(table, row as text) for every row of the DuckDB warehouse (its file may compress)."""
+    with duckdb.connect(str(path), read_only=True) as con:
+        for (table,) in con.sql("SELECT table_name FROM information_schema.tables").fetchall():
+            for row in con.sql(f'SELECT * FROM "{table}"').fetchall():
+                yield table, " | ".join(str(v) for v in row)
 
 
 def _files(*folders: Path) -> Iterator[Path]:
@@ -106,6 +128,7 @@ def test_full_cycle_on_postgres_leaks_no_secret(
     assert "cycle finished" in cycle.stdout
 
     dumps = {name: list(_rows_as_text(postgres_server, db)) for name, db in DATABASES.items()}
+    dumps["warehouse"] = list(_warehouse_rows(var_dir / "warehouse.duckdb"))
     # Everything landed in PostgreSQL, not in local files.
     dagster_tables = {table for table, _ in dumps["dagster"]}
     assert {"runs", "event_logs"} <= dagster_tables
@@ -117,6 +140,10 @@ def test_full_cycle_on_postgres_leaks_no_secret(
     assert {"studies", "trials", "parameter_versions", "parameter_transitions"} <= study_tables
     assert sum(table == "studies" for table, _ in dumps["studies"]) >= 4  # one per level at least
     assert not (var_dir / "optuna").exists()  # no journal or SQLite fallback
+    # The job snapshots hold the resources' configuration: the URLs appear as the variables
+    # that carry them (Dagster EnvVar), not as their values.
+    snapshots = " ".join(text for table, text in dumps["dagster"] if table == "snapshots")
+    assert "FFE_STUDIES_URL" in snapshots and "MLFLOW_TRACKING_URI" in snapshots
 
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("ffe_curriculum")
