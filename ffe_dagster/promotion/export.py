@@ -12,9 +12,15 @@ from ffe_dagster.promotion.cycle import CurrentChange, stage_since
 from ffe_dagster.resources.registry import (
     ParameterRegistryResource,
 )
-from ffe_dagster.resources.tracking import MlflowTrackingResource
+from ffe_dagster.resources.tracking import MlflowTrackingResource, ensure_writable_folder
 
 EXPORT_SCHEMA = "ffe_dagster.promoted_parameters/1"
+
+
+def ensure_export_writable(path: Path) -> None:
+    """Raise a clear ``FolderNotWritableError`` naming the folder of the export file ``path``
+    and the OS reason when it cannot be written (the file itself is not touched)."""
+    ensure_writable_folder(path.parent, "export folder", "set FFE_EXPORT_DIR to a writable folder")
 
 
 def _export_entry(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -99,7 +105,7 @@ def export_current(
             for c in changes
         ],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_export_writable(path)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2, default=str))
     tmp.replace(path)  # atomic: the trading system never reads a half-written file
@@ -120,8 +126,10 @@ def publish_current(
     changed regime, then the JSON export for the trading system.
 
     This is the one place a change of current version leaves the project (the promotion asset
-    and ``rollback_job`` both end here).
+    and ``rollback_job`` both end here). An export folder that cannot be written fails first,
+    before the MLflow aliases move, so MLflow and the export never disagree because of it.
     """
+    ensure_export_writable(path)
     for change in changes:
         row = registry.current(change.regime)
         if change.action == "suspend" or row is None:

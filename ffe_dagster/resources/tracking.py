@@ -14,13 +14,16 @@ rollback moves the alias back.
 """
 
 import json
+import os
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Callable, Mapping
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
 
 import polars as pl
 from dagster import ConfigurableResource
@@ -28,7 +31,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ffe_dagster.core.plots import StudyPlotData, write_study_plots
+if TYPE_CHECKING:  # plotting (matplotlib) is imported only by the runs that draw plots
+    from ffe_dagster.core.plots import StudyPlotData
 
 _MAX_PARAM_LEN = 6000  # MLflow's limits (mlflow.utils.validation): longer values are refused
 _MAX_TAG_LEN = 8000
@@ -68,6 +72,47 @@ def code_version(commit: str | None = None) -> str:
 
 # ``log_study``'s keyword ``code_version`` shadows the function inside it.
 _code_version = code_version
+
+
+class FolderNotWritableError(OSError):
+    """A folder the project must write to (MLflow artifacts, the export) cannot be written."""
+
+
+def ensure_writable_folder(folder: Path, what: str, remedy: str) -> None:
+    """Create ``folder`` if needed and write then delete a probe file in it, so a folder that
+    cannot be written fails here with a clear error rather than deep inside a library.
+
+    Raises ``FolderNotWritableError`` naming ``what`` (e.g. ``MLflow artifact folder``), the
+    folder, the OS reason and ``remedy`` (e.g. ``set FFE_EXPORT_DIR to a writable folder``).
+    """
+    probe = folder / f".ffe-write-probe-{os.getpid()}-{uuid.uuid4().hex}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise FolderNotWritableError(
+            f"{what} {folder} is not writable: {exc}; make it writable or {remedy}"
+        ) from exc
+
+
+def _local_folder(uri: str) -> Path | None:
+    """The local folder of a ``file:`` URI or plain path; None for remote stores (s3, ...)."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "":
+        return Path(uri)
+    return None
+
+
+_ARTIFACTS_WHAT = "MLflow artifact folder"
+_NEW_ARTIFACTS = "set FFE_MLFLOW_ARTIFACTS to a writable folder"
+# An experiment keeps the artifact folder it was created with: another folder needs another one.
+_RUN_ARTIFACTS = (
+    f"{_NEW_ARTIFACTS} and FFE_MLFLOW_EXPERIMENT to a new experiment name (an existing "
+    "experiment keeps the artifact folder it was created with)"
+)
 
 
 def _numeric(value: Any) -> bool:
@@ -115,7 +160,7 @@ class MlflowTrackingResource(ConfigurableResource):
         found = client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
-        artifacts.mkdir(parents=True, exist_ok=True)
+        ensure_writable_folder(artifacts, _ARTIFACTS_WHAT, _NEW_ARTIFACTS)
         try:
             return client.create_experiment(name, artifact_location=artifacts.resolve().as_uri())
         except MlflowException:
@@ -135,7 +180,7 @@ class MlflowTrackingResource(ConfigurableResource):
         trials: pl.DataFrame,
         json_artifacts: Mapping[str, Any],
         tables: Mapping[str, pl.DataFrame] | None = None,
-        plots: StudyPlotData | None = None,
+        plots: "StudyPlotData | None" = None,
         data_range: str | None = None,
         partition: str | None = None,
         code_version: str | None = None,
@@ -166,6 +211,8 @@ class MlflowTrackingResource(ConfigurableResource):
             for name, payload in json_artifacts.items():
                 (folder / name).write_text(json.dumps(payload, indent=2, default=str))
             if plots is not None:
+                from ffe_dagster.core.plots import write_study_plots
+
                 write_study_plots(plots, folder / "plots")
 
         client = self.client()
@@ -362,6 +409,11 @@ class MlflowTrackingResource(ConfigurableResource):
         )
         run_id = run.info.run_id
         try:
+            # An experiment keeps the artifact folder it was created with: probe where this
+            # run's artifacts really go, before anything is logged.
+            folder = _local_folder(run.info.artifact_uri or "")
+            if folder is not None:
+                ensure_writable_folder(folder, _ARTIFACTS_WHAT, _RUN_ARTIFACTS)
             client.log_batch(
                 run_id,
                 metrics=[Metric(k, float(v), 0, 0) for k, v in metrics.items()],

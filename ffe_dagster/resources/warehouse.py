@@ -2,10 +2,15 @@
 
 Writes are idempotent: a partition's time window is deleted and inserted again in one
 transaction, so re-materializing never duplicates or loses rows. DuckDB allows one writer per
-file, so every writing asset runs in the ``warehouse`` concurrency pool (see dagster.yaml).
+file, so every writing asset runs in the ``warehouse`` concurrency pool (see dagster.yaml); a
+connection still waits for the file lock, since two processes (two runs, two code servers, a
+backfill and a manual run) may reach the file at once outside one pool.
 """
 
 import json
+import logging
+import random
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -14,7 +19,7 @@ from typing import Any
 
 import duckdb
 import polars as pl
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, get_dagster_logger
 
 from ffe_dagster.core.bars import OHLCV_SCHEMA
 
@@ -45,6 +50,68 @@ _DDL = (
     "fetched_at TIMESTAMPTZ NOT NULL, run_id VARCHAR, PRIMARY KEY (instrument, day))",
 )
 _DAY = timedelta(days=1)
+# DuckDB's message when another process holds the file (an IOException); any other error of
+# ``duckdb.connect`` is a real fault and is raised at once.
+_LOCK_HELD = "Conflicting lock is held"
+_FIRST_BACKOFF_S = 0.01
+_MAX_BACKOFF_S = 0.1  # short: a writer that polls rarely would lose the lock to a busy one
+_LOG_EVERY_S = 10.0
+
+_log = get_dagster_logger(__name__)
+
+
+class WarehouseLockTimeoutError(TimeoutError):
+    """Another process held the warehouse file for longer than ``lock_timeout_s``."""
+
+
+def _lock_held(exc: duckdb.Error) -> bool:
+    return isinstance(exc, duckdb.IOException) and _LOCK_HELD in str(exc)
+
+
+def connect_waiting(path: str, timeout_s: float) -> duckdb.DuckDBPyConnection:
+    """``duckdb.connect(path)``, waiting up to ``timeout_s`` while another process holds the
+    file's lock (retried with a growing, jittered backoff; the wait is logged).
+
+    Raises ``WarehouseLockTimeoutError`` naming the file and the time waited when the lock never
+    comes free; any other error is raised as it is.
+    """
+    started = time.monotonic()
+    backoff = _FIRST_BACKOFF_S
+    logged_at: float | None = None
+    while True:
+        try:
+            con = duckdb.connect(path)
+        except duckdb.Error as exc:
+            if not _lock_held(exc):
+                raise
+            waited = time.monotonic() - started
+            if waited >= timeout_s:
+                raise WarehouseLockTimeoutError(
+                    f"warehouse file {path} stayed locked by another process for {waited:.1f} s "
+                    f"(lock_timeout_s={timeout_s:g}); another run or process is writing it. "
+                    f"DuckDB said: {exc}"
+                ) from exc
+            if logged_at is None or waited - logged_at >= _LOG_EVERY_S:
+                logged_at = waited
+                # A short wait is routine under contention; a long one deserves a warning.
+                _log.log(
+                    logging.WARNING if waited >= _LOG_EVERY_S else logging.INFO,
+                    "waiting for the lock on warehouse file %s (held by another process, "
+                    "waited %.1f s of %g s): %s",
+                    path,
+                    waited,
+                    timeout_s,
+                    exc,
+                )
+            # Jitter keeps two waiting processes from retrying in lockstep.
+            time.sleep(min(backoff * random.uniform(0.5, 1.5), timeout_s - waited))
+            backoff = min(backoff * 2, _MAX_BACKOFF_S)
+            continue
+        if logged_at is not None:
+            _log.info(
+                "got the lock on warehouse file %s after %.1f s", path, time.monotonic() - started
+            )
+        return con
 
 
 def _query(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> pl.DataFrame:
@@ -66,15 +133,20 @@ def _within(query: str, params: list[Any], start: datetime | None, end: datetime
 
 
 class WarehouseResource(ConfigurableResource):
-    """DuckDB file holding every table of the data flow."""
+    """DuckDB file holding every table of the data flow.
+
+    ``lock_timeout_s`` is how long a connection waits while another process holds the file.
+    """
 
     path: str
+    lock_timeout_s: float = 120.0
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A short-lived connection with the schema in place and UTC as time zone."""
+        """A short-lived connection with the schema in place and UTC as time zone; waits for
+        the file lock while another process holds it (see ``connect_waiting``)."""
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(self.path)
+        con = connect_waiting(self.path, self.lock_timeout_s)
         try:
             con.execute("SET TimeZone = 'UTC'")
             for ddl in _DDL:

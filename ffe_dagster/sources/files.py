@@ -70,7 +70,13 @@ class FileSource:
         path = self.path_for(instrument)
         if not path.exists():
             raise FileNotFoundError(f"bar file for {instrument} not found: {path}")
-        bars = normalize_bars(self._read(path))
+        frame = self._read(path)
+        try:
+            bars = normalize_bars(frame)
+        except (pl.exceptions.PolarsError, ValueError) as exc:
+            # A missing column or a value that is no number (``abc`` as a price) shows only when
+            # cast: name the file, since the cast error names just the column.
+            raise ValueError(f"bar file {path} does not hold valid bars: {exc}") from exc
         return bars.filter((pl.col("ts") >= start) & (pl.col("ts") < end))
 
     def fetch_pages(
