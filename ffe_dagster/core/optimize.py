@@ -6,44 +6,131 @@ Objectives: Sharpe up, win rate up, max drawdown down. A trial that breaks a con
 whole batch is evaluated in one call (the engine runs it in parallel), then told. The study stops
 at its trial count, at its time limit, or early when the feasible Pareto front has not improved for
 ``patience`` trials. The storage is passed in; a study re-created with the same name resumes where
-it stopped.
+it stopped. On SQL storages every trial of the batch being evaluated gets heartbeats, so several
+workers can share a study and the trials of one that is killed are failed and retried.
 """
 
+import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
+import sqlalchemy.exc
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
     FloatDistribution,
     IntDistribution,
 )
-from optuna.storages import BaseStorage, JournalStorage
+from optuna.exceptions import ExperimentalWarning, StorageInternalError, UpdateFinishedTrialError
+from optuna.storages import (
+    BaseStorage,
+    JournalStorage,
+    RDBStorage,
+    RetryHeartbeatStaleTrialCallback,
+)
 from optuna.storages.journal import JournalFileBackend
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial, Trial, TrialState
+from sqlalchemy.engine import make_url
 
 from ffe_dagster.core.curriculum import Constraints, ParamRange
 from ffe_dagster.core.evaluation import Params, ParamValue
+from ffe_dagster.core.heartbeat import (
+    BatchHeartbeat,
+    fail_stale_trials,
+    heartbeat_storage,
+    quiet_heartbeat_warnings,
+)
 from ffe_dagster.core.metrics import Metrics
 
 DIRECTIONS = ("maximize", "maximize", "minimize")
 OBJECTIVES = ("sharpe", "win_rate_pct", "max_drawdown_pct")
 JOURNAL_SCHEME = "journal:///"
+# SQL storages: a live worker beats every 10 s; a trial without a beat for 30 s (three missed
+# beats, so one slow commit is not enough) belongs to a dead worker and is failed, then retried
+# up to 3 times with the same parameters (a set that kills its worker every time is given up).
+HEARTBEAT_INTERVAL_S = 10
+GRACE_PERIOD_S = 30
+MAX_RETRY = 3
+# A black-holed database host must fail a call in seconds, not hang a worker for minutes.
+CONNECT_TIMEOUT_S = 10
 
 BatchObjective = Callable[[Sequence[Params]], Sequence[Metrics]]
 
+_log = logging.getLogger(__name__)
 
-def open_storage(url: str) -> str | BaseStorage:
+
+class StorageUnavailableError(RuntimeError):
+    """The database behind the Optuna storage cannot be reached (down, restarting, network)."""
+
+
+def _unavailable_message(url: str | None, study_name: str | None) -> str:
+    # Never the password: only the URL rendered with it hidden, and its parts.
+    where = "the Optuna storage database"
+    if url is not None:
+        parts = make_url(url)
+        where = (
+            f"database {parts.database!r} on {parts.host or 'localhost'}:"
+            f"{parts.port or 'default port'} ({parts.render_as_string(hide_password=True)})"
+        )
+    study = f"study {study_name!r}" if study_name is not None else "a study"
+    return (
+        f"Optuna storage unreachable: {where} does not answer. Trials told before the failure "
+        f"are stored; once the database is back, run again and {study} resumes from the stored "
+        "trials (the batch that was being evaluated is failed and replaced)."
+    )
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    # Optuna wraps errors raised inside its sessions in StorageInternalError; only a lost or
+    # refused connection underneath means "unreachable" (not, say, a value too long for a column).
+    cause = exc.__cause__ if isinstance(exc, StorageInternalError) else exc
+    return isinstance(cause, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError)
+
+
+@contextmanager
+def _reachable(storage: str | BaseStorage, study_name: str | None = None) -> Iterator[None]:
+    """Turn a lost database connection inside the block into :class:`StorageUnavailableError`."""
+    try:
+        yield
+    except (
+        StorageInternalError,
+        sqlalchemy.exc.OperationalError,
+        sqlalchemy.exc.InterfaceError,
+    ) as exc:
+        if not _is_unreachable(exc):
+            raise
+        url = storage if isinstance(storage, str) else getattr(storage, "url", None)
+        message = _unavailable_message(url if isinstance(url, str) else None, study_name)
+        raise StorageUnavailableError(message) from exc
+
+
+def open_storage(
+    url: str,
+    *,
+    heartbeat_interval: int | None = HEARTBEAT_INTERVAL_S,
+    grace_period: int | None = GRACE_PERIOD_S,
+    max_retry: int | None = MAX_RETRY,
+) -> BaseStorage:
     """An Optuna storage for ``url``.
 
     ``journal:///path/file.log`` is Optuna's append-only journal file (the local default: several
     times faster than SQLite per trial, safe across processes through a file lock); any other URL
-    is an SQLAlchemy URL for Optuna's RDB storage (SQLite, PostgreSQL).
+    is an SQLAlchemy URL for Optuna's RDB storage (SQLite, PostgreSQL), opened with trial
+    heartbeats every ``heartbeat_interval`` seconds (None: no heartbeats) and a stale-trial
+    callback that re-enqueues a trial whose worker stopped beating for ``grace_period`` seconds
+    (at most ``max_retry`` times; None: always). Its connections are pinged before use, so a
+    process survives a database restart between two calls. Raises
+    :class:`StorageUnavailableError` when the database cannot be reached.
     """
     if url.startswith(JOURNAL_SCHEME):
+        # Optuna's journal storage has no heartbeats: the trials of a worker killed on a shared
+        # journal study stay RUNNING (no harm to the count; see StudyConfig.fail_stale_running).
         path = Path("/" + url.removeprefix(JOURNAL_SCHEME).lstrip("/"))
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
@@ -51,7 +138,20 @@ def open_storage(url: str) -> str | BaseStorage:
         raise ValueError(f"not an Optuna storage URL: {url!r} (journal:///path or an SQL URL)")
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return url
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if make_url(url).get_driver_name() == "psycopg2":
+        engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    with warnings.catch_warnings(), _reachable(url):
+        # The heartbeat API is experimental in Optuna, and used here on purpose.
+        warnings.filterwarnings("ignore", category=ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        return RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period if heartbeat_interval is not None else None,
+            heartbeat_stale_trial_callback=retry if heartbeat_interval is not None else None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +168,10 @@ class StudyConfig:
     patience: int | None = None
     sampler: str = "tpe"
     # One worker per study (the default): trials left RUNNING by a killed process are failed on
-    # resume. With several workers on one study, set False and rely on storage heartbeats.
+    # resume. With several workers on one study, set False: then a killed worker's trials are
+    # failed only once their heartbeat (see open_storage) is older than the grace period, by
+    # whichever worker asks next, and retried with the same parameters. Without heartbeats
+    # (journal storage, a bare URL) they stay RUNNING.
     fail_stale_running: bool = True
 
 
@@ -202,6 +305,27 @@ def _resume(study: optuna.Study, config: StudyConfig) -> tuple[int, ParetoTracke
     return len(done), tracker
 
 
+def _tell(
+    study: optuna.Study, trial: Trial, metrics: Metrics, constraints: Constraints
+) -> FrozenTrial | None:
+    """Store one evaluated trial; None when it was no longer RUNNING (failed as stale)."""
+    try:
+        for key, value in constraint_violations(metrics, constraints).items():
+            trial.set_constraint(key, value)
+        trial.set_user_attr("metrics", metrics.as_dict())
+        frozen = study.tell(
+            trial, [getattr(metrics, name) for name in OBJECTIVES], skip_if_finished=True
+        )
+    except UpdateFinishedTrialError:
+        frozen = None
+    if frozen is None or frozen.state != TrialState.COMPLETE:
+        # Its heartbeats came later than the grace period (a stalled process or database), so
+        # another worker failed it and queued its retry: counting it here would count it twice.
+        _log.warning("trial %d was failed as stale while evaluated; its retry runs", trial.number)
+        return None
+    return frozen
+
+
 def run_study(
     evaluate: BatchObjective,
     space: Sequence[ParamRange],
@@ -216,10 +340,28 @@ def run_study(
     ``evaluate`` scores a batch of parameter sets at once. ``warm_start`` (the previous level's
     choice) is enqueued as the first trial of a new study. ``on_trial`` is called after each trial
     with the record and the count finished so far.
+
+    With a heartbeat storage (``open_storage`` of an SQL URL) every trial of the batch being
+    evaluated gets heartbeats, and with ``fail_stale_running=False`` the stale trials of dead
+    workers are failed before each ask and their retries (same parameters) asked first; a retry
+    that completes counts like any trial, so the study still ends at ``n_trials``. Raises
+    :class:`StorageUnavailableError` when the storage's database stops answering.
     """
     if config.batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {config.batch_size}")
+    with _reachable(config.storage, config.study_name):
+        return _run_study(evaluate, space, config, warm_start, on_trial)
+
+
+def _run_study(
+    evaluate: BatchObjective,
+    space: Sequence[ParamRange],
+    config: StudyConfig,
+    warm_start: Params | None,
+    on_trial: Callable[[TrialRecord, int], None] | None,
+) -> StudyOutcome:
     dists = build_distributions(space)
+    heartbeat = heartbeat_storage(config.storage)
     study = optuna.create_study(
         study_name=config.study_name,
         storage=config.storage,
@@ -240,25 +382,37 @@ def run_study(
         if config.patience is not None and tracker.since_improvement >= config.patience:
             reason = "converged"
             break
-        batch = [
-            study.ask(dists) for _ in range(min(config.batch_size, config.n_trials - finished))
-        ]
-        try:
-            results = evaluate([t.params for t in batch])
-        except Exception:
-            for trial in batch:
-                study.tell(trial, state=TrialState.FAIL)
-            raise
-        for trial, metrics in zip(batch, results, strict=True):
-            for key, value in constraint_violations(metrics, config.constraints).items():
-                trial.set_constraint(key, value)
-            trial.set_user_attr("metrics", metrics.as_dict())
-            frozen = study.tell(trial, [getattr(metrics, name) for name in OBJECTIVES])
-            finished += 1
-            record = _record(frozen)
-            tracker.add(record)
-            if on_trial is not None:
-                on_trial(record, finished)
+        if heartbeat is not None and not config.fail_stale_running:
+            # Trials of a dead worker are failed and, through the storage's callback, enqueued
+            # again: the asks below take those WAITING retries first.
+            fail_stale_trials(study)
+        with quiet_heartbeat_warnings():
+            batch = [
+                study.ask(dists) for _ in range(min(config.batch_size, config.n_trials - finished))
+            ]
+        # Optuna's own heartbeat thread covers one trial inside Study.optimize; a batch needs
+        # all of its trials kept alive, through the tells too.
+        beating = (
+            BatchHeartbeat(heartbeat, [t._trial_id for t in batch])
+            if heartbeat is not None
+            else nullcontext()
+        )
+        with beating:
+            try:
+                results = evaluate([t.params for t in batch])
+            except Exception:
+                for trial in batch:
+                    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                raise
+            for trial, metrics in zip(batch, results, strict=True):
+                frozen = _tell(study, trial, metrics, config.constraints)
+                if frozen is None:
+                    continue
+                finished += 1
+                record = _record(frozen)
+                tracker.add(record)
+                if on_trial is not None:
+                    on_trial(record, finished)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return StudyOutcome(
         study_name=config.study_name,

@@ -19,7 +19,9 @@ from ffe_dagster.core.curriculum import Constraints, ParamRange
 from ffe_dagster.core.evaluation import Params
 from ffe_dagster.core.metrics import Metrics
 from ffe_dagster.core.optimize import (
+    HEARTBEAT_INTERVAL_S,
     ParetoTracker,
+    StorageUnavailableError,
     StudyConfig,
     TrialRecord,
     open_storage,
@@ -321,12 +323,17 @@ def test_open_storage_journal_creates_its_folder(tmp_path: Path) -> None:
     assert path.is_file()
 
 
-def test_open_storage_passes_sql_urls_through(tmp_path: Path) -> None:
+def test_open_storage_opens_sql_urls_with_heartbeats(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'sub' / 'studies.db'}"
-    assert open_storage(url) == url
+    storage = open_storage(url)
+    assert isinstance(storage, optuna.storages.RDBStorage)
+    assert (storage.url, storage.get_heartbeat_interval()) == (url, HEARTBEAT_INTERVAL_S)
     assert (tmp_path / "sub").is_dir()
-    pg = "postgresql://user@localhost/optuna"
-    assert open_storage(pg) == pg
+    # An SQL URL is opened at once: a database that does not answer fails with a clear error.
+    pg = "postgresql+psycopg2://user:s3cret-pw@127.0.0.1:1/optuna"
+    with pytest.raises(StorageUnavailableError, match=r"'optuna' on 127\.0\.0\.1:1 ") as caught:
+        open_storage(pg)
+    assert "s3cret-pw" not in str(caught.value)
 
 
 def test_open_storage_rejects_a_bare_path(tmp_path: Path) -> None:
