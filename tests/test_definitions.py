@@ -33,8 +33,17 @@ def test_asset_graph_snapshot(tiny_settings: Settings) -> None:
     graph = defs.resolve_asset_graph()
     keys = sorted(k.to_user_string() for k in graph.get_all_asset_keys())
     assert keys == EXPECTED_ASSETS
-    for job in ("ingest_job", "regimes_job", "optimization_job"):
+    for job in ("ingest_job", "regimes_job", "optimization_job", "rollback_job"):
         defs.resolve_job_def(job)
+    # Many Optuna workers on one level's study: one process per worker on this machine.
+    workers = defs.resolve_job_def("study_workers_job")
+    assert workers.executor_def.name == "multiprocess"
+    assert workers.description and "materialize the level asset" in workers.description
+    assert {n.name for n in workers.nodes} == {
+        "plan_level_study",
+        "run_study_worker",
+        "summarize_study_workers",
+    }
     # the curriculum is a chain: each level depends on the one before it
     deps = {
         k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}

@@ -167,6 +167,30 @@ def _choose(
     )[:MAX_CANDIDATES]
 
 
+def level_evaluator(spec: LevelSpec, curriculum: CurriculumSpec, data: LevelData) -> LevelEvaluator:
+    """The level's segments (windows plus regime runs, clipped before the hold-out) in an
+    evaluator: the one train objective of the level's study.
+
+    ``run_level`` and the study workers (``ffe_dagster.jobs.study_workers``) both build it here,
+    so every process adding trials to a study scores them on exactly the same bars.
+    """
+    segments = build_segments(
+        level_windows(spec, data),
+        data.bars,
+        data.periods_per_year,
+        holdout_start=data.holdout_start,
+        min_bars=curriculum.min_segment_bars,
+    )
+    return LevelEvaluator(
+        segments,
+        entry_strategy(curriculum),
+        spec.direction,
+        curriculum.costs,
+        curriculum.train_fraction,
+        curriculum.validation_fraction,
+    )
+
+
 def run_level(
     spec: LevelSpec,
     curriculum: CurriculumSpec,
@@ -185,21 +209,8 @@ def run_level(
     curriculum's value unless overridden here).
     """
     tries_allowed = max_tries or curriculum.progression.max_tries
-    segments = build_segments(
-        level_windows(spec, data),
-        data.bars,
-        data.periods_per_year,
-        holdout_start=data.holdout_start,
-        min_bars=curriculum.min_segment_bars,
-    )
-    evaluator = LevelEvaluator(
-        segments,
-        entry_strategy(curriculum),
-        spec.direction,
-        curriculum.costs,
-        curriculum.train_fraction,
-        curriculum.validation_fraction,
-    )
+    evaluator = level_evaluator(spec, curriculum, data)
+    segments = evaluator.segments
     tries: list[dict[str, Any]] = []
     config = study
     while True:

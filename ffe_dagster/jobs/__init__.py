@@ -1,5 +1,6 @@
 """Jobs of the cycle: ingest (partitioned bars), regimes, the optimization chain, and the manual
-rollback of promoted parameters."""
+rollback of promoted parameters; ``study_workers_job`` (many Optuna workers on one level's study)
+lives in ``study_workers``."""
 
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 )
 
 from ffe_dagster.core.promotion.config import LimitedGateConfig, PromotionRegime
+from ffe_dagster.jobs.study_workers import build_study_workers_job as build_study_workers_job
 from ffe_dagster.promotion.cycle import CurrentChange
 from ffe_dagster.promotion.export import publish_current
 from ffe_dagster.resources.registry import ParameterRegistryResource
