@@ -1,5 +1,7 @@
 """Shared loading for the benchmarks: bundled real bars as curriculum inputs (no Dagster)."""
 
+import os
+import platform
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -41,3 +43,11 @@ def level_data(symbols: Sequence[str], interval: str, holdout_days: int) -> Leve
 def curriculum() -> CurriculumSpec:
     """The project's curriculum file."""
     return load_curriculum(PACKAGE_DIR / "config" / "curriculum.yaml")
+
+
+def machine() -> str:
+    """This machine in one line (processor, cores, Python), as the results files state it."""
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}"
+    )
