@@ -5,7 +5,8 @@ The warehouse is seeded with the real bundled BTC/USDT hourly bars and the regim
 them (skipping the partitioned ingest, which takes minutes); the universe holds only BTC/USDT so
 the level's segments, and the test, stay small."""
 
-from collections.abc import Iterator
+import multiprocessing.forkserver
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -84,10 +85,21 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
     yield settings
 
 
-def run_workers_job(instance: DagsterInstance, config: dict[str, object]) -> JobExecutionResult:
-    """Run the job through the multiprocess executor: each step in its own process."""
+def run_workers_job(
+    instance: DagsterInstance,
+    config: dict[str, object],
+    job_fn: Callable[[], JobDefinition] = workers_job,
+) -> JobExecutionResult:
+    """Run the job through the multiprocess executor: each step in its own process.
+
+    ``job_fn`` is the module-level function the steps call to rebuild the job. Dagster caches
+    the job a function pointer loaded, so a test with other environment variables passes its own.
+    """
+    # The forkserver outlives a test, and its children inherit the environment it started with
+    # (another test's FFE_* variables): stop it so this run's steps see this test's environment.
+    multiprocessing.forkserver._forkserver._stop()  # pyright: ignore[reportAttributeAccessIssue]
     return execute_job(
-        reconstructable(workers_job),
+        reconstructable(job_fn),
         instance=instance,
         run_config={
             "ops": {"plan_level_study": {"config": config}},

@@ -7,13 +7,18 @@ from pathlib import Path
 
 import optuna
 import pytest
-from dagster import DagsterInstance
+from dagster import DagsterInstance, JobDefinition
 from optuna.trial import TrialState
 
 from ffe_dagster.core.optimize import open_storage
 from ffe_dagster.settings import Settings
-from tests.test_study_workers import TRIALS, run_workers_job
+from tests.test_study_workers import TRIALS, run_workers_job, workers_job
 from tests.test_study_workers import settings as settings  # the fixture, used below
+
+
+def workers_job_on_postgres() -> JobDefinition:
+    """The job built from this test's environment (FFE_STUDIES_URL on PostgreSQL)."""
+    return workers_job()
 
 
 def test_two_workers_fill_a_study_on_postgres(
@@ -27,7 +32,7 @@ def test_two_workers_fill_a_study_on_postgres(
     home = tmp_path / "dagster_home"
     home.mkdir()
     with DagsterInstance.local_temp(tempdir=str(home)) as instance:
-        result = run_workers_job(instance, {"level": 1, "workers": 2})
+        result = run_workers_job(instance, {"level": 1, "workers": 2}, workers_job_on_postgres)
         assert result.success
         with result:
             reports = result.output_for_node("run_study_worker")
