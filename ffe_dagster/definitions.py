@@ -22,10 +22,9 @@ from ffe_dagster.schedules import build_cycle_schedule
 from ffe_dagster.sensors import build_regime_sensor
 from ffe_dagster.sensors.cycle import build_cycle_chain_sensor
 from ffe_dagster.sensors.failure import WebhookResource, build_failure_sensor, build_freshness
-from ffe_dagster.settings import Settings
+from ffe_dagster.settings import WEBHOOK_ENV, Settings
 
 EXPORT_FILE = "promoted_parameters.json"
-WEBHOOK_ENV = "FFE_WEBHOOK_URL"
 LIVE_DIR = "live_results"  # where the trading system reports LIMITED / FULL results
 
 
