@@ -17,12 +17,13 @@ from ffe_dagster.config import Universe
 from ffe_dagster.core.curriculum import CurriculumSpec, LevelSpec
 from ffe_dagster.core.levels import (
     LevelData,
+    level_study_config,
     outcome_to_dict,
     run_level,
     skipped_level_result,
     trials_table,
 )
-from ffe_dagster.core.optimize import StudyConfig, TrialRecord
+from ffe_dagster.core.optimize import TrialRecord
 from ffe_dagster.core.plots import StudyPlotData
 from ffe_dagster.resources.studies import OptunaStorageResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource, code_version, git_commit
@@ -117,17 +118,7 @@ def build_level_asset(
             spec,
             curriculum,
             data,
-            study=StudyConfig(
-                study_name=study_name,
-                storage=optuna_storage.storage(),
-                n_trials=n_trials,
-                seed=curriculum.seed,
-                constraints=curriculum.constraints,
-                timeout_s=curriculum.optimizer.timeout_s,
-                batch_size=curriculum.optimizer.batch_size,
-                patience=curriculum.optimizer.patience,
-                sampler=curriculum.optimizer.sampler,
-            ),
+            study=level_study_config(curriculum, study_name, optuna_storage.storage(), n_trials),
             warm_start=warm.get("params"),
             on_trial=progress,
         )

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from optuna.storages import BaseStorage
 
 from ffe_dagster.core.backtest import Segment
 from ffe_dagster.core.curriculum import (
@@ -165,6 +166,32 @@ def _choose(
         curriculum.constraints,
         min_validation_trades=max(5, int(curriculum.constraints.min_trades * share)),
     )[:MAX_CANDIDATES]
+
+
+def level_study_config(
+    curriculum: CurriculumSpec,
+    study_name: str,
+    storage: str | BaseStorage,
+    n_trials: int,
+    *,
+    fail_stale_running: bool = True,
+) -> StudyConfig:
+    """The study of a level as the curriculum configures it: its seed, constraints and optimizer
+    (sampler, batch size, patience, time limit). Every process working on a level's study (the
+    level asset, each study worker) builds it here so they all search the same way."""
+    opt = curriculum.optimizer
+    return StudyConfig(
+        study_name=study_name,
+        storage=storage,
+        n_trials=n_trials,
+        seed=curriculum.seed,
+        constraints=curriculum.constraints,
+        timeout_s=opt.timeout_s,
+        batch_size=opt.batch_size,
+        patience=opt.patience,
+        sampler=opt.sampler,
+        fail_stale_running=fail_stale_running,
+    )
 
 
 def level_evaluator(spec: LevelSpec, curriculum: CurriculumSpec, data: LevelData) -> LevelEvaluator:

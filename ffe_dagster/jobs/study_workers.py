@@ -37,8 +37,8 @@ from ffe_dagster.assets.loading import load_level_data
 from ffe_dagster.config import Universe
 from ffe_dagster.core.curriculum import CurriculumSpec, LevelSpec
 from ffe_dagster.core.evaluation import Period
-from ffe_dagster.core.levels import LevelData, level_evaluator
-from ffe_dagster.core.optimize import BatchObjective, StudyConfig, TrialRecord, run_study
+from ffe_dagster.core.levels import LevelData, level_evaluator, level_study_config
+from ffe_dagster.core.optimize import BatchObjective, TrialRecord, run_study
 from ffe_dagster.resources.studies import OptunaStorageResource
 from ffe_dagster.resources.warehouse import WarehouseResource
 
@@ -101,26 +101,6 @@ def _level(curriculum: CurriculumSpec, level: int) -> tuple[LevelSpec, LevelSpec
     raise ValueError(f"unknown curriculum level {level}; the curriculum has levels {known}")
 
 
-def _study_config(
-    curriculum: CurriculumSpec, study_name: str, storage: str | optuna.storages.BaseStorage
-) -> StudyConfig:
-    # Every process on a shared study must leave the others' RUNNING trials alone:
-    # fail_stale_running=True would fail them as if their process had died.
-    opt = curriculum.optimizer
-    return StudyConfig(
-        study_name=study_name,
-        storage=storage,
-        n_trials=0,
-        seed=curriculum.seed,
-        constraints=curriculum.constraints,
-        timeout_s=opt.timeout_s,
-        batch_size=opt.batch_size,
-        patience=opt.patience,
-        sampler=opt.sampler,
-        fail_stale_running=False,
-    )
-
-
 def _check(config: StudyWorkersConfig) -> None:
     if config.workers <= 1:
         raise ValueError(
@@ -150,7 +130,9 @@ def fill_share(
     on_trial: Callable[[TrialRecord, int], None] | None = None,
 ) -> tuple[int, float, str]:
     """Add ``share.trials`` trials to the shared study; returns (added, seconds, stop reason)."""
-    base = _study_config(curriculum, share.study_name, storage)
+    # Every process on a shared study must leave the others' RUNNING trials alone:
+    # fail_stale_running=True would fail them as if their process had died.
+    base = level_study_config(curriculum, share.study_name, storage, 0, fail_stale_running=False)
     added = 0
     seconds = 0.0
     reason = "trials"
@@ -220,7 +202,7 @@ def build_study_workers_job(
         run_study(
             lambda batch: [],
             curriculum.parameters,
-            _study_config(curriculum, study_name, storage),
+            level_study_config(curriculum, study_name, storage, 0, fail_stale_running=False),
             warm_start=warm,
         )
         target = config.trials or spec.trials[trial_profile]
