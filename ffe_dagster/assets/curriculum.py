@@ -23,6 +23,7 @@ from ffe_dagster.core.levels import (
     skipped_level_result,
     trials_table,
 )
+from ffe_dagster.core.metrics import spell_non_finite, split_non_finite
 from ffe_dagster.core.optimize import TrialRecord
 from ffe_dagster.core.plots import StudyPlotData
 from ffe_dagster.resources.studies import OptunaStorageResource
@@ -127,9 +128,19 @@ def build_level_asset(
             context.log.info(f"{study_name}: resumed from {outcome.study.resumed_trials} trials")
         chosen = result["chosen"] or {}
         trials = trials_table(outcome.study)
+        # MLflow stores inf as 1.8e308: a profit factor without losses goes to a tag "inf".
+        metrics, non_finite = split_non_finite(
+            {
+                **{f"validation_{k}": v for k, v in (chosen.get("validation") or {}).items()},
+                **{f"test_{k}": v for k, v in outcome.test.items()},
+                "feasible_trials": float(result["feasible_trials"]),  # type: ignore[arg-type]
+                "passed": float(outcome.passed),
+            }
+        )
         run_id = mlflow_tracking.log_study(
             run_name=f"{spec.asset} {context.run.run_id[:8]}",
             tags={
+                **{f"metric.{k}": v for k, v in non_finite.items()},
                 "level": str(spec.level),
                 "direction": spec.direction.value,
                 "instruments": ",".join(sorted(data.bars)),
@@ -144,12 +155,7 @@ def build_level_asset(
                 "strategy": curriculum.strategy,
                 **{f"best_{k}": v for k, v in (chosen.get("params") or {}).items()},
             },
-            metrics={
-                **{f"validation_{k}": v for k, v in (chosen.get("validation") or {}).items()},
-                **{f"test_{k}": v for k, v in outcome.test.items()},
-                "feasible_trials": float(result["feasible_trials"]),  # type: ignore[arg-type]
-                "passed": float(outcome.passed),
-            },
+            metrics=metrics,
             trials=trials,
             tables={
                 name: frame
@@ -187,15 +193,15 @@ def build_level_asset(
                 "new_trials": outcome.study.new_trials,
                 "feasible_trials": result["feasible_trials"],
                 "chosen_params": MetadataValue.json(chosen.get("params") or {}),
-                "validation": MetadataValue.json(chosen.get("validation") or {}),
-                "test": MetadataValue.json(outcome.test),
+                "validation": MetadataValue.json(spell_non_finite(chosen.get("validation") or {})),
+                "test": MetadataValue.json(spell_non_finite(outcome.test)),
                 "pass_criteria": MetadataValue.md(_criteria_markdown(result)),
                 "parameter_shift_vs_previous": MetadataValue.json(result["parameter_shift"]),
                 "progression": MetadataValue.json(result["progression"]),
                 "tries": MetadataValue.json(result["tries"]),
                 "stop_reason": outcome.study.stop_reason,
                 "study_seconds": round(outcome.study.seconds, 2),
-                "analysis": MetadataValue.json(result["analysis"]),
+                "analysis": MetadataValue.json(spell_non_finite(result["analysis"])),
                 "segments": MetadataValue.json(result["segments"]),
                 "mlflow_run_id": run_id,
             }

@@ -26,7 +26,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from ffe_dagster.core.metrics import Metrics
+from ffe_dagster.core.metrics import Metrics, profit_factor_of
 from ffe_dagster.core.vbt_compat import add, is_close, stop_price, trade_pnl
 
 DIR_LONG = 0
@@ -482,7 +482,7 @@ def stats_to_metrics(stats: FloatArray, periods_per_year: float) -> Metrics:
         sortino=float(sortino),
         max_drawdown_pct=float(stats[S_MAX_DD] * 100.0),
         win_rate_pct=float(stats[S_WINS] / closed * 100.0) if closed else 0.0,
-        profit_factor=gains / losses if losses > 0.0 else gains,
+        profit_factor=profit_factor_of(gains, losses),
         total_return_pct=float((stats[S_EQUITY] - 1.0) * 100.0),
         n_trades=int(closed),
         avg_trade_bars=float(stats[S_CLOSED_BARS] / closed) if closed else 0.0,

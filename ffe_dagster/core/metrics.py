@@ -2,10 +2,18 @@
 
 Conventions: ``returns`` are simple per-bar returns of portfolio value; ``pnl`` is one entry per
 closed trade in cash; ratios are annualized with ``periods_per_year`` bars per year. Zero
-volatility or no trades give 0.0 rather than inf/NaN, so optimizers never see non-finite values.
+volatility or no trades give 0.0 rather than NaN. The one infinite value is the profit factor of
+trades with gains and no loss: it is ``inf`` (no finite number of losses-to-gains describes it), and
+every store that cannot hold ``inf`` encodes it explicitly: MLflow gets it as a tag
+(``split_non_finite``), Dagster metadata as the string ``"inf"`` (``spell_non_finite``; the UI's
+JSON parser rejects ``Infinity``), the warehouse as a tagged JSON value. No optimizer objective uses
+the profit factor, so the samplers never see it.
 """
 
+import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -69,12 +77,21 @@ def win_rate_pct(pnl: FloatArray) -> float:
 
 
 def profit_factor(pnl: FloatArray) -> float:
-    """Gross profit over gross loss; 0.0 without trades, gross profit alone without a loss."""
+    """Gross profit over gross loss of the closed trades.
+
+    ``inf`` when there are gains and no loss (three $0.30 wins: inf, which passes any
+    ``min_profit_factor``); 0.0 when there is no gain at all (no trades, or only flat trades).
+    """
     gains = float(pnl[pnl > 0.0].sum())
     losses = float(-pnl[pnl < 0.0].sum())
-    if losses == 0.0:
-        return gains
-    return gains / losses
+    return profit_factor_of(gains, losses)
+
+
+def profit_factor_of(gains: float, losses: float) -> float:
+    """Profit factor from gross profit and gross loss (a positive number), as ``profit_factor``."""
+    if losses > 0.0:
+        return gains / losses
+    return math.inf if gains > 0.0 else 0.0
 
 
 def total_return_pct(returns: FloatArray) -> float:
@@ -102,3 +119,35 @@ def compute_metrics(
         avg_trade_bars=float(trade_bars.mean()) if trade_bars.size else 0.0,
         exposure_pct=float(bars_in_market / returns.size * 100.0) if returns.size else 0.0,
     )
+
+
+NON_FINITE_NAMES = {math.inf: "inf", -math.inf: "-inf"}
+
+
+def split_non_finite(
+    metrics: Mapping[str, float],
+) -> tuple[dict[str, float], dict[str, str]]:
+    """``metrics`` split into the finite values and the others spelled out (``"inf"``).
+
+    MLflow 3's SQL store silently turns ``inf`` into 1.8e308, so the tracking code logs the
+    finite ones as metrics and the others as tags that say ``inf``.
+    """
+    finite: dict[str, float] = {}
+    other: dict[str, str] = {}
+    for name, value in metrics.items():
+        if math.isfinite(value):
+            finite[name] = value
+        else:
+            other[name] = NON_FINITE_NAMES.get(value, "nan")
+    return finite, other
+
+
+def spell_non_finite(value: Any) -> Any:
+    """``value`` (nested mappings and lists) with every non-finite float spelled as a string."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return NON_FINITE_NAMES.get(value, "nan")
+    if isinstance(value, Mapping):
+        return {k: spell_non_finite(v) for k, v in value.items()}  # pyright: ignore[reportUnknownVariableType]
+    if isinstance(value, list | tuple):
+        return [spell_non_finite(v) for v in value]  # pyright: ignore[reportUnknownVariableType]
+    return value

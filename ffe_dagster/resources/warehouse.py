@@ -9,6 +9,7 @@ backfill and a manual run) may reach the file at once outside one pool.
 
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Iterator, Mapping
@@ -22,6 +23,37 @@ import polars as pl
 from dagster import ConfigurableResource, get_dagster_logger
 
 from ffe_dagster.core.bars import OHLCV_SCHEMA
+
+# Strict JSON has no infinity (a profit factor without losses is inf): such floats are stored as
+# {"$float": "inf"} / {"$float": "-inf"} / {"$float": "nan"} and read back as floats.
+_FLOAT_TAG = "$float"
+
+
+def _tag_non_finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return {_FLOAT_TAG: "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
+    if isinstance(value, Mapping):
+        return {k: _tag_non_finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_tag_non_finite(v) for v in value]
+    return value
+
+
+def _untag_non_finite(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1 and isinstance(obj.get(_FLOAT_TAG), str):
+        return float(obj[_FLOAT_TAG])
+    return obj
+
+
+def encode_result_json(result: Mapping[str, Any]) -> str:
+    """A level result as strict JSON with non-finite floats tagged (``decode_result_json``)."""
+    return json.dumps(_tag_non_finite(result), default=str, allow_nan=False)
+
+
+def decode_result_json(text: str) -> dict[str, Any]:
+    """The level result ``encode_result_json`` stored, with ``inf`` and ``nan`` back as floats."""
+    return json.loads(text, object_hook=_untag_non_finite)
+
 
 _BAR_COLUMNS = (
     "ts TIMESTAMPTZ NOT NULL, open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume DOUBLE"
@@ -361,7 +393,7 @@ class WarehouseResource(ConfigurableResource):
         with self.connect() as con:
             con.execute(
                 "INSERT INTO level_results VALUES (?, ?, ?, now(), ?)",
-                [level, asset, run_id, json.dumps(result, default=str)],
+                [level, asset, run_id, encode_result_json(result)],
             )
 
     def latest_level_result(self, level: int) -> dict[str, Any] | None:
@@ -371,4 +403,4 @@ class WarehouseResource(ConfigurableResource):
                 "SELECT result FROM level_results WHERE level = ? ORDER BY created_at DESC LIMIT 1",
                 [level],
             ).fetchone()
-        return json.loads(row[0]) if row else None
+        return decode_result_json(row[0]) if row else None
