@@ -3,7 +3,6 @@
 import os
 import platform
 from collections.abc import Sequence
-from datetime import timedelta
 
 import polars as pl
 
@@ -27,15 +26,15 @@ def load_bars(symbol: str, interval: str) -> pl.DataFrame:
 
 def level_data(symbols: Sequence[str], interval: str, holdout_days: int) -> LevelData:
     """Bars, detected regimes and hold-outs of ``symbols``, as the level assets load them."""
-    per_day = timedelta(days=1) / interval_to_timedelta(interval)
-    # Trading days per year (crypto 365, forex 252) come from the universe, as in the assets.
-    days = {i.key: i.trading_days_per_year for i in load_universe(UNIVERSE).instruments}
+    step = interval_to_timedelta(interval)
+    # Bars per year from each instrument's market schedule, as in the assets.
+    per_year = {i.key: i.bars_per_year(step) for i in load_universe(UNIVERSE).instruments}
     bars = {s: load_bars(s, interval) for s in symbols}
     config = RegimeConfig()
     return LevelData(
         bars=bars,
         regimes={s: detect_regimes(b, config) for s, b in bars.items()},
-        periods_per_year={s: days[s] * per_day for s in symbols},
+        periods_per_year={s: per_year[s] for s in symbols},
         holdout_start=holdout_starts(bars, holdout_days),
     )
 

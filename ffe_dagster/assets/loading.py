@@ -10,7 +10,7 @@ def load_level_data(
     warehouse: WarehouseResource, universe: Universe, holdout_days: int
 ) -> LevelData:
     """Validated bars and regimes of every instrument that has any, with their hold-outs."""
-    bars_per_day = interval_to_timedelta("1d") / interval_to_timedelta(universe.bar_interval)
+    interval = interval_to_timedelta(universe.bar_interval)
     bars = {}
     regimes = {}
     for inst in universe.instruments:
@@ -23,8 +23,7 @@ def load_level_data(
     return LevelData(
         bars=bars,
         regimes=regimes,
-        periods_per_year={
-            i.key: i.trading_days_per_year * bars_per_day for i in universe.instruments
-        },
+        # Each instrument annualized with its own market's bars per year (forex from its schedule).
+        periods_per_year={i.key: i.bars_per_year(interval) for i in universe.instruments},
         holdout_start=holdout_starts(bars, holdout_days),
     )

@@ -4,6 +4,7 @@ Every source returns bars in one schema: ``ts`` is the bar *open* time in UTC (m
 followed by ``open, high, low, close, volume`` as float64. Forex feeds without volume carry nulls.
 """
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
@@ -51,10 +52,11 @@ class Instrument:
     has_volume: bool = True
     source: str = "files"
 
-    @property
-    def trading_days_per_year(self) -> int:
-        """Days per year the market trades, for annualization (crypto 365, forex 252)."""
-        return 365 if self.market is MarketKind.CRYPTO else 252
+    def bars_per_year(self, interval: timedelta) -> float:
+        """Bars of ``interval`` per year its market is open: the annualization factor of its
+        Sharpe and Sortino ratios (``MarketSchedule.bars_per_year``; 1-hour bars: crypto 8,766,
+        forex 6,227.14)."""
+        return MarketSchedule.for_market(self.market).bars_per_year(interval)
 
 
 def interval_to_timedelta(interval: str) -> timedelta:
@@ -193,6 +195,30 @@ class MarketSchedule:
     def is_open(self, moment: datetime) -> bool:
         """True when the market trades at ``moment``."""
         return not self.closed_periods(moment, moment + timedelta(microseconds=1))
+
+    def bars_per_year(self, interval: timedelta) -> float:
+        """Bars of ``interval`` in an average year of open market, from this schedule.
+
+        The open time over the 28 years 2001-2028 (10,227 days = 28 x 365.25; every date falls on
+        each weekday exactly 4 times), per year, divided by ``interval``. Crypto: 365.25 x 24 =
+        8,766 hours. Forex (closed Fri 22:00 to Sun 22:00 UTC: 120 of 168 hours open, less the
+        24-hour Christmas and New Year closures on the 5 of 7 weekdays they do not fall on the
+        weekend): 8,766 x 120/168 - 2 x 24 x 5/7 = 6,227.14 hours.
+        """
+        if interval <= timedelta(0):
+            raise ValueError(f"bar interval must be positive, got {interval}")
+        return _open_time_of_cycle(self) / interval / _CYCLE_YEARS
+
+
+_CYCLE_START = datetime(2001, 1, 1, tzinfo=UTC)
+_CYCLE_END = datetime(2029, 1, 1, tzinfo=UTC)
+_CYCLE_YEARS = 28
+
+
+@functools.cache
+def _open_time_of_cycle(schedule: MarketSchedule) -> timedelta:
+    # Cached per schedule: the day-by-day walk over 28 years takes tens of milliseconds.
+    return schedule.open_time(_CYCLE_START, _CYCLE_END)
 
 
 def find_gaps(

@@ -64,7 +64,12 @@ def _floats(params: Params) -> Mapping[str, float]:
 
 @dataclass(frozen=True, slots=True)
 class PeriodLayout:
-    """Where one period lies in the concatenated bars: ``[lo, hi)`` rows and their segments."""
+    """Where one period lies in the concatenated bars: ``[lo, hi)`` rows and their segments.
+
+    ``periods_per_year`` is the bar-weighted mean of the segments' own bars per year: a pooled
+    Sharpe over instruments is the per-bar Sharpe of all their bars taken together, annualized
+    with each instrument's factor weighted by the bars it contributes.
+    """
 
     bounds: np.ndarray  # int64, shape (k, 2)
     segment_index: tuple[int, ...]
