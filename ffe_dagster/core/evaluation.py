@@ -218,6 +218,20 @@ class LevelEvaluator:
             pos += int(hi - lo)
         return out
 
+    def bar_stamps(self, period: Period) -> tuple[np.ndarray, FloatArray]:
+        """Open time and the instrument's bars per year of each row ``returns`` gives."""
+        layout = self._layouts[period]
+        stamps: list[np.ndarray] = []
+        factors: list[FloatArray] = []
+        for (lo, hi), i in zip(layout.bounds, layout.segment_index, strict=True):
+            base = int(self._offsets[i])
+            segment = self.segments[i]
+            stamps.append(segment.ts[int(lo) - base : int(hi) - base])
+            factors.append(np.full(int(hi - lo), segment.periods_per_year, dtype=np.float64))
+        if not stamps:
+            raise ValueError(f"no segment has bars in the {period} period")
+        return np.concatenate(stamps), np.concatenate(factors)
+
     def runs(self, params: Params, period: Period) -> list[tuple[Segment, BacktestRun]]:
         """The vectorbt reference: one backtest per segment over ``period`` (full analysis)."""
         out: list[tuple[Segment, BacktestRun]] = []

@@ -17,16 +17,14 @@ from ffe_dagster.core.curriculum import Constraints, ParamRange, RobustnessSpec
 from ffe_dagster.core.evaluation import LevelEvaluator, Params, Period
 from ffe_dagster.core.metrics import FloatArray, sharpe_ratio
 from ffe_dagster.core.optimize import StudyConfig, StudyOutcome, run_study
-from ffe_dagster.core.overfitting import probability_of_backtest_overfitting
-from ffe_dagster.core.robustness import deflated_sharpe_from_returns
+from ffe_dagster.core.overfitting import BlockSums, pbo_from_block_sums
+from ffe_dagster.core.robustness import TimestampPool, deflated_sharpe_from_returns
 from ffe_dagster.core.walk_forward import (
     parameter_sensitivity,
     stitch_returns,
     walk_forward_efficiency,
     walk_forward_windows,
 )
-
-MAX_PBO_ROWS = 4000
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,28 +40,41 @@ class StudyContext:
     batch_size: int
 
 
-def _chunk_sums(returns: FloatArray, rows: int) -> FloatArray:
-    # CSCV ranks trials by Sharpe per block; summing bars into at most ``rows`` buckets keeps the
-    # matrix small on 5-minute data without changing which trial is best in a block.
-    if returns.shape[0] <= rows:
-        return returns
-    edges = np.linspace(0, returns.shape[0], rows + 1).astype(np.int64)
-    return np.add.reduceat(returns, edges[:-1], axis=0)
-
-
 def overfitting_report(
     evaluator: LevelEvaluator,
     outcome: StudyOutcome,
     chosen: Params,
     spec: RobustnessSpec,
+    *,
+    trials_tried: int | None = None,
 ) -> dict[str, Any]:
-    """Deflated Sharpe of the chosen trial and PBO over the study's trials (train period)."""
-    layout = evaluator.layout(Period.TRAIN)
-    sharpes = [t.metrics["sharpe"] for t in outcome.trials if "sharpe" in t.metrics]
+    """Deflated Sharpe of the chosen trial and PBO over the study's trials (train period).
+
+    Both use the portfolio's per-timestamp returns (``TimestampPool``): simultaneous bars of
+    several instruments are one observation, so the DSR's observations are distinct timestamps
+    and every Sharpe (the chosen trial's and each trial's, whose variance is the DSR's V) is that
+    of the pooled series. The DSR's N is ``trials_tried`` when given (every trial that fed the
+    choice, e.g. over the warm-start chain; at least this study's trials), else this study's
+    trial count. PBO's CSCV blocks are contiguous runs of timestamps, and its Sharpe over a set
+    of blocks is computed from exactly those rows' returns (``BlockSums``): no aggregation can
+    change which trial is best in-sample.
+    """
+    pool = TimestampPool.of(*evaluator.bar_stamps(Period.TRAIN))
+    scored = [t for t in outcome.trials if "sharpe" in t.metrics]
+    if trials_tried is not None and trials_tried < len(scored):
+        raise ValueError(
+            f"trials_tried={trials_tried} is fewer than the {len(scored)} trials of this study"
+        )
+    ppy = pool.periods_per_year
+    sharpes = [
+        sharpe_ratio(pool.pool(evaluator.returns(t.params, Period.TRAIN)), periods_per_year=ppy)
+        for t in scored
+    ]
     dsr = deflated_sharpe_from_returns(
-        evaluator.returns(chosen, Period.TRAIN),
+        pool.pool(evaluator.returns(chosen, Period.TRAIN)),
         trial_sharpes=sharpes,
-        periods_per_year=layout.periods_per_year,
+        periods_per_year=ppy,
+        n_trials=trials_tried,
     )
     report: dict[str, Any] = {
         "deflated_sharpe": float(dsr.dsr),
@@ -71,20 +82,27 @@ def overfitting_report(
         "train_sharpe": float(dsr.sharpe),
         "expected_max_sharpe": float(dsr.sr_star),
         "dsr_trials": dsr.n_trials,
+        "dsr_observations": dsr.n_obs,
+        "dsr_bars": int(pool.inverse.size),
+        "dsr_periods_per_year": ppy,
     }
     trials = outcome.trials
     if len(trials) > spec.pbo_max_trials:
         picks = np.linspace(0, len(trials) - 1, spec.pbo_max_trials).round().astype(int)
         trials = tuple(trials[i] for i in sorted(set(picks)))
     if len(trials) >= 2:
-        matrix = np.column_stack(
-            [_chunk_sums(evaluator.returns(t.params, Period.TRAIN), MAX_PBO_ROWS) for t in trials]
+        blocks = max(2, min(spec.pbo_blocks, (pool.n_obs // 4) * 2))
+        sums = BlockSums.side_by_side(
+            [
+                BlockSums.of(pool.pool(evaluator.returns(t.params, Period.TRAIN)), blocks)
+                for t in trials
+            ]
         )
-        blocks = min(spec.pbo_blocks, (matrix.shape[0] // 2) * 2)
-        pbo = probability_of_backtest_overfitting(matrix, n_blocks=max(2, blocks))
+        pbo = pbo_from_block_sums(sums)
         report.update(
             pbo=float(pbo.pbo),
             pbo_trials=len(trials),
+            pbo_blocks=blocks,
             pbo_combinations=int(pbo.n_combinations),
             pbo_degradation_slope=float(pbo.degradation_slope),
             pbo_prob_oos_loss=float(pbo.prob_oos_loss),

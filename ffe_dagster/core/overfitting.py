@@ -6,6 +6,7 @@ raise ``ValueError`` with the reason instead of returning a placeholder.
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -69,21 +70,88 @@ def probability_of_backtest_overfitting(
     """
     data = np.asarray(performance, dtype=np.float64)
     _check_cscv_inputs(data, n_blocks, max_combinations)
-    n_trials = data.shape[1]
+    return pbo_from_block_sums(
+        BlockSums.of(data, n_blocks),
+        metric=metric,
+        max_combinations=max_combinations,
+        seed=seed,
+    )
+
+
+# eq=False: numpy arrays make the generated __eq__/__hash__ ambiguous.
+@dataclass(frozen=True, slots=True, eq=False)
+class BlockSums:
+    """What CSCV needs of T x N per-period values cut into S contiguous blocks of rows.
+
+    Per block: its row count, and per trial the sum and the sum of squares of ``value - center``
+    (``center`` = each trial's first value: it keeps the sums of squares accurate and makes an
+    all-equal column exactly zero-variance). A metric over any union of blocks computed from these
+    is the metric of exactly those rows, so aggregation never changes a ranking.
+    """
+
+    counts: FloatArray  # (S,)
+    sums: FloatArray  # (S, N)
+    squares: FloatArray  # (S, N)
+    center: FloatArray  # (N,)
+
+    @classmethod
+    def of(cls, performance: FloatArray, n_blocks: int) -> "BlockSums":
+        """Block statistics of a T x N array (a 1-D array is one trial), blocks as
+        ``numpy.array_split`` cuts them (sizes differ by at most one row)."""
+        data = np.asarray(performance, dtype=np.float64)
+        if data.ndim == 1:
+            data = data[:, None]
+        if data.ndim != 2 or data.shape[0] < 2 * n_blocks:
+            raise ValueError(f"{data.shape[0]} rows cannot fill {n_blocks} blocks of >= 2 rows")
+        if not np.all(np.isfinite(data)):
+            raise ValueError("performance holds NaN or infinite values")
+        center = data[0].copy()
+        blocks = np.array_split(data - center, n_blocks, axis=0)
+        return cls(
+            counts=np.array([b.shape[0] for b in blocks], dtype=np.float64),
+            sums=np.stack([b.sum(axis=0) for b in blocks]),
+            squares=np.stack([(b * b).sum(axis=0) for b in blocks]),
+            center=center,
+        )
+
+    @classmethod
+    def side_by_side(cls, columns: "Sequence[BlockSums]") -> "BlockSums":
+        """The trials of several ``BlockSums`` over the same rows and blocks, as one."""
+        if not columns or any(not np.array_equal(c.counts, columns[0].counts) for c in columns):
+            raise ValueError("block statistics to join must cover the same rows and blocks")
+        return cls(
+            counts=columns[0].counts,
+            sums=np.hstack([c.sums for c in columns]),
+            squares=np.hstack([c.squares for c in columns]),
+            center=np.concatenate([c.center for c in columns]),
+        )
+
+
+def pbo_from_block_sums(
+    blocks: BlockSums,
+    *,
+    metric: Literal["sharpe", "mean"] = "sharpe",
+    max_combinations: int = 20_000,
+    seed: int = 0,
+) -> OverfittingResult:
+    """``probability_of_backtest_overfitting`` from per-block statistics (``BlockSums``), so a
+    long series never has to be held as one T x N matrix."""
+    n_blocks = blocks.counts.size
+    n_trials = blocks.sums.shape[1]
+    if n_trials < 2:
+        raise ValueError(f"PBO needs N >= 2 trials, got {n_trials}")
+    if n_blocks < 2 or n_blocks % 2:
+        raise ValueError(f"n_blocks must be even and >= 2, got {n_blocks}")
+    if max_combinations < 2:
+        raise ValueError(f"max_combinations must be >= 2, got {max_combinations}")
     combos = _cscv_combinations(n_blocks, max_combinations, seed)
     in_sample = np.zeros((len(combos), n_blocks), dtype=bool)
     for i, combo in enumerate(combos):
         in_sample[i, list(combo)] = True
-
-    # Per-block sums, then one matrix product per half: O(C·S·N) instead of re-reading T rows
-    # for each combination. Centering on the first row keeps the sums of squares accurate and
-    # makes an all-equal column exactly zero-variance.
-    blocks = np.array_split(data - data[0], n_blocks, axis=0)
-    counts = np.array([b.shape[0] for b in blocks], dtype=np.float64)
-    sums = np.stack([b.sum(axis=0) for b in blocks])
-    squares = np.stack([(b * b).sum(axis=0) for b in blocks])
-    is_metric = _subset_metric(in_sample, counts, sums, squares, data[0], metric)
-    oos_metric = _subset_metric(~in_sample, counts, sums, squares, data[0], metric)
+    # One matrix product per half: O(C·S·N) instead of re-reading T rows per combination.
+    args = (blocks.counts, blocks.sums, blocks.squares, blocks.center, metric)
+    is_metric = _subset_metric(in_sample, *args)
+    oos_metric = _subset_metric(~in_sample, *args)
 
     rows = np.arange(len(combos))
     best = np.argmax(is_metric, axis=1)

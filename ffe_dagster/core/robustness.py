@@ -187,3 +187,49 @@ def deflated_sharpe_from_returns(
         kurtosis=kurtosis,
         periods_per_year=periods_per_year,
     )
+
+
+# eq=False: numpy arrays make the generated __eq__/__hash__ ambiguous.
+@dataclass(frozen=True, slots=True, eq=False)
+class TimestampPool:
+    """How a level's bars pool into one portfolio return per timestamp.
+
+    Simultaneous bars of several instruments (BTC and ETH at the same hour) are one observation of
+    the portfolio, not two: each timestamp's return is the mean of the returns of the segments
+    that have a bar then (every segment trades the same starting capital, so this is the equally
+    weighted portfolio's return). ``ts`` is sorted; ``periods_per_year`` annualizes the pooled
+    series: per timestamp the largest bars-per-year of the instruments trading then (the union of
+    their calendars), averaged over the timestamps.
+    """
+
+    ts: npt.NDArray[np.datetime64]
+    inverse: npt.NDArray[np.int64]
+    counts: FloatArray
+    periods_per_year: float
+
+    @classmethod
+    def of(cls, ts: npt.NDArray[np.datetime64], bars_per_year: FloatArray) -> "TimestampPool":
+        """The pool of bars stamped ``ts`` (any order) whose instruments have ``bars_per_year``."""
+        if ts.shape != bars_per_year.shape or ts.ndim != 1 or ts.size == 0:
+            raise ValueError("ts and bars_per_year must be 1-D arrays of the same non-zero length")
+        unique, inverse = np.unique(ts, return_inverse=True)
+        factor = np.zeros(unique.size, dtype=np.float64)
+        np.maximum.at(factor, inverse, bars_per_year)
+        return cls(
+            ts=unique,
+            inverse=inverse.astype(np.int64),
+            counts=np.bincount(inverse, minlength=unique.size).astype(np.float64),
+            periods_per_year=float(factor.mean()),
+        )
+
+    @property
+    def n_obs(self) -> int:
+        """Effective observations: distinct timestamps."""
+        return int(self.ts.size)
+
+    def pool(self, returns: FloatArray) -> FloatArray:
+        """One portfolio return per timestamp (in time order) from per-bar ``returns``."""
+        r = np.asarray(returns, dtype=np.float64)
+        if r.shape != self.inverse.shape:
+            raise ValueError(f"{r.size} returns for a pool of {self.inverse.size} bars")
+        return np.bincount(self.inverse, weights=r, minlength=self.counts.size) / self.counts
