@@ -53,9 +53,7 @@ def test_pooled_sharpe_weights_each_instruments_factor_by_its_bars() -> None:
     # (3 x 8766 + 1 x 6227.14) / 4.
     crypto = np.array([0.01, -0.005, 0.002])
     forex = np.array([0.004])
-    runs = [
-        BacktestRun(r, np.zeros(0), np.zeros(0), 0, np.cumprod(1.0 + r)) for r in (crypto, forex)
-    ]
+    runs = [BacktestRun(r, np.zeros(0), np.zeros(0), 0, np.zeros(r.size)) for r in (crypto, forex)]
     pooled = pool_metrics(runs, [8766.0, FOREX_HOURS])
     r = np.concatenate([crypto, forex])
     per_bar = r.mean() / r.std(ddof=1)
