@@ -33,6 +33,7 @@ from ffe_dagster.core.level_robustness import (
     stability,
     walk_forward,
 )
+from ffe_dagster.core.lookahead import lookahead_analysis
 from ffe_dagster.core.optimize import (
     Candidate,
     StudyConfig,
@@ -277,6 +278,11 @@ def run_level(
     }
     full: FullAnalysis | None = None
     if chosen is not None:
+        # Look-ahead gate (issue 11, item 6; core/lookahead.py): raises on a signal that uses a
+        # later bar, else its report joins the analysis.
+        analysis["lookahead"] = lookahead_analysis(
+            evaluator, [c.params for c in candidates], signal_file=curriculum.signal_file
+        )
         full = evaluator.full_analysis(chosen.params, Period.ALL)
         if full.max_relative_difference > VECTORBT_TOLERANCE:
             raise RuntimeError(

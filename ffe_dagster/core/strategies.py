@@ -228,7 +228,9 @@ class FileSignals:
 
     Values must be -1, 0 or +1. A bar with no row in the file has no signal; a row with no bar is
     ignored. One file may hold several instruments in an ``instrument`` column; without it, the
-    same signals apply to every instrument.
+    same signals apply to every instrument. An optional ``known_at`` column (UTC) says when the
+    producing system knew each signal; the look-ahead analysis (``core.lookahead``) requires it to
+    be no later than the close of the bar ``ts`` opens, where the engine fills the signal.
     """
 
     path: Path
@@ -257,9 +259,12 @@ class FileSignals:
                 f"signal file {self.path}: {dupes.height} row(s) share a timestamp, first at "
                 f"ts={dupes['ts'][0]}; each bar must have at most one signal"
             )
-        return frame.with_columns(
-            pl.col("ts").cast(pl.Datetime("us", "UTC")), pl.col("signal").cast(pl.Int8)
-        )
+        if "known_at" in frame.columns and frame["known_at"].null_count():
+            raise ValueError(f"signal file {self.path}: known_at is empty on some rows")
+        casts = [pl.col("ts").cast(pl.Datetime("us", "UTC")), pl.col("signal").cast(pl.Int8)]
+        if "known_at" in frame.columns:
+            casts.append(pl.col("known_at").cast(pl.Datetime("us", "UTC")))
+        return frame.with_columns(casts)
 
     def strategy(self, instrument_of: Callable[[Bars], str] | None = None) -> EntryStrategy:
         """An ``EntryStrategy`` that aligns the file's signals to each segment's bars."""
