@@ -71,6 +71,9 @@ def test_overfitting_statistics_are_probabilities(outcome: LevelOutcome) -> None
     assert 0.0 <= overfit["pbo"] <= 1.0
     assert overfit["pbo_trials"] == 24
     assert overfit["pbo_combinations"] == 12870  # C(16, 8)
+    # BTC and ETH trade the same hours: each hour is one observation of the portfolio.
+    assert overfit["dsr_bars"] == 2 * overfit["dsr_observations"]
+    assert outcome.analysis["lookahead"]["truncation"]["passed"]
     names = {c.name for c in outcome.criteria}
     assert names == {"min_deflated_sharpe", "max_pbo"}
     assert outcome.test["deflated_sharpe"] == overfit["deflated_sharpe"]
