@@ -97,6 +97,9 @@ class LevelSpec:
     regime_segments: str | None = None
     regime_min_days: int = 14
     robustness: bool = False
+    # Off by default: a level that did not pass sends no candidate to COLD. A user may relax
+    # that per level (``promote_without_pass: true``); the COLD decision then says so.
+    promote_without_pass: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +153,7 @@ def parse_curriculum(raw: Mapping[str, Any]) -> CurriculumSpec:
                 regime_segments=(lv.get("regime_segments") or {}).get("regime"),
                 regime_min_days=int((lv.get("regime_segments") or {}).get("min_days", 14)),
                 robustness=bool(lv.get("robustness", False)),
+                promote_without_pass=bool(lv.get("promote_without_pass", False)),
             )
             for lv in raw["levels"]
         )
@@ -268,6 +272,7 @@ class CriterionResult:
     threshold: float
     value: float
     passed: bool
+    note: str = ""  # why it could not be measured ("not evaluated: ..."); it then fails
 
 
 _CRITERIA: Mapping[str, tuple[str, bool]] = {
@@ -283,6 +288,37 @@ _CRITERIA: Mapping[str, tuple[str, bool]] = {
     "min_walk_forward_efficiency": ("walk_forward_efficiency", True),
 }
 PASS_CRITERIA = frozenset(_CRITERIA)  # the criterion names a level's ``pass`` may use
+_LABELS: Mapping[str, str] = {
+    "min_win_rate_pct": "win rate",
+    "min_sharpe": "Sharpe",
+    "max_drawdown_pct": "max drawdown",
+    "min_profit_factor": "profit factor",
+    "min_total_return_pct": "total return",
+    "stress_min_total_return_pct": "worst stress-window return",
+    "min_deflated_sharpe": "deflated Sharpe",
+    "max_pbo": "PBO",
+    "min_walk_forward_efficiency": "walk-forward efficiency",
+}
+
+
+def describe_failure(criterion: CriterionResult) -> str:
+    """One failed criterion in words: ``deflated Sharpe 0.41 < 0.95``."""
+    label = _LABELS.get(criterion.name, criterion.name)
+    if criterion.note:
+        return f"{label} {criterion.note}"
+    unit = "%" if criterion.name.endswith("_pct") else ""
+    at_least = _CRITERIA[criterion.name][1] if criterion.name in _CRITERIA else True
+    op = "<=" if criterion.name == "min_total_return_pct" else "<" if at_least else ">"
+    return f"{label} {criterion.value:.2f}{unit} {op} {criterion.threshold:g}{unit}"
+
+
+def level_verdict(level: int, chosen: bool, criteria: Sequence[CriterionResult]) -> str | None:
+    """Why ``level`` did not pass (``level 4 did not pass: deflated Sharpe 0.41 < 0.95; PBO
+    0.62 > 0.5``), or None when it passed."""
+    if not chosen:
+        return f"level {level} did not pass: no parameter set was chosen"
+    failed = [describe_failure(c) for c in criteria if not c.passed]
+    return f"level {level} did not pass: " + "; ".join(failed) if failed else None
 
 
 def evaluate_pass_criteria(
@@ -294,6 +330,13 @@ def evaluate_pass_criteria(
         if name not in _CRITERIA:
             raise ValueError(f"unknown pass criterion {name!r}; known: {sorted(_CRITERIA)}")
         metric, at_least = _CRITERIA[name]
+        if metric not in metrics:
+            # A metric the level could not measure (no out-of-sample stress bars, say) fails
+            # its criterion visibly rather than passing on a default.
+            results.append(
+                CriterionResult(name, threshold, float("nan"), False, f"not evaluated: {metric}")
+            )
+            continue
         value = float(metrics[metric])
         # A positive-return criterion at 0 means strictly positive.
         if at_least:

@@ -397,7 +397,13 @@ def outcome_to_dict(outcome: LevelOutcome) -> dict[str, Any]:
         "test": dict(outcome.test),
         "stress": {k: dict(v) for k, v in outcome.stress.items()},
         "criteria": [
-            {"name": c.name, "threshold": c.threshold, "value": c.value, "passed": c.passed}
+            {
+                "name": c.name,
+                "threshold": c.threshold,
+                "value": c.value,
+                "passed": c.passed,
+                "note": c.note,
+            }
             for c in outcome.criteria
         ],
         "parameter_shift": dict(outcome.parameter_shift),
