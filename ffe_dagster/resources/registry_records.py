@@ -68,12 +68,12 @@ def insert_cold_bars(
         )
 
 
-def cold_tested_query(regime: str) -> sa.Select[tuple[str | None]]:
+def cold_tested_query(regime: str) -> sa.Select[str | None]:
     """The ``tested`` lists of every COLD test of ``regime``."""
     return sa.select(COLD_BARS.c.tested).where(COLD_BARS.c.regime == regime)
 
 
-def cold_bars_query(regime: str) -> sa.Select[tuple[str, datetime]]:
+def cold_bars_query(regime: str) -> sa.Select[str, datetime]:
     """Per instrument, the newest bar any COLD test of ``regime`` used."""
     return (
         sa.select(COLD_BARS.c.instrument, sa.func.max(COLD_BARS.c.last_bar))
