@@ -56,14 +56,20 @@ def overfitting_report(
     outcome: StudyOutcome,
     chosen: Params,
     spec: RobustnessSpec,
+    *,
+    trials_tried: int | None = None,
 ) -> dict[str, Any]:
-    """Deflated Sharpe of the chosen trial and PBO over the study's trials (train period)."""
+    """Deflated Sharpe of the chosen trial and PBO over the study's trials (train period).
+
+    ``trials_tried`` is the DSR's number of trials (every trial that fed the choice); None
+    counts the study's own trials."""
     layout = evaluator.layout(Period.TRAIN)
     sharpes = [t.metrics["sharpe"] for t in outcome.trials if "sharpe" in t.metrics]
     dsr = deflated_sharpe_from_returns(
         evaluator.returns(chosen, Period.TRAIN),
         trial_sharpes=sharpes,
         periods_per_year=layout.periods_per_year,
+        n_trials=trials_tried,
     )
     report: dict[str, Any] = {
         "deflated_sharpe": float(dsr.dsr),
