@@ -146,7 +146,12 @@ class ParameterRegistryResource(ConfigurableResource):
         """Every parameter set a COLD test of ``regime`` judged (each is judged once)."""
         with self._connect(write=False) as con:
             rows = con.execute(cold_tested_query(regime)).all()
-        return [dict(p) for (text,) in rows if text for p in json.loads(text)]
+        out: list[dict[str, Any]] = []
+        for (text,) in rows:  # one row per instrument: the same sets repeat
+            for params in json.loads(text or "[]"):
+                if params not in out:
+                    out.append(params)
+        return out
 
     # --- writing -------------------------------------------------------------------------------
 
