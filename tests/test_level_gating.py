@@ -12,6 +12,7 @@ from dagster import materialize
 from ffe_dagster.assets.promotion import build_promotion_asset, level_block
 from ffe_dagster.config import load_curriculum, load_universe
 from ffe_dagster.core.curriculum import CriterionResult, describe_failure, level_verdict
+from ffe_dagster.core.recommendation import failure_phrases
 from ffe_dagster.definitions import EXPORT_FILE
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource
@@ -147,3 +148,16 @@ def test_the_opt_out_is_read_per_level(value: bool, tmp_path) -> None:
     spec = load_curriculum(path)
     assert spec.levels[0].promote_without_pass is value
     assert spec.levels[1].promote_without_pass is False
+
+
+def test_the_report_says_not_evaluated_instead_of_a_number() -> None:
+    criterion = {
+        "name": "stress_min_total_return_pct",
+        "threshold": -5.0,
+        "value": float("nan"),
+        "passed": False,
+        "note": "not evaluated (no stress period falls in the test period)",
+    }
+    assert failure_phrases({"criteria": [criterion]}) == [
+        "its stress criterion (not evaluated (no stress period falls in the test period))"
+    ]
