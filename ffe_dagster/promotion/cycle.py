@@ -391,7 +391,7 @@ def _take_candidate(cycle: _Cycle, inputs: RegimeCandidates) -> None:
     flying = cycle.registry.in_flight(regime)
     if flying:
         busy = ", ".join(f"v{r['version']} at {r['stage']}" for r in flying)
-        cycle.report.add(regime, None, Stage.COLD, "skip", f"{busy} in flight; new candidates wait")
+        _note(cycle, inputs, "skip", f"{busy} in flight; new candidates wait")
         return
     # Every set the regime ever stored (current, superseded, rolled back, rejected at any stage,
     # COLD included) is not tried again: a set judged once on the hold-out has had its test.
@@ -404,7 +404,7 @@ def _take_candidate(cycle: _Cycle, inputs: RegimeCandidates) -> None:
             if not inputs.candidates
             else f"every candidate of level {inputs.level} was judged by an earlier cycle"
         )
-        cycle.report.add(regime, None, Stage.COLD, "skip", why)
+        _note(cycle, inputs, "skip", why)
         return
     used, wait = _unused_since(cycle, regime)
     if wait is not None:

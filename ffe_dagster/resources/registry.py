@@ -129,7 +129,7 @@ class ParameterRegistryResource(ConfigurableResource):
         return self._rows(query)
 
     def regime_decisions(self, regime: str | None = None) -> list[dict[str, Any]]:
-        """Decisions that stored no version (``blocked``, ``wait``), oldest first."""
+        """Decisions that stored no version (``blocked``, ``wait``, ``skip``), oldest first."""
         query = sa.select(REGIME_DECISIONS).order_by(REGIME_DECISIONS.c.id)
         if regime is not None:
             query = query.where(REGIME_DECISIONS.c.regime == regime)

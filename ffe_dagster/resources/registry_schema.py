@@ -80,8 +80,9 @@ TRANSITIONS = sa.Table(
     sa.Column("metrics", sa.Text),
     sa.Column("checks", sa.Text),
 )
-# Decisions about a regime that create no version: a level that did not pass blocks its regimes
-# (action ``blocked``), and COLD waiting for bars no earlier COLD test used (``wait``).
+# Decisions about a regime that create no version, one per regime and cycle: a level that did
+# not pass blocks its regimes (action ``blocked``), COLD waits for bars no earlier COLD test used
+# (``wait``), or has nothing new to judge (``skip``).
 REGIME_DECISIONS = sa.Table(
     "regime_decisions",
     METADATA,
