@@ -121,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     registry = ParameterRegistryResource(url=settings.registry_url)
     for regime, current in export["regimes"].items():
         print(f"  {regime}: {_regime_state(registry, regime, current)}")
+    for change in export["changes"]:
+        if change["action"] == "blocked":
+            print(f"  {change['regime']} blocked: {change['reason']}")
     print(
         "\nlook at it: `make dev` (Dagster UI, http://127.0.0.1:3000), "
         "`make mlflow` (MLflow UI, http://127.0.0.1:5000)"

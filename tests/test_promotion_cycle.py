@@ -80,9 +80,18 @@ def test_a_candidate_climbs_cold_warm_limited_full_across_cycles(
         source_run_id="mlflow-level-4",
     )
     five = timedelta(minutes=5)
+    # B is proposed only from cycle 6 on: a set COLD judged once (B fails it on T0) is never
+    # judged again (tests/test_cold_once.py)
+    only_a = RegimeCandidates(
+        regime=PromotionRegime.DEFAULT,
+        level=4,
+        direction=Direction.BOTH,
+        candidates=[Candidate(A, 2.0, 12)],
+        source_run_id="mlflow-level-4",
+    )
 
-    # cycle 1: B fails COLD, A passes and starts paper trading from the newest bars
-    report = run_cycle(registry, upto(history, T0), T0 + five, "cycle-1", [level4])
+    # cycle 1: A passes COLD and starts paper trading from the newest bars
+    report = run_cycle(registry, upto(history, T0), T0 + five, "cycle-1", [only_a])
     assert decisions(report) == [("DEFAULT", 1, "COLD", "advance")]
     v1 = registry.version("DEFAULT", 1)
     assert (v1["stage"], v1["status"], v1["params"]) == ("WARM", "candidate", A)
@@ -139,7 +148,9 @@ def test_a_candidate_climbs_cold_warm_limited_full_across_cycles(
     assert payload["regimes"]["DEFAULT"]["promoted_by_run"] == "cycle-5"
     assert payload["limited"]["DEFAULT"] is None
 
-    # cycle 6: B now passes COLD and paper-trades from 2022-11-17 against the current A
+    assert registry.cold_bars_used("DEFAULT") == {"BTC_USDT": T0, "ETH_USDT": T0}
+    # cycle 6: B passes COLD on bars after T0 (the newest bar cycle 1's COLD test used) and
+    # paper-trades from 2022-11-17 against the current A
     t6 = T0 + timedelta(days=16)
     report = run_cycle(registry, upto(history, t6), t6 + five, "cycle-6", [level4], live)
     assert ("DEFAULT", 2, "COLD", "advance") in decisions(report)
@@ -185,7 +196,14 @@ def _seed_warehouse(settings: Settings, history: dict[str, pl.DataFrame]) -> Non
         )
     for level, params in ((1, A), (2, B), (4, A)):
         candidate = {"number": 3, "params": params, "validation": {"sharpe": 2.0}}
-        result = {"level": level, "candidates": [candidate], "mlflow_run_id": f"mlflow-{level}"}
+        result = {
+            "level": level,
+            "passed": True,
+            "chosen": candidate,
+            "criteria": [],
+            "candidates": [candidate],
+            "mlflow_run_id": f"mlflow-{level}",
+        }
         warehouse.save_level_result(level, f"level_{level}", "run", result)
 
 

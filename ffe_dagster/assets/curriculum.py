@@ -1,8 +1,7 @@
 """The curriculum: one asset per level, all made by ``build_level_asset`` from curriculum.yaml."""
 
-import hashlib
-import json
 from collections.abc import Sequence
+from pathlib import Path
 
 from dagster import (
     AssetExecutionContext,
@@ -26,26 +25,37 @@ from ffe_dagster.core.levels import (
 from ffe_dagster.core.metrics import spell_non_finite, split_non_finite
 from ffe_dagster.core.optimize import TrialRecord
 from ffe_dagster.core.plots import StudyPlotData
+from ffe_dagster.core.study_identity import (
+    BAR_COLUMNS,
+    bytes_fingerprint,
+    frame_fingerprint,
+    study_identity,
+)
 from ffe_dagster.resources.studies import OptunaStorageResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource, code_version, git_commit
 from ffe_dagster.resources.warehouse import WarehouseResource
 
 
 def study_fingerprint(spec: LevelSpec, curriculum: CurriculumSpec, data: LevelData) -> str:
-    """A short hash of what the study depends on: the level, the search space and the data.
+    """The study's identity (``core.study_identity``): a hash of every input that changes a
+    trial's numbers, the signal file by the hash of its bytes.
 
-    The same inputs give the same study name, so a crashed run resumes its study from storage.
+    The same inputs give the same study name, so a crashed run resumes its study from storage;
+    any change starts a new study.
     """
-    payload = {
-        "level": repr(spec),
-        "space": repr(curriculum.parameters),
-        "seed": curriculum.seed,
-        "data": {
-            k: [v.height, str(v["ts"].max()), float(v["close"].sum())]
-            for k, v in sorted(data.bars.items())
-        },
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+    signal = None
+    if curriculum.signal_file:
+        path = Path(curriculum.signal_file)
+        if not path.exists():
+            raise FileNotFoundError(f"signal file not found: {path}")
+        signal = bytes_fingerprint(path.read_bytes())
+    return study_identity(
+        spec,
+        curriculum,
+        bars={k: frame_fingerprint(v, BAR_COLUMNS) for k, v in data.bars.items()},
+        regimes={k: frame_fingerprint(v, ("ts", "regime")) for k, v in data.regimes.items()},
+        signal_file_sha256=signal,
+    )
 
 
 def _criteria_markdown(result: dict) -> str:
@@ -122,6 +132,8 @@ def build_level_asset(
             study=level_study_config(curriculum, study_name, optuna_storage.storage(), n_trials),
             warm_start=warm.get("params"),
             on_trial=progress,
+            walk_forward_trials=curriculum.robustness.walk_forward_trials[trial_profile],
+            chain_trials=int((previous_result or {}).get("chain_trials", 0)),
         )
         result = outcome_to_dict(outcome)
         if outcome.study.resumed_trials:

@@ -1,9 +1,10 @@
 """The ``promoted_parameters`` asset: one promotion step per cycle (``promotion.cycle``), then
 the MLflow alias, the JSON export and the cycle report."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from dagster import (
     AssetExecutionContext,
@@ -17,7 +18,7 @@ from ffe_dagster.assets.loading import load_level_data
 from ffe_dagster.assets.reporting import publish_cycle_report
 from ffe_dagster.config import Universe
 from ffe_dagster.core.bars import interval_to_timedelta
-from ffe_dagster.core.curriculum import CurriculumSpec
+from ffe_dagster.core.curriculum import CriterionResult, CurriculumSpec, LevelSpec, level_verdict
 from ffe_dagster.core.levels import entry_strategy
 from ffe_dagster.core.promotion.config import PromotionConfig, PromotionRegime, Stage
 from ffe_dagster.core.regimes import RegimeConfig, confirmed_regime
@@ -38,6 +39,26 @@ from ffe_dagster.resources.warehouse import WarehouseResource
 from ffe_dagster.triggers import run_trigger
 
 
+def level_block(spec: LevelSpec, result: Mapping[str, Any]) -> str | None:
+    """Why the level's verdict keeps its candidates out of COLD, or None when it lets them in
+    (the level passed, or sets ``promote_without_pass``)."""
+    if result.get("passed") or spec.promote_without_pass:
+        return None
+    if result.get("skipped"):
+        return f"level {spec.level} did not pass: it was skipped, so nothing tested it"
+    criteria = [
+        CriterionResult(
+            c["name"],
+            float(c["threshold"]),
+            float(c["value"]),
+            bool(c["passed"]),
+            c.get("note", ""),
+        )
+        for c in result.get("criteria", [])
+    ]
+    return level_verdict(spec.level, result.get("chosen") is not None, criteria)
+
+
 def _regime_candidates(
     warehouse: WarehouseResource, curriculum: CurriculumSpec
 ) -> list[RegimeCandidates]:
@@ -48,6 +69,7 @@ def _regime_candidates(
         result = warehouse.latest_level_result(spec.level)
         if result is None:
             raise ValueError(f"level {spec.level} has no result: materialize {spec.asset}")
+        blocked = level_block(spec, result)
         candidates = [
             Candidate(
                 params=c["params"],
@@ -62,8 +84,9 @@ def _regime_candidates(
                     regime=PromotionRegime(regime),
                     level=spec.level,
                     direction=spec.direction,
-                    candidates=candidates,
+                    candidates=[] if blocked else candidates,
                     source_run_id=result.get("mlflow_run_id"),
+                    blocked=blocked,
                 )
             )
     return out
@@ -187,7 +210,8 @@ def build_promotion_asset(
                 **report_meta,
                 "export_path": MetadataValue.path(str(export_path)),
                 "promoted": sum(c.action == "promote" for c in report.changes),
-                "rolled_back": sum(c.action != "promote" for c in report.changes),
+                "rolled_back": sum(c.action in ("rollback", "suspend") for c in report.changes),
+                "blocked": sum(c.action == "blocked" for c in report.changes),
                 "decisions": MetadataValue.md(_markdown(report.rows)),
                 "current": MetadataValue.json(payload["regimes"]),
                 "active": MetadataValue.json(payload["active"]),

@@ -15,6 +15,7 @@ from ffe_dagster.core.curriculum import (
     ParamRange,
     ProgressionSpec,
     RobustnessSpec,
+    Window,
 )
 from ffe_dagster.core.strategies import STRATEGIES
 from ffe_dagster.settings import TRIAL_PROFILES
@@ -134,6 +135,36 @@ def _level(p: Problems, i: int, lv: LevelSpec) -> None:
         p.at_least(f"{key}.regime_segments.min_days", lv.regime_min_days, 1)
 
 
+def _span(w: Window) -> str:
+    return f"{w.instrument} {w.start:%Y-%m-%d}..{w.end:%Y-%m-%d}"
+
+
+def _eras(p: Problems, spec: CurriculumSpec) -> None:
+    """No bar both steers and tests (docs/eras.md): train/validation windows end before their
+    instrument's test era, test windows lie in it."""
+    for i, lv in enumerate(spec.levels):
+        for j, w in enumerate(lv.windows):
+            era = spec.era_start(w.instrument)
+            if era is not None and w.end >= era:
+                p.add(
+                    f"levels[{i}].windows[{j}] ({_span(w)}) reaches into the test era (from "
+                    f"{era:%Y-%m-%d}): a train/validation window must end before it, or its bars "
+                    "would steer a choice that a level's test period or the hold-out then judges"
+                )
+        for j, w in enumerate(lv.test_windows):
+            era = spec.era_start(w.instrument)
+            if era is not None and w.start < era:
+                p.add(
+                    f"levels[{i}].test_windows[{j}] ({_span(w)}) starts before the test era (from "
+                    f"{era:%Y-%m-%d}): those bars train or validate the levels of the warm-start "
+                    "chain"
+                )
+        if not lv.windows:
+            continue
+        if all(spec.era_start(w.instrument) is None for w in lv.windows):
+            p.add(f"levels[{i}]: test_era.start must give every instrument a test era")
+
+
 def curriculum_problems(spec: CurriculumSpec, raw: Mapping[str, Any]) -> list[str]:
     """Every out-of-range limit of ``spec`` (parsed from ``raw``), as ``key must ..., got ...``."""
     p = Problems()
@@ -155,4 +186,5 @@ def curriculum_problems(spec: CurriculumSpec, raw: Mapping[str, Any]) -> list[st
             p.add(f"stress_periods.{name}: start must be on or before end")
     for i, lv in enumerate(spec.levels):
         _level(p, i, lv)
+    _eras(p, spec)
     return p.items

@@ -97,6 +97,11 @@ class LevelSpec:
     regime_segments: str | None = None
     regime_min_days: int = 14
     robustness: bool = False
+    # Off by default: a level that did not pass sends no candidate to COLD. A user may relax
+    # that per level (``promote_without_pass: true``); the COLD decision then says so.
+    promote_without_pass: bool = False
+    # Fixed windows of the test period; they lie in the test era (``windows`` before it).
+    test_windows: tuple[Window, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +123,15 @@ class CurriculumSpec:
     progression: ProgressionSpec = field(default_factory=ProgressionSpec)
     robustness: RobustnessSpec = field(default_factory=RobustnessSpec)
     signal_file: str | None = None
+    strategy_options: Mapping[str, Any] = field(default_factory=dict)
+    # Where each instrument's test era starts ("*": every instrument without its own date).
+    # Bars before it are the train/validation era, bars from it to the hold-out the test era
+    # (docs/eras.md). Empty: no eras (only for code that builds a spec by hand).
+    test_era_start: Mapping[str, datetime] = field(default_factory=dict)
+
+    def era_start(self, instrument: str) -> datetime | None:
+        """The first instant of ``instrument``'s test era, or None without eras."""
+        return self.test_era_start.get(instrument, self.test_era_start.get("*"))
 
 
 def _day_start(value: date | str) -> datetime:
@@ -128,6 +142,13 @@ def _day_start(value: date | str) -> datetime:
 
 def _day_end(value: date | str) -> datetime:
     return _day_start(value) + timedelta(days=1) - timedelta(microseconds=1)
+
+
+def _test_era(raw: Mapping[str, Any]) -> dict[str, datetime]:
+    # test_era: {start: 2022-01-01, instruments: {EUR_USD: 2022-03-01}}
+    out = {"*": _day_start(raw["start"])}
+    out.update({str(k): _day_start(v) for k, v in (raw.get("instruments") or {}).items()})
+    return out
 
 
 def parse_curriculum(raw: Mapping[str, Any]) -> CurriculumSpec:
@@ -150,6 +171,11 @@ def parse_curriculum(raw: Mapping[str, Any]) -> CurriculumSpec:
                 regime_segments=(lv.get("regime_segments") or {}).get("regime"),
                 regime_min_days=int((lv.get("regime_segments") or {}).get("min_days", 14)),
                 robustness=bool(lv.get("robustness", False)),
+                promote_without_pass=bool(lv.get("promote_without_pass", False)),
+                test_windows=tuple(
+                    Window(w["instrument"], _day_start(w["start"]), _day_end(w["end"]))
+                    for w in lv.get("test_windows") or []
+                ),
             )
             for lv in raw["levels"]
         )
@@ -187,6 +213,8 @@ def parse_curriculum(raw: Mapping[str, Any]) -> CurriculumSpec:
             progression=ProgressionSpec(**(raw.get("progression") or {})),
             robustness=RobustnessSpec(**robustness),
             signal_file=(raw.get("strategy_options") or {}).get("path"),
+            strategy_options=dict(raw.get("strategy_options") or {}),
+            test_era_start=_test_era(raw["test_era"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"invalid curriculum configuration: {exc!r}") from exc
@@ -268,6 +296,7 @@ class CriterionResult:
     threshold: float
     value: float
     passed: bool
+    note: str = ""  # why it could not be measured ("not evaluated: ..."); it then fails
 
 
 _CRITERIA: Mapping[str, tuple[str, bool]] = {
@@ -283,17 +312,61 @@ _CRITERIA: Mapping[str, tuple[str, bool]] = {
     "min_walk_forward_efficiency": ("walk_forward_efficiency", True),
 }
 PASS_CRITERIA = frozenset(_CRITERIA)  # the criterion names a level's ``pass`` may use
+_LABELS: Mapping[str, str] = {
+    "min_win_rate_pct": "win rate",
+    "min_sharpe": "Sharpe",
+    "max_drawdown_pct": "max drawdown",
+    "min_profit_factor": "profit factor",
+    "min_total_return_pct": "total return",
+    "stress_min_total_return_pct": "worst stress-window return",
+    "min_deflated_sharpe": "deflated Sharpe",
+    "max_pbo": "PBO",
+    "min_walk_forward_efficiency": "walk-forward efficiency",
+}
+
+
+def describe_failure(criterion: CriterionResult) -> str:
+    """One failed criterion in words: ``deflated Sharpe 0.41 < 0.95``."""
+    label = _LABELS.get(criterion.name, criterion.name)
+    if criterion.note:
+        return f"{label} {criterion.note}"
+    unit = "%" if criterion.name.endswith("_pct") else ""
+    at_least = _CRITERIA[criterion.name][1] if criterion.name in _CRITERIA else True
+    op = "<=" if criterion.name == "min_total_return_pct" else "<" if at_least else ">"
+    return f"{label} {criterion.value:.2f}{unit} {op} {criterion.threshold:g}{unit}"
+
+
+def level_verdict(level: int, chosen: bool, criteria: Sequence[CriterionResult]) -> str | None:
+    """Why ``level`` did not pass (``level 4 did not pass: deflated Sharpe 0.41 < 0.95; PBO
+    0.62 > 0.5``), or None when it passed."""
+    if not chosen:
+        return f"level {level} did not pass: no parameter set was chosen"
+    failed = [describe_failure(c) for c in criteria if not c.passed]
+    return f"level {level} did not pass: " + "; ".join(failed) if failed else None
 
 
 def evaluate_pass_criteria(
-    criteria: Mapping[str, float], metrics: Mapping[str, float]
+    criteria: Mapping[str, float],
+    metrics: Mapping[str, float],
+    unmeasured: Mapping[str, str] | None = None,
 ) -> list[CriterionResult]:
-    """Check a level's pass criteria against measured metrics (unknown names are an error)."""
+    """Check a level's pass criteria against measured metrics (unknown names are an error).
+
+    A criterion whose metric is missing was not evaluated: it fails with the reason
+    ``unmeasured`` gives for the metric (never passes on a default value)."""
     results: list[CriterionResult] = []
     for name, threshold in criteria.items():
         if name not in _CRITERIA:
             raise ValueError(f"unknown pass criterion {name!r}; known: {sorted(_CRITERIA)}")
         metric, at_least = _CRITERIA[name]
+        if metric not in metrics:
+            # A metric the level could not measure (no out-of-sample stress bars, say) fails
+            # its criterion visibly rather than passing on a default.
+            why = (unmeasured or {}).get(metric, f"{metric} was not measured")
+            results.append(
+                CriterionResult(name, threshold, float("nan"), False, f"not evaluated ({why})")
+            )
+            continue
         value = float(metrics[metric])
         # A positive-return criterion at 0 means strictly positive.
         if at_least:

@@ -20,10 +20,10 @@ from ffe_dagster.core.curriculum import (
     CurriculumSpec,
     LevelSpec,
     ParamRange,
-    Window,
     build_segments,
     evaluate_pass_criteria,
 )
+from ffe_dagster.core.eras import LevelData, level_windows, test_windows
 from ffe_dagster.core.evaluation import FullAnalysis, LevelEvaluator, Params, Period
 from ffe_dagster.core.level_robustness import (
     StudyContext,
@@ -43,21 +43,10 @@ from ffe_dagster.core.optimize import (
     run_study,
 )
 from ffe_dagster.core.progression import Decision, Progression, decide, next_trial_count
-from ffe_dagster.core.regimes import Regime, regime_segments
 from ffe_dagster.core.strategies import EntryStrategy, get_strategy
 
 MAX_CANDIDATES = 5
 VECTORBT_TOLERANCE = 1e-9
-
-
-@dataclass(frozen=True, slots=True)
-class LevelData:
-    """What a level reads: bars and regimes per instrument, and each instrument's hold-out."""
-
-    bars: Mapping[str, pl.DataFrame]
-    regimes: Mapping[str, pl.DataFrame]
-    periods_per_year: Mapping[str, float]
-    holdout_start: Mapping[str, datetime]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,22 +69,12 @@ class LevelOutcome:
     analysis: Mapping[str, Any]
     chosen_trades: pl.DataFrame | None = None  # vectorbt's trades of the chosen set, all periods
     chosen_equity: pl.DataFrame | None = None  # and its equity curve with drawdown
+    chain_trials: int = 0  # trials of the warm-start chain up to and including this level
 
     @property
     def passed(self) -> bool:
         """True when a parameter set was chosen and meets every pass criterion."""
         return self.chosen is not None and all(c.passed for c in self.criteria)
-
-
-def level_windows(spec: LevelSpec, data: LevelData) -> list[Window]:
-    """The level's fixed windows plus the regime segments the detector found."""
-    windows = list(spec.windows)
-    if spec.regime_segments is not None:
-        regime = Regime(spec.regime_segments)
-        for instrument, frame in data.regimes.items():
-            for start, end in regime_segments(frame, regime, min_days=spec.regime_min_days):
-                windows.append(Window(instrument, start, end))
-    return windows
 
 
 def parameter_shift(
@@ -196,27 +175,103 @@ def level_study_config(
 
 
 def level_evaluator(spec: LevelSpec, curriculum: CurriculumSpec, data: LevelData) -> LevelEvaluator:
-    """The level's segments (windows plus regime runs, clipped before the hold-out) in an
-    evaluator: the one train objective of the level's study.
+    """The level's train/validation segments (windows plus regime runs, cut at the test era
+    and the hold-out) in an evaluator: the one train objective of the level's study. Each
+    segment is split in time order train : validation = ``split.train`` : ``split.validation``.
 
     ``run_level`` and the study workers (``ffe_dagster.jobs.study_workers``) both build it here,
     so every process adding trials to a study scores them on exactly the same bars.
     """
     segments = build_segments(
-        level_windows(spec, data),
+        level_windows(spec, data, curriculum),
         data.bars,
         data.periods_per_year,
         holdout_start=data.holdout_start,
         min_bars=curriculum.min_segment_bars,
     )
+    train = curriculum.train_fraction
+    if curriculum.test_era_start:
+        # The test period is the test era (``level_test_evaluator``), not a tail of each
+        # segment: train and validation share the whole segment.
+        train = curriculum.train_fraction / (
+            curriculum.train_fraction + curriculum.validation_fraction
+        )
     return LevelEvaluator(
         segments,
         entry_strategy(curriculum),
         spec.direction,
         curriculum.costs,
-        curriculum.train_fraction,
-        curriculum.validation_fraction,
+        train,
+        1.0 - train if curriculum.test_era_start else curriculum.validation_fraction,
     )
+
+
+def level_test_evaluator(
+    spec: LevelSpec, curriculum: CurriculumSpec, data: LevelData
+) -> LevelEvaluator | None:
+    """The level's test-era segments (``test_windows``) in an evaluator whose ``Period.TEST`` is
+    every bar; None when the test era holds no segment of at least ``min_segment_bars``."""
+    segments = build_segments(
+        test_windows(spec, data, curriculum),
+        data.bars,
+        data.periods_per_year,
+        holdout_start=data.holdout_start,
+        min_bars=curriculum.min_segment_bars,
+    )
+    if not segments:
+        return None
+    return LevelEvaluator(
+        segments, entry_strategy(curriculum), spec.direction, curriculum.costs, 0.0, 0.0
+    )
+
+
+def _test_side(
+    spec: LevelSpec, curriculum: CurriculumSpec, data: LevelData, evaluator: LevelEvaluator
+) -> LevelEvaluator | None:
+    # With eras the test period is the test era; without (hand-built specs), each segment's tail.
+    if curriculum.test_era_start:
+        return level_test_evaluator(spec, curriculum, data)
+    return evaluator
+
+
+def _robustness(
+    spec: LevelSpec,
+    curriculum: CurriculumSpec,
+    evaluator: LevelEvaluator,
+    tester: LevelEvaluator | None,
+    outcome: StudyOutcome,
+    chosen: Params,
+    context: StudyContext,
+    trials_tried: int,
+) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, Any]]:
+    """Level-4 robustness: stress on the test period only, DSR and PBO, walk-forward, costs."""
+    test: dict[str, float] = {}
+    stress = _stress_metrics(tester, chosen, curriculum.stress_periods) if tester else {}
+    if stress:
+        test["stress_worst_total_return_pct"] = min(m["total_return_pct"] for m in stress.values())
+    overfit = overfitting_report(
+        evaluator, outcome, chosen, curriculum.robustness, trials_tried=trials_tried
+    )
+    wf = walk_forward(evaluator, curriculum.robustness, context)
+    test["deflated_sharpe"] = overfit["deflated_sharpe"]
+    test["pbo"] = overfit.get("pbo", 1.0)
+    test["walk_forward_efficiency"] = wf["walk_forward_efficiency"]
+    analysis: dict[str, Any] = {
+        "overfitting": overfit,
+        "walk_forward": wf,
+        # Stress windows inside the training/validation era are in sample: not counted.
+        "stress_out_of_sample": sorted(stress),
+        "stress_in_sample_excluded": sorted(set(curriculum.stress_periods) - set(stress)),
+    }
+    if tester is not None:
+        analysis["cost_sensitivity"] = cost_sensitivity(tester, chosen, curriculum.robustness)
+    return test, stress, analysis
+
+
+_UNMEASURED = {
+    "stress_worst_total_return_pct": "no stress period falls in the test period, outside every "
+    "training/validation bar of the warm-start chain",
+}
 
 
 def run_level(
@@ -229,16 +284,20 @@ def run_level(
     on_trial: Callable[[TrialRecord, int], None] | None = None,
     walk_forward_trials: int = 8,
     max_tries: int | None = None,
+    chain_trials: int = 0,
 ) -> LevelOutcome:
     """Optimize on train, choose on validation, report test (never used to choose).
 
     A level whose choice calls for a repeat (SPEC "Progression") runs again on the same study with
     ``repeat_trial_factor`` times the trials, at most ``max_tries`` times in all (the
-    curriculum's value unless overridden here).
+    curriculum's value unless overridden here). ``chain_trials`` is how many trials the
+    warm-start chain before this level ran (they fed its starting point): the deflated Sharpe
+    counts them with the level's own trials and the candidates the COLD pick chooses among.
     """
     tries_allowed = max_tries or curriculum.progression.max_tries
     evaluator = level_evaluator(spec, curriculum, data)
     segments = evaluator.segments
+    tester = _test_side(spec, curriculum, data, evaluator)
     tries: list[dict[str, Any]] = []
     config = study
     while True:
@@ -272,8 +331,16 @@ def run_level(
     test: dict[str, float] = {}
     stress: dict[str, dict[str, float]] = {}
     criteria: list[CriterionResult] = []
+    # Every trial that fed the choice: the chain's, this study's (all tries share it) and the
+    # candidates COLD may still pick among.
+    trials_tried = chain_trials + len(outcome.trials) + len(candidates)
     analysis: dict[str, Any] = {
         "stability": stability(shift),
+        "trials_tried": trials_tried,
+        "test_segments": [
+            [s.instrument, str(s.ts[0]), str(s.ts[-1]), len(s)]
+            for s in (tester.segments if tester is not None and tester is not evaluator else ())
+        ],
         **importance_report(config.study_name, config.storage, outcome),
     }
     full: FullAnalysis | None = None
@@ -294,13 +361,9 @@ def run_level(
             "max_relative_difference": full.max_relative_difference,
             "trades": full.trades.height,
         }
-        test = evaluator.evaluate(chosen.params, Period.TEST).as_dict()
+        if tester is not None:
+            test = tester.evaluate(chosen.params, Period.TEST).as_dict()
         if spec.robustness:
-            stress = _stress_metrics(evaluator, chosen.params, curriculum.stress_periods)
-            test["stress_worst_total_return_pct"] = min(
-                (m["total_return_pct"] for m in stress.values()), default=0.0
-            )
-            overfit = overfitting_report(evaluator, outcome, chosen.params, curriculum.robustness)
             context = StudyContext(
                 study_name=config.study_name,
                 storage=config.storage,
@@ -310,16 +373,12 @@ def run_level(
                 n_trials=walk_forward_trials,
                 batch_size=config.batch_size,
             )
-            wf = walk_forward(evaluator, curriculum.robustness, context)
-            test["deflated_sharpe"] = overfit["deflated_sharpe"]
-            test["pbo"] = overfit.get("pbo", 1.0)
-            test["walk_forward_efficiency"] = wf["walk_forward_efficiency"]
-            analysis.update(
-                overfitting=overfit,
-                walk_forward=wf,
-                cost_sensitivity=cost_sensitivity(evaluator, chosen.params, curriculum.robustness),
+            extra, stress, more = _robustness(
+                spec, curriculum, evaluator, tester, outcome, chosen.params, context, trials_tried
             )
-        criteria = evaluate_pass_criteria(spec.pass_criteria, test)
+            test.update(extra)
+            analysis.update(more)
+        criteria = evaluate_pass_criteria(spec.pass_criteria, test, _UNMEASURED)
     return LevelOutcome(
         level=spec.level,
         name=spec.name,
@@ -337,6 +396,7 @@ def run_level(
         analysis=analysis,
         chosen_trades=full.trades if full else None,
         chosen_equity=full.equity if full else None,
+        chain_trials=chain_trials + len(outcome.trials),
     )
 
 
@@ -359,6 +419,7 @@ def skipped_level_result(spec: LevelSpec, previous: Mapping[str, Any]) -> dict[s
         "criteria": [],
         "progression": {"decision": Decision.ADVANCE.value, "reasons": [reason]},
         "tries": [],
+        "chain_trials": int(previous.get("chain_trials", 0)),
         "analysis": {},
     }
 
@@ -403,7 +464,13 @@ def outcome_to_dict(outcome: LevelOutcome) -> dict[str, Any]:
         "test": dict(outcome.test),
         "stress": {k: dict(v) for k, v in outcome.stress.items()},
         "criteria": [
-            {"name": c.name, "threshold": c.threshold, "value": c.value, "passed": c.passed}
+            {
+                "name": c.name,
+                "threshold": c.threshold,
+                "value": c.value,
+                "passed": c.passed,
+                "note": c.note,
+            }
             for c in outcome.criteria
         ],
         "parameter_shift": dict(outcome.parameter_shift),
@@ -412,6 +479,7 @@ def outcome_to_dict(outcome: LevelOutcome) -> dict[str, Any]:
             "reasons": list(outcome.progression.reasons),
         },
         "tries": [dict(t) for t in outcome.tries],
+        "chain_trials": outcome.chain_trials,
         "stop_reason": outcome.study.stop_reason,
         "analysis": outcome.analysis,
     }

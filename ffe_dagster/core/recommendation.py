@@ -208,6 +208,9 @@ def failure_phrases(result: LevelResult) -> list[str]:
         if c.get("passed"):
             continue
         noun, _, unit, relation = _CRITERIA.get(c["name"], (c["name"], c["name"], "", "vs"))
+        if c.get("note"):  # not measured (e.g. no out-of-sample stress bars): say so
+            phrases.append(f"its {noun} criterion ({c['note']})")
+            continue
         value = format_value(float(c["value"]), unit)
         phrases.append(f"its {noun} criterion ({value} {relation} {c['threshold']:g}{unit})")
     return phrases

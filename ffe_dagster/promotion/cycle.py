@@ -7,7 +7,11 @@ Per regime, in this order:
 2. a version in WARM is judged by paper trading on the bars that arrived after it was made,
    against the current parameters on the same bars; it enters LIMITED when that stage is free;
 3. when nothing is in flight, the level's candidates face the COLD gate in validation order
-   and the first to pass enters WARM (a rejection is stored with its reason);
+   and the first to pass enters WARM (a rejection is stored with its reason). A level that did
+   not pass its pass criteria sends none (``blocked``, stored with the failed criteria, unless
+   the level sets ``promote_without_pass``). COLD judges each parameter set once, and only on
+   bars no earlier COLD test of the regime used (``cold_bars_used``): with too few of those it
+   waits;
 4. after that, the current (FULL) version is checked against the safety limits on the bars
    since its promotion (and on its live results, when the trading system reports any); a
    breach rolls it back to the previous version automatically, trigger ``automatic-rollback``.
@@ -83,6 +87,7 @@ class RegimeCandidates:
     direction: Direction
     candidates: Sequence[Candidate]
     source_run_id: str | None = None
+    blocked: str | None = None  # why the level's verdict keeps its candidates out of COLD
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +134,7 @@ class CurrentChange:
     """A change of a regime's current version (what the trading system and MLflow follow)."""
 
     regime: str
-    action: str  # promote, rollback or suspend
+    action: str  # promote, rollback or suspend; blocked: no change, the level did not pass
     version: int | None  # the new current version; None after a suspension
     previous: int | None
     reason: str
@@ -341,36 +346,80 @@ def _judge_warm(cycle: _Cycle, row: Mapping[str, Any]) -> None:
     cycle.report.add(regime, version, Stage.WARM, "advance", decision.reason)
 
 
+def _note(cycle: _Cycle, inputs: RegimeCandidates, action: str, reason: str) -> None:
+    """Store and report a decision about the regime that creates no version."""
+    regime = inputs.regime.value
+    cycle.registry.note_decision(
+        regime=regime,
+        level=inputs.level,
+        stage=Stage.COLD,
+        action=action,
+        reason=reason,
+        trigger=cycle.trigger,
+        run_id=cycle.run_id,
+        at=cycle.now,
+    )
+    cycle.report.add(regime, None, Stage.COLD, action, reason)
+
+
+def _unused_since(cycle: _Cycle, regime: str) -> tuple[dict[str, datetime], str | None]:
+    """Per instrument, the last bar an earlier COLD test of ``regime`` used, and why COLD must
+    wait (fewer unused days than its shortest window on some instrument), or None."""
+    used = cycle.registry.cold_bars_used(regime)
+    need = timedelta(days=cycle.config.cold.window_days[0])
+    short = [
+        f"{k} has {(cycle.marks[k] - mark) / timedelta(days=1):.1f} of {need.days} days after "
+        f"{mark:%Y-%m-%d %H:%M}"
+        for k, mark in sorted(used.items())
+        if k in cycle.marks and cycle.marks[k] - mark < need
+    ]
+    if not short:
+        return used, None
+    return used, "waits for bars no earlier COLD test used: " + "; ".join(short)
+
+
 def _take_candidate(cycle: _Cycle, inputs: RegimeCandidates) -> None:
     regime = inputs.regime.value
+    if inputs.blocked is not None:
+        _note(cycle, inputs, "blocked", inputs.blocked)
+        current = cycle.registry.current(regime)
+        version = None if current is None else int(current["version"])
+        cycle.report.changes.append(
+            CurrentChange(regime, "blocked", version, version, inputs.blocked, cycle.trigger)
+        )
+        return
     flying = cycle.registry.in_flight(regime)
     if flying:
         busy = ", ".join(f"v{r['version']} at {r['stage']}" for r in flying)
-        cycle.report.add(regime, None, Stage.COLD, "skip", f"{busy} in flight; new candidates wait")
+        _note(cycle, inputs, "skip", f"{busy} in flight; new candidates wait")
         return
-    # Sets that are current, were rolled back, or failed paper or live trading are not tried
-    # again; a COLD rejection is, since the recent bars it is judged on move every cycle.
-    known = [
-        v["params"]
-        for v in cycle.registry.history(regime)
-        if v["status"] in ("current", "rolled_back")
-        or (v["status"] == "rejected" and v["stage"] in (Stage.WARM, Stage.LIMITED))
-    ]
+    # Every set the regime ever stored (current, superseded, rolled back, rejected at any stage,
+    # COLD included) is not tried again: a set judged once on the hold-out has had its test.
+    known = [v["params"] for v in cycle.registry.history(regime)]
+    known += cycle.registry.cold_tested(regime)
     fresh = [c for c in inputs.candidates if dict(c.params) not in known]
     if not fresh:
         why = (
             f"level {inputs.level} produced no candidate"
             if not inputs.candidates
-            else f"every candidate of level {inputs.level} is current, was rolled back or "
-            "failed WARM / LIMITED before"
+            else f"every candidate of level {inputs.level} was judged by an earlier cycle"
         )
-        cycle.report.add(regime, None, Stage.COLD, "skip", why)
+        _note(cycle, inputs, "skip", why)
+        return
+    used, wait = _unused_since(cycle, regime)
+    if wait is not None:
+        _note(cycle, inputs, "wait", wait)
         return
     decisions: list[GateDecision] = []
 
+    def since(days: int) -> dict[str, datetime]:
+        # The COLD window, cut after the bars earlier COLD tests of this regime used.
+        window = cycle.market.last_days(days)
+        return {k: max(v, used[k]) if k in used else v for k, v in window.items()}
+
     def gate(index: int, params: Params) -> GateDecision:
         decision = cold_gate(
-            lambda days: cycle.market.paper(params, inputs.direction, cycle.market.last_days(days)),
+            lambda days: cycle.market.paper(params, inputs.direction, since(days)),
             cycle.config.cold,
             reference_sharpe=fresh[index].validation_sharpe,
             limits=cycle.config.safety,
@@ -395,6 +444,15 @@ def _take_candidate(cycle: _Cycle, inputs: RegimeCandidates) -> None:
         data_marks=cycle.marks,
         source_run_id=inputs.source_run_id,
         candidate_number=fresh[index].number,
+        at=cycle.now,
+    )
+    longest = int(max(d.metrics["window_days"] for d in decisions))
+    cycle.registry.note_cold_bars(
+        regime,
+        {k: (start, cycle.marks[k]) for k, start in since(longest).items() if k in cycle.marks},
+        tested=[fresh[i].params for i in range(len(decisions))],
+        version=version,
+        run_id=cycle.run_id,
         at=cycle.now,
     )
     outcome = "advance" if choice.params is not None else "reject"

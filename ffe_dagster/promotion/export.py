@@ -131,6 +131,8 @@ def publish_current(
     """
     ensure_export_writable(path)
     for change in changes:
+        if change.action == "blocked":
+            continue  # a level that did not pass changed nothing: no alias moves
         row = registry.current(change.regime)
         if change.action == "suspend" or row is None:
             mlflow_tracking.clear_current(regime=change.regime)

@@ -6,6 +6,7 @@ them, each change one transaction that also appends its row to the audit trail
 (``parameter_transitions``).
 """
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -29,8 +30,15 @@ from ffe_dagster.resources.registry_queries import (
     transition,
     update_version,
 )
+from ffe_dagster.resources.registry_records import (
+    cold_bars_query,
+    cold_tested_query,
+    insert_cold_bars,
+    insert_regime_decision,
+)
 from ffe_dagster.resources.registry_schema import (
     METADATA,
+    REGIME_DECISIONS,
     STAGES,
     STATUS_CANDIDATE,
     STATUS_CURRENT,
@@ -120,7 +128,60 @@ class ParameterRegistryResource(ConfigurableResource):
             query = query.where(TRANSITIONS.c.regime == regime)
         return self._rows(query)
 
+    def regime_decisions(self, regime: str | None = None) -> list[dict[str, Any]]:
+        """Decisions that stored no version (``blocked``, ``wait``, ``skip``), oldest first."""
+        query = sa.select(REGIME_DECISIONS).order_by(REGIME_DECISIONS.c.id)
+        if regime is not None:
+            query = query.where(REGIME_DECISIONS.c.regime == regime)
+        return self._rows(query)
+
+    def cold_bars_used(self, regime: str) -> dict[str, datetime]:
+        """Per instrument, the newest bar an earlier COLD test of ``regime`` judged."""
+        with self._connect(write=False) as con:
+            rows = con.execute(cold_bars_query(regime)).all()
+        # SQLite hands back naive datetimes; every time stored here is UTC.
+        return {str(k): v if v.tzinfo else v.replace(tzinfo=UTC) for k, v in rows}
+
+    def cold_tested(self, regime: str) -> list[dict[str, Any]]:
+        """Every parameter set a COLD test of ``regime`` judged (each is judged once)."""
+        with self._connect(write=False) as con:
+            rows = con.execute(cold_tested_query(regime)).all()
+        out: list[dict[str, Any]] = []
+        for (text,) in rows:  # one row per instrument: the same sets repeat
+            for params in json.loads(text or "[]"):
+                if params not in out:
+                    out.append(params)
+        return out
+
     # --- writing -------------------------------------------------------------------------------
+
+    def note_decision(self, *, at: datetime | None = None, **fields: Any) -> None:
+        """Store a decision about a regime that creates no version: ``regime``, ``level``,
+        ``stage``, ``action``, ``reason``, ``trigger``, ``run_id`` (see ``regime_decisions``)."""
+        with self._connect(write=True) as con:
+            insert_regime_decision(con, at=at or datetime.now(UTC), **fields)
+
+    def note_cold_bars(
+        self,
+        regime: str,
+        used: Mapping[str, tuple[datetime, datetime]],
+        *,
+        tested: Sequence[Mapping[str, Any]],
+        version: int | None,
+        run_id: str | None,
+        at: datetime | None = None,
+    ) -> None:
+        """Remember which bars (first, last per instrument) a COLD test of ``regime`` judged."""
+        with self._connect(write=True) as con:
+            insert_cold_bars(
+                con,
+                regime=regime,
+                used=used,
+                tested=tested,
+                version=version,
+                run_id=run_id,
+                at=at or datetime.now(UTC),
+            )
 
     def record(
         self,

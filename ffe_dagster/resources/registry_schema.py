@@ -80,8 +80,47 @@ TRANSITIONS = sa.Table(
     sa.Column("metrics", sa.Text),
     sa.Column("checks", sa.Text),
 )
-_JSON_COLUMNS = ("params", "metrics", "data_marks", "stage_marks", "stage_metrics", "checks")
-_TIME_COLUMNS = ("created_at", "stage_entered_at", "updated_at", "at")
+# Decisions about a regime that create no version, one per regime and cycle: a level that did
+# not pass blocks its regimes (action ``blocked``), COLD waits for bars no earlier COLD test used
+# (``wait``), or has nothing new to judge (``skip``).
+REGIME_DECISIONS = sa.Table(
+    "regime_decisions",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("regime", sa.String(16), nullable=False, index=True),
+    sa.Column("level", sa.Integer, nullable=False),
+    sa.Column("stage", sa.String(16), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("trigger", sa.String(32), nullable=False),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+# The bars each COLD test judged, per regime and instrument: a later COLD test of the regime only
+# uses bars after the newest ``last_bar`` here, so no bar tests two candidates (repeated testing).
+COLD_BARS = sa.Table(
+    "cold_bars_used",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("regime", sa.String(16), nullable=False, index=True),
+    sa.Column("instrument", sa.String(64), nullable=False),
+    sa.Column("first_bar", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_bar", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("version", sa.Integer),  # the version the COLD decision stored
+    sa.Column("tested", sa.Text),  # JSON list of every parameter set judged on these bars
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+_JSON_COLUMNS = (
+    "params",
+    "metrics",
+    "data_marks",
+    "stage_marks",
+    "stage_metrics",
+    "checks",
+    "tested",
+)
+_TIME_COLUMNS = ("created_at", "stage_entered_at", "updated_at", "at", "first_bar", "last_bar")
 Marks = Mapping[str, datetime]
 
 

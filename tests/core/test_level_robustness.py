@@ -1,11 +1,14 @@
 """A level with ``robustness: true`` on real bars: walk-forward, DSR, PBO and cost sensitivity."""
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import optuna
 import polars as pl
 import pytest
+from optuna.storages import BaseStorage
 
 from ffe_dagster.config import load_curriculum
 from ffe_dagster.core.backtest import Direction
@@ -15,10 +18,23 @@ from ffe_dagster.core.optimize import StudyConfig, open_storage
 from ffe_dagster.core.regimes import RegimeConfig, detect_regimes
 from ffe_dagster.settings import PACKAGE_DIR
 
+CHAIN_TRIALS = 100  # trials of the levels before this one (the warm-start chain)
+WF_TRIALS = 5
+
 
 @pytest.fixture(scope="module")
-def outcome(tmp_path_factory: pytest.TempPathFactory) -> LevelOutcome:
-    curriculum = load_curriculum(PACKAGE_DIR / "config" / "curriculum.yaml")
+def storage(tmp_path_factory: pytest.TempPathFactory) -> BaseStorage:
+    tmp: Path = tmp_path_factory.mktemp("studies")
+    return open_storage(f"journal:///{tmp / 's.journal'}")
+
+
+@pytest.fixture(scope="module")
+def outcome(storage: BaseStorage) -> LevelOutcome:
+    # 2022 trains and validates, 2023 (up to the 30-day hold-out) is the test era.
+    curriculum = replace(
+        load_curriculum(PACKAGE_DIR / "config" / "curriculum.yaml"),
+        test_era_start={"*": datetime(2023, 1, 1, tzinfo=UTC)},
+    )
     bars = {
         s: pl.read_parquet(PACKAGE_DIR / "data" / "samples" / f"{s}_1h.parquet").filter(
             pl.col("ts").dt.year().is_between(2022, 2023)
@@ -37,37 +53,45 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> LevelOutcome:
         name="robust",
         direction=Direction.BOTH,
         windows=tuple(
-            Window(s, datetime(2022, 1, 1, tzinfo=UTC), datetime(2023, 12, 31, tzinfo=UTC))
+            Window(s, datetime(2022, 1, 1, tzinfo=UTC), datetime(2022, 12, 31, tzinfo=UTC))
             for s in bars
         ),
         trials={"quick": 24},
-        pass_criteria={"min_deflated_sharpe": 0.95, "max_pbo": 0.5},
+        pass_criteria={
+            "min_deflated_sharpe": 0.95,
+            "max_pbo": 0.5,
+            "stress_min_total_return_pct": -5.0,
+        },
         promotes=(),
         robustness=True,
     )
-    tmp: Path = tmp_path_factory.mktemp("studies")
     return run_level(
         spec,
         curriculum,
         data,
         study=StudyConfig(
             "robust",
-            open_storage(f"journal:///{tmp / 's.journal'}"),
+            storage,
             24,
             seed=3,
             constraints=curriculum.constraints,
             batch_size=8,
         ),
         warm_start=None,
-        walk_forward_trials=8,
+        walk_forward_trials=WF_TRIALS,
         max_tries=1,
+        chain_trials=CHAIN_TRIALS,
     )
 
 
 def test_overfitting_statistics_are_probabilities(outcome: LevelOutcome) -> None:
     overfit = outcome.analysis["overfitting"]
     assert 0.0 <= overfit["deflated_sharpe"] <= overfit["probabilistic_sharpe"] <= 1.0
-    assert overfit["dsr_trials"] == 24
+    # every trial that fed the choice: the chain's 100, the study's 24 and the candidates the
+    # COLD pick chooses among
+    assert overfit["dsr_trials"] == CHAIN_TRIALS + 24 + len(outcome.candidates)
+    assert outcome.analysis["trials_tried"] == overfit["dsr_trials"]
+    assert outcome.chain_trials == CHAIN_TRIALS + 24  # what the next level's chain counts
     assert 0.0 <= overfit["pbo"] <= 1.0
     assert overfit["pbo_trials"] == 24
     assert overfit["pbo_combinations"] == 12870  # C(16, 8)
@@ -75,8 +99,38 @@ def test_overfitting_statistics_are_probabilities(outcome: LevelOutcome) -> None
     assert overfit["dsr_bars"] == 2 * overfit["dsr_observations"]
     assert outcome.analysis["lookahead"]["truncation"]["passed"]
     names = {c.name for c in outcome.criteria}
-    assert names == {"min_deflated_sharpe", "max_pbo"}
+    assert names == {"min_deflated_sharpe", "max_pbo", "stress_min_total_return_pct"}
     assert outcome.test["deflated_sharpe"] == overfit["deflated_sharpe"]
+
+
+def test_stress_inside_the_training_era_is_not_evaluated(outcome: LevelOutcome) -> None:
+    """COVID (2020), LUNA and FTX (2022) all lie before this level's test era (2023): none
+    counts, and the stress criterion fails visibly instead of passing on a default."""
+    assert outcome.stress == {}
+    assert outcome.analysis["stress_in_sample_excluded"] == [
+        "covid_crash_2020",
+        "ftx_collapse_2022",
+        "luna_collapse_2022",
+    ]
+    assert "stress_worst_total_return_pct" not in outcome.test
+    (stress,) = [c for c in outcome.criteria if c.name == "stress_min_total_return_pct"]
+    assert not stress.passed and stress.note.startswith("not evaluated (no stress period")
+    assert not outcome.passed
+
+
+def test_the_test_period_is_the_test_era(outcome: LevelOutcome) -> None:
+    test = outcome.analysis["test_segments"]
+    assert {row[0] for row in test} == {"BTC_USDT", "ETH_USDT"}
+    assert all(row[1] >= "2023-01-01" for row in test)
+    assert all(seg[2] < "2023-01-01" for seg in outcome.segments)  # train/validation: 2022
+
+
+def test_walk_forward_uses_the_configured_trial_count(
+    outcome: LevelOutcome, storage: BaseStorage
+) -> None:
+    for k in range(1, 5):
+        study = optuna.load_study(study_name=f"robust-wf{k}", storage=storage)
+        assert len(study.trials) == WF_TRIALS
 
 
 def test_walk_forward_windows_roll_forward_and_stitch(outcome: LevelOutcome) -> None:
