@@ -26,7 +26,10 @@ def source(url: str, token: str | None = FakeOanda.token, **options: object) -> 
         "base_url": url,
         "max_requests_per_second": FAST["max_requests_per_second"],
         "timeout_s": FAST["timeout_s"],
-        "retry": RetryPolicy(base_delay_s=FAST["backoff_s"]),
+        "deadline_s": FAST["deadline_s"],
+        "retry": RetryPolicy(
+            outage_budget_s=FAST["outage_budget_s"], base_delay_s=FAST["backoff_s"]
+        ),
         **options,
     }
     return OandaSource(**settings)  # type: ignore[arg-type]
@@ -97,7 +100,9 @@ def test_bid_prices_when_configured() -> None:
 def test_wrong_token_unknown_instrument_and_missing_token_are_permanent() -> None:
     eur = Instrument("XYZ", "EUR_XYZ", MarketKind.FOREX, source="oanda")
     with oanda(NOW) as venue:
-        with pytest.raises(PermanentSourceError, match="rejected the access token") as error:
+        with pytest.raises(
+            PermanentSourceError, match="HTTP 401: Insufficient authorization"
+        ) as error:
             fetch_all(source(venue.url, token="wrong-secret"), GBP, utc(2024, 3, 4), NOW, now=NOW)
         assert "wrong-secret" not in str(error.value)
         with pytest.raises(PermanentSourceError, match="Invalid value specified for 'instrument'"):

@@ -12,12 +12,18 @@ for the candle still forming).
 Both serve only the bars they are given (real bars from ``ffe_dagster/data/samples``) and only
 those that have opened by the server's ``now``: the candle containing ``now`` is served, as the
 real venues do, and a client must not store it. ``inject`` queues faults; each candle request
-takes the next one: 429 (with or without Retry-After), 500, a timeout (the answer comes late),
-a short page, duplicated or shuffled candles, a bad price (high < low, negative, NaN), a 401.
+takes the next one: 429 (with or without Retry-After), 500, 408, an outage (503 to every
+request for ``duration_s``), a timeout (the answer comes late), a body trickled one byte at a
+time, a body cut off mid-transfer, a 200 whose body is an HTML proxy page, truncated JSON or
+another shape, an empty page, a short page, a hole inside the page, duplicated or shuffled
+candles, a bar off the interval grid or a whole page shifted off it, a bad price (high < low,
+negative, NaN), a 401, a 403 and a 400. ``inject_on("products" | "currencies", ...)`` queues
+faults for Coinbase's market-list endpoints instead.
 """
 
 import json
 import random
+import socket
 import threading
 import time
 from collections import deque
@@ -43,18 +49,57 @@ FaultKind = Literal[
     "negative_price",
     "nan_price",
     "unauthorized",
+    "forbidden",
+    "bad_request",
+    "request_timeout",
+    "outage",
+    "trickle",
+    "cut_body",
+    "html",
+    "truncated",
+    "wrong_shape",
+    "empty",
+    "hole",
+    "off_grid_bar",
+    "shifted_page",
 ]
+_STATUS_FAULTS: dict[str, int] = {
+    "rate_limit": 429,
+    "server_error": 500,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "bad_request": 400,
+    "request_timeout": 408,
+    "outage": 503,
+}
+HTML_PAGE = (
+    b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway"
+    b"</h1></center><hr><center>nginx</center></body></html>"
+)
 
 
 @dataclass(frozen=True)
 class Fault:
     """One injected fault: ``retry_after`` for 429 (None = header absent), ``keep`` candles of a
-    short page, ``delay_s`` before a timed-out answer."""
+    short page, ``delay_s`` before a timed-out answer (or between trickled bytes),
+    ``duration_s`` of an outage, ``missing`` candles of a hole."""
 
     kind: FaultKind
     retry_after: str | None = None
     keep: int = 50
     delay_s: float = 1.0
+    duration_s: float = 1.0
+    missing: int = 12
+
+
+@dataclass(frozen=True)
+class Body:
+    """A reply body sent as is: ``trickle_s`` between bytes, or ``cut`` after half of it."""
+
+    payload: bytes
+    content_type: str = "application/json"
+    trickle_s: float = 0.0
+    cut: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,17 +158,31 @@ class _Handler(BaseHTTPRequestHandler):
         except _Late as late:
             time.sleep(late.delay_s)
             status, body, headers = 504, {"message": "late"}, {}
-        payload = json.dumps(body).encode()
+        reply = body if isinstance(body, Body) else Body(json.dumps(body).encode())
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("Content-Type", reply.content_type)
+            self.send_header("Content-Length", str(len(reply.payload)))
             for name, value in headers.items():
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(payload)
+            self._write(reply)
         except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up waiting (the timeout fault): nothing to answer
+            pass  # the client gave up waiting (timeout, deadline): nothing to answer
+
+    def _write(self, reply: Body) -> None:
+        if reply.cut:
+            self.wfile.write(reply.payload[: len(reply.payload) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)  # the transfer breaks off
+        elif reply.trickle_s:
+            for i in range(len(reply.payload)):
+                self.wfile.write(reply.payload[i : i + 1])
+                self.wfile.flush()
+                time.sleep(reply.trickle_s)
+        else:
+            self.wfile.write(reply.payload)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -158,6 +217,8 @@ class _FakeVenue:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._rng = random.Random(self.seed)
+        self._outage_until = 0.0
+        self.endpoint_faults: dict[str, deque[Fault]] = {}
 
     # -- life cycle -------------------------------------------------------------------------
     def __enter__(self) -> Self:
@@ -183,6 +244,18 @@ class _FakeVenue:
         with self._lock:
             self.faults.extend(faults)
 
+    def inject_on(self, endpoint: str, *faults: Fault) -> None:
+        """Queue faults for another endpoint (``products``, ``currencies``)."""
+        with self._lock:
+            self.endpoint_faults.setdefault(endpoint, deque()).extend(faults)
+
+    def clear(self) -> None:
+        """The fault clears: queued faults dropped, a running outage over."""
+        with self._lock:
+            self.faults.clear()
+            self.endpoint_faults.clear()
+            self._outage_until = 0.0
+
     @property
     def candle_requests(self) -> int:
         """How many candle requests were answered (faulty ones included)."""
@@ -194,9 +267,14 @@ class _FakeVenue:
     ) -> tuple[int, Any, dict[str, str]]:
         raise NotImplementedError
 
-    def _next_fault(self) -> Fault | None:
+    def _next_fault(self, endpoint: str = "candles") -> Fault | None:
         with self._lock:
-            fault = self.faults.popleft() if self.faults else None
+            if endpoint == "candles" and time.monotonic() < self._outage_until:
+                return Fault("outage")
+            queue = self.faults if endpoint == "candles" else self.endpoint_faults.get(endpoint)
+            fault = queue.popleft() if queue else None
+            if fault is not None and fault.kind == "outage":
+                self._outage_until = time.monotonic() + fault.duration_s
         return None if fault is None or fault.kind == "ok" else fault
 
     def _record(
@@ -213,10 +291,8 @@ class _FakeVenue:
             return None
         if fault.kind == "rate_limit":
             return 429, ({"Retry-After": fault.retry_after} if fault.retry_after else {})
-        if fault.kind == "server_error":
-            return 500, {}
-        if fault.kind == "unauthorized":
-            return 401, {}
+        if fault.kind in _STATUS_FAULTS:
+            return _STATUS_FAULTS[fault.kind], {}
         if fault.kind == "timeout":
             self._record(path, params, 504, fault, 0)  # answered only after the client gave up
             raise _Late(fault.delay_s)
@@ -239,6 +315,17 @@ class _FakeVenue:
         """``rows`` ascending ``[t, o, h, l, c, v]``; returns them altered by the fault."""
         if fault is None or not rows:
             return rows
+        if fault.kind == "empty":
+            return []
+        if fault.kind == "hole":
+            middle = len(rows) // 2 - fault.missing // 2
+            return [*rows[:middle], *rows[middle + fault.missing :]]
+        if fault.kind in ("off_grid_bar", "shifted_page"):
+            lo = len(rows) // 2 if fault.kind == "off_grid_bar" else 0
+            hi = lo + 1 if fault.kind == "off_grid_bar" else len(rows)
+            shifted = [[r[0] + 180, *r[1:]] for r in rows[lo:hi]]  # 3 minutes late
+            self.corrupted.extend(datetime.fromtimestamp(r[0], UTC) for r in shifted)
+            return [*rows[:lo], *shifted, *rows[hi:]]
         if fault.kind == "duplicates":
             return sorted(rows + rows[:: max(1, len(rows) // 10)], key=lambda r: r[0])
         if fault.kind == "out_of_order":
@@ -259,6 +346,23 @@ class _FakeVenue:
             return [*rows[: len(rows) // 2], row, *rows[len(rows) // 2 + 1 :]]
         return rows
 
+    def _body_fault(self, fault: Fault | None, body: Any, wrong: Any) -> Any:
+        """The reply body as the fault garbles or delays it (``wrong``: another JSON shape)."""
+        if fault is None:
+            return body
+        payload = json.dumps(body).encode()
+        if fault.kind == "html":
+            return Body(HTML_PAGE, content_type="text/html")
+        if fault.kind == "truncated":
+            return Body(payload[: max(1, len(payload) // 2)])
+        if fault.kind == "wrong_shape":
+            return wrong
+        if fault.kind == "trickle":
+            return Body(payload, trickle_s=fault.delay_s)
+        if fault.kind == "cut_body":
+            return Body(payload, cut=True)
+        return body
+
 
 class FakeCoinbaseExchange(_FakeVenue):
     """Coinbase Exchange (``coinbaseexchange``): products keyed ``BTC-USDT``."""
@@ -268,14 +372,32 @@ class FakeCoinbaseExchange(_FakeVenue):
     def answer(
         self, path: str, params: dict[str, str], headers: dict[str, str]
     ) -> tuple[int, Any, dict[str, str]]:
-        if path == "/currencies":
-            return 200, self._currencies(), {}
-        if path == "/products":
-            return 200, self._products(), {}
+        if path in ("/currencies", "/products"):
+            return self._market_list(path)
         parts = path.strip("/").split("/")
         if len(parts) == 3 and parts[0] == "products" and parts[2] == "candles":
             return self._candles(parts[1], params)
         return 404, {"message": "NotFound"}, {}
+
+    _MESSAGES: ClassVar[dict[int, str]] = {
+        429: "Public rate limit exceeded",
+        500: "Internal server error",
+        503: "Service Unavailable",
+        401: "Unauthorized.",
+        403: "Forbidden",
+        400: "Invalid request",
+        408: "Request timeout",
+    }
+
+    def _market_list(self, path: str) -> tuple[int, Any, dict[str, str]]:
+        fault = self._next_fault(path.strip("/"))
+        error = self._error_for(fault, path, {})
+        if error is not None:
+            status, headers = error
+            return status, {"message": self._MESSAGES[status]}, headers
+        body = self._currencies() if path == "/currencies" else self._products()
+        wrong = [{"name": entry["id"]} for entry in body]  # ids under another key
+        return 200, self._body_fault(fault, body, wrong), {}
 
     def _currencies(self) -> list[dict[str, Any]]:
         codes = sorted({c for product in self.bars for c in product.split("-")})
@@ -324,13 +446,8 @@ class FakeCoinbaseExchange(_FakeVenue):
         error = self._error_for(fault, path, params)
         if error is not None:
             status, headers = error
-            message = {
-                429: "Public rate limit exceeded",
-                500: "Internal server error",
-                401: "Unauthorized.",
-            }[status]
             self._record(path, params, status, fault, 0)
-            return status, {"message": message}, headers
+            return status, {"message": self._MESSAGES[status]}, headers
         if product not in self._series:
             self._record(path, params, 404, fault, 0)
             return 404, {"message": "NotFound"}, {}
@@ -365,7 +482,9 @@ class FakeCoinbaseExchange(_FakeVenue):
         if fault is not None and fault.kind == "short_page":
             rows = rows[: fault.keep]  # the answer stops early: the oldest candles are missing
         self._record(path, params, 200, fault, len(rows))
-        return 200, rows, {}
+        keys = ("time", "low", "high", "open", "close", "volume")
+        wrong = [dict(zip(keys, r, strict=True)) for r in rows]
+        return 200, self._body_fault(fault, rows, wrong), {}
 
 
 class FakeOanda(_FakeVenue):
@@ -414,7 +533,11 @@ class FakeOanda(_FakeVenue):
             message = {
                 429: "Rate limit violation. Allowed rate: 100 requests per second",
                 500: "Internal server error",
+                503: "Service unavailable",
                 401: "Insufficient authorization to perform request.",
+                403: "The provided request was forbidden.",
+                400: "Invalid value specified for 'from'",
+                408: "Request timed out",
             }[status]
             self._record(path, params, status, fault, 0)
             return status, {"errorMessage": message}, headers
@@ -458,4 +581,5 @@ class FakeOanda(_FakeVenue):
             )
         self._record(path, params, 200, fault, len(candles))
         body = {"instrument": instrument, "granularity": params["granularity"], "candles": candles}
-        return 200, body, {}
+        wrong = {**body, "candles": [{k: c[k] for k in ("complete", "time")} for c in candles]}
+        return 200, self._body_fault(fault, body, wrong), {}
