@@ -221,7 +221,9 @@ class CcxtSource:
             for _ in range(cost - 1):
                 stats.rate_wait_s += self._runner.limiter.acquire()
                 stats.requests += 1
-            self._runner.run(exchange.load_markets, stats, "loading the market list")
+            self._runner.run(
+                exchange.load_markets, stats, f"loading the market list (for {symbol})"
+            )
         if symbol not in exchange.markets:
             raise PermanentSourceError(
                 f"{self.exchange_id} has no market {symbol!r}; check the instrument's symbol "

@@ -241,8 +241,8 @@ class OandaSource:
         # here is requests' socket-level failures.
         if isinstance(exc, requests.Timeout):
             return Transient("timeout")
-        if isinstance(exc, requests.ConnectionError):
-            return Transient("network error")
+        if isinstance(exc, requests.ConnectionError | requests.exceptions.ChunkedEncodingError):
+            return Transient("network error")  # refused, reset, or a body cut off mid-transfer
         return None
 
     def fetch_pages(
