@@ -23,95 +23,29 @@ faults for Coinbase's market-list endpoints instead.
 
 import json
 import random
-import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar, Literal, Self, cast
-from urllib.parse import parse_qs, urlparse
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import polars as pl
 
-FaultKind = Literal[
-    "ok",  # no fault: lets a later fault hit a chosen request
-    "rate_limit",
-    "server_error",
-    "timeout",
-    "short_page",
-    "duplicates",
-    "out_of_order",
-    "high_below_low",
-    "negative_price",
-    "nan_price",
-    "unauthorized",
-    "forbidden",
-    "bad_request",
-    "request_timeout",
-    "outage",
-    "trickle",
-    "cut_body",
-    "html",
-    "truncated",
-    "wrong_shape",
-    "empty",
-    "hole",
-    "off_grid_bar",
-    "shifted_page",
-]
-_STATUS_FAULTS: dict[str, int] = {
-    "rate_limit": 429,
-    "server_error": 500,
-    "unauthorized": 401,
-    "forbidden": 403,
-    "bad_request": 400,
-    "request_timeout": 408,
-    "outage": 503,
-}
-HTML_PAGE = (
-    b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway"
-    b"</h1></center><hr><center>nginx</center></body></html>"
+from tests.fakes.wire import (
+    HTML_PAGE,
+    STATUS_FAULTS,
+    Body,
+    Fault,
+    FaultKind,
+    Late,
+    Served,
+    Server,
 )
 
-
-@dataclass(frozen=True)
-class Fault:
-    """One injected fault: ``retry_after`` for 429 (None = header absent), ``keep`` candles of a
-    short page, ``delay_s`` before a timed-out answer (or between trickled bytes),
-    ``duration_s`` of an outage, ``missing`` candles of a hole."""
-
-    kind: FaultKind
-    retry_after: str | None = None
-    keep: int = 50
-    delay_s: float = 1.0
-    duration_s: float = 1.0
-    missing: int = 12
-
-
-@dataclass(frozen=True)
-class Body:
-    """A reply body sent as is: ``trickle_s`` between bytes, or ``cut`` after half of it."""
-
-    payload: bytes
-    content_type: str = "application/json"
-    trickle_s: float = 0.0
-    cut: bool = False
-
-
-@dataclass(frozen=True)
-class Served:
-    """One candle request as the server saw it (``at``: ``time.monotonic()`` on arrival)."""
-
-    path: str
-    params: Mapping[str, str]
-    status: int
-    fault: FaultKind | None
-    candles: int
-    at: float
+__all__ = ["HTML_PAGE", "Body", "FakeCoinbaseExchange", "FakeOanda", "Fault", "FaultKind", "Served"]
 
 
 @dataclass
@@ -148,59 +82,6 @@ def _iso(value: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        url = urlparse(self.path)
-        params = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        venue = cast(_Server, self.server).venue
-        try:
-            status, body, headers = venue.answer(url.path, params, dict(self.headers))
-        except _Late as late:
-            time.sleep(late.delay_s)
-            status, body, headers = 504, {"message": "late"}, {}
-        reply = body if isinstance(body, Body) else Body(json.dumps(body).encode())
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", reply.content_type)
-            self.send_header("Content-Length", str(len(reply.payload)))
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self._write(reply)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up waiting (timeout, deadline): nothing to answer
-
-    def _write(self, reply: Body) -> None:
-        if reply.cut:
-            self.wfile.write(reply.payload[: len(reply.payload) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)  # the transfer breaks off
-        elif reply.trickle_s:
-            for i in range(len(reply.payload)):
-                self.wfile.write(reply.payload[i : i + 1])
-                self.wfile.flush()
-                time.sleep(reply.trickle_s)
-        else:
-            self.wfile.write(reply.payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, venue: "_FakeVenue") -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.venue = venue
-
-
-class _Late(Exception):
-    def __init__(self, delay_s: float) -> None:
-        self.delay_s = delay_s
-
-
 @dataclass
 class _FakeVenue:
     bars: Mapping[str, pl.DataFrame]
@@ -214,7 +95,7 @@ class _FakeVenue:
     def __post_init__(self) -> None:
         self._series = {name: _Series.of(frame) for name, frame in self.bars.items()}
         self._lock = threading.Lock()
-        self._server: _Server | None = None
+        self._server: Server | None = None
         self._thread: threading.Thread | None = None
         self._rng = random.Random(self.seed)
         self._outage_until = 0.0
@@ -222,7 +103,7 @@ class _FakeVenue:
 
     # -- life cycle -------------------------------------------------------------------------
     def __enter__(self) -> Self:
-        self._server = _Server(self)
+        self._server = Server(self)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self
@@ -291,11 +172,11 @@ class _FakeVenue:
             return None
         if fault.kind == "rate_limit":
             return 429, ({"Retry-After": fault.retry_after} if fault.retry_after else {})
-        if fault.kind in _STATUS_FAULTS:
-            return _STATUS_FAULTS[fault.kind], {}
+        if fault.kind in STATUS_FAULTS:
+            return STATUS_FAULTS[fault.kind], {}
         if fault.kind == "timeout":
             self._record(path, params, 504, fault, 0)  # answered only after the client gave up
-            raise _Late(fault.delay_s)
+            raise Late(fault.delay_s)
         return None
 
     def _rows(self, series: _Series, lo: int, hi: int) -> list[list[Any]]:
