@@ -164,3 +164,17 @@ def test_open_candle_and_out_of_range_rows_are_dropped() -> None:
         bars["ts"].to_list() == between(REAL, utc(2023, 3, 1), utc(2023, 3, 1, 1))["ts"].to_list()
     )
     assert stats.unclosed_dropped == 1
+
+
+@pytest.mark.parametrize("fault", ["trickle", "trickle_headers"])
+def test_a_trickling_answer_is_cut_off_at_the_deadline_and_asked_again(fault: str) -> None:
+    # one byte every 50 ms: each read is far inside the 0.3 s read timeout, but the whole
+    # answer would take minutes; the 1 s deadline (headers included) cuts it off.
+    with coinbase(NOW) as venue:
+        venue.inject(Fault(fault, delay_s=0.05))  # type: ignore[arg-type]
+        started = time.monotonic()
+        bars, stats = fetch_all(source(venue.url), BTC, utc(2023, 3, 1), utc(2023, 3, 2), now=NOW)
+        elapsed = time.monotonic() - started
+    assert bars.equals(between(REAL, utc(2023, 3, 1), utc(2023, 3, 2)))
+    assert stats.retry_reasons == {"deadline": 1}
+    assert elapsed >= FAST["deadline_s"]

@@ -1,6 +1,7 @@
 """The OANDA source with the real oandapyV20 client against a local v20 server."""
 
 import json
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -136,3 +137,27 @@ def test_configuration_errors() -> None:
     assert "abc-secret" not in repr(OandaSource(token="abc-secret"))
     assert pl.DataFrame  # polars is the frame library of every source
     assert FetchStats().as_dict()["requests"] == 0
+
+
+@pytest.mark.parametrize("fault", ["trickle", "trickle_headers"])
+def test_a_trickling_answer_is_cut_off_at_the_deadline_and_asked_again(fault: str) -> None:
+    with oanda(NOW) as venue:
+        venue.inject(Fault(fault, delay_s=0.05))  # type: ignore[arg-type]
+        started = time.monotonic()
+        bars, stats = fetch_all(source(venue.url), GBP, utc(2024, 3, 4), utc(2024, 3, 5), now=NOW)
+        elapsed = time.monotonic() - started
+    assert bars.equals(between(REAL, utc(2024, 3, 4), utc(2024, 3, 5)))
+    assert stats.retry_reasons == {"deadline": 1}
+    assert elapsed >= FAST["deadline_s"]
+
+
+def test_a_secret_the_venue_echoes_is_masked() -> None:
+    from ffe_dagster.sources.http import ReplyRules, check_reply
+
+    rules = ReplyRules("OANDA (practice)", 30.0, lambda path, body: None, secrets=("s3cret",))
+    body = b'{"errorMessage": "token s3cret is not valid"}'
+    with pytest.raises(PermanentSourceError) as error:
+        check_reply(rules, "GET /v3/x", 401, body, {})
+    assert str(error.value) == (
+        "OANDA (practice) GET /v3/x refused the request with HTTP 401: token *** is not valid"
+    )

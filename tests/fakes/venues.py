@@ -13,12 +13,13 @@ Both serve only the bars they are given (real bars from ``ffe_dagster/data/sampl
 those that have opened by the server's ``now``: the candle containing ``now`` is served, as the
 real venues do, and a client must not store it. ``inject`` queues faults; each candle request
 takes the next one: 429 (with or without Retry-After), 500, 408, an outage (503 to every
-request for ``duration_s``), a timeout (the answer comes late), a body trickled one byte at a
-time, a body cut off mid-transfer, a 200 whose body is an HTML proxy page, truncated JSON or
-another shape, an empty page, a short page, a hole inside the page, duplicated or shuffled
-candles, a bar off the interval grid or a whole page shifted off it, a bad price (high < low,
-negative, NaN), a 401, a 403 and a 400. ``inject_on("products" | "currencies", ...)`` queues
-faults for Coinbase's market-list endpoints instead.
+request for ``duration_s``), a timeout (the answer comes late), a body (or its status line and
+headers too) trickled one byte at a time, a body cut off mid-transfer, a 200 whose body is an
+HTML proxy page, truncated JSON or another shape, an empty page, a short page, a hole inside
+the page, duplicated or shuffled candles, a bar off the interval grid or a whole page shifted
+off it, a bad price (high < low, negative, NaN), a 401, a 403 and a 400.
+``inject_on("products" | "currencies", ...)`` queues faults for Coinbase's market-list
+endpoints instead.
 """
 
 import json
@@ -240,6 +241,8 @@ class _FakeVenue:
             return wrong
         if fault.kind == "trickle":
             return Body(payload, trickle_s=fault.delay_s)
+        if fault.kind == "trickle_headers":
+            return Body(payload, trickle_s=fault.delay_s, trickle_headers=True)
         if fault.kind == "cut_body":
             return Body(payload, cut=True)
         return body

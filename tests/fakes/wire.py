@@ -27,6 +27,7 @@ FaultKind = Literal[
     "request_timeout",
     "outage",
     "trickle",
+    "trickle_headers",
     "cut_body",
     "html",
     "truncated",
@@ -67,11 +68,13 @@ class Fault:
 
 @dataclass(frozen=True)
 class Body:
-    """A reply body sent as is: ``trickle_s`` between bytes, or ``cut`` after half of it."""
+    """A reply body sent as is: ``trickle_s`` between bytes (of the status line and headers
+    too with ``trickle_headers``), or ``cut`` after half of it."""
 
     payload: bytes
     content_type: str = "application/json"
     trickle_s: float = 0.0
+    trickle_headers: bool = False
     cut: bool = False
 
 
@@ -107,6 +110,13 @@ class Handler(BaseHTTPRequestHandler):
             status, body, headers = 504, {"message": "late"}, {}
         reply = body if isinstance(body, Body) else Body(json.dumps(body).encode())
         try:
+            if reply.trickle_headers:
+                head = (
+                    f"HTTP/1.1 {status} OK\r\nContent-Type: {reply.content_type}\r\n"
+                    f"Content-Length: {len(reply.payload)}\r\n\r\n"
+                ).encode()
+                self._trickle(head + reply.payload, reply.trickle_s)
+                return
             self.send_response(status)
             self.send_header("Content-Type", reply.content_type)
             self.send_header("Content-Length", str(len(reply.payload)))
@@ -124,12 +134,15 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)  # the transfer breaks off
         elif reply.trickle_s:
-            for i in range(len(reply.payload)):
-                self.wfile.write(reply.payload[i : i + 1])
-                self.wfile.flush()
-                time.sleep(reply.trickle_s)
+            self._trickle(reply.payload, reply.trickle_s)
         else:
             self.wfile.write(reply.payload)
+
+    def _trickle(self, data: bytes, pause_s: float) -> None:
+        for i in range(len(data)):
+            self.wfile.write(data[i : i + 1])
+            self.wfile.flush()
+            time.sleep(pause_s)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
