@@ -278,7 +278,7 @@ def _bad_universe(raw: dict) -> None:
     raw["sources"]["oanda"].update(
         max_requests_per_second=0, environment="demo", max_candles=6000, timeout_s=0
     )
-    raw["sources"]["ccxt"].update(max_attempts=0, page_bars=0, base_url=f"ftp://x/{TOKEN}")
+    raw["sources"]["ccxt"].update(deadline_s=0, page_bars=0, base_url=f"ftp://x/{TOKEN}")
     raw["validation"] = {"max_quarantine_fraction": 1.5, "max_abs_log_return": 0}
 
 
@@ -295,7 +295,7 @@ def test_universe_limits_out_of_range_are_all_named(tmp_path: Path) -> None:
         "sources.oanda.environment must be one of ['practice', 'live'], got 'demo'",
         "sources.oanda.max_candles must be in [1, 5000], got 6000",
         "sources.oanda.timeout_s must be > 0, got 0",
-        "sources.ccxt.max_attempts must be >= 1, got 0",
+        "sources.ccxt.deadline_s must be > 0, got 0",
         "sources.ccxt.page_bars must be >= 1, got 0",
         "sources.ccxt.base_url must be an http:// or https:// URL with a host, got ftp://x",
         "validation.max_quarantine_fraction must be in [0, 1], got 1.5",

@@ -32,7 +32,10 @@ def source(url: str, **options: object) -> CcxtSource:
         "base_url": url,
         "max_requests_per_second": FAST["max_requests_per_second"],
         "timeout_s": FAST["timeout_s"],
-        "retry": RetryPolicy(base_delay_s=FAST["backoff_s"]),
+        "deadline_s": FAST["deadline_s"],
+        "retry": RetryPolicy(
+            outage_budget_s=FAST["outage_budget_s"], base_delay_s=FAST["backoff_s"]
+        ),
         **options,
     }
     return CcxtSource(**settings)  # type: ignore[arg-type]
@@ -103,25 +106,42 @@ def test_retry_after_is_honoured_and_counted() -> None:
 
 
 def test_a_transient_error_that_persists_ends_with_a_clear_error() -> None:
+    policy = RetryPolicy(outage_budget_s=0.3, base_delay_s=0.01, max_delay_s=0.05)
     with coinbase(NOW) as venue:
-        venue.inject(*[Fault("server_error")] * 3)
-        with pytest.raises(RetriesExhaustedError, match="still failing after 3 attempts"):
+        venue.inject(Fault("outage", duration_s=30))
+        started = time.monotonic()
+        with pytest.raises(RetriesExhaustedError) as error:
             fetch_all(
-                source(venue.url, retry=RetryPolicy(max_attempts=3, base_delay_s=0.01)),
-                BTC,
-                utc(2023, 3, 1),
-                utc(2023, 3, 2),
-                now=NOW,
+                source(venue.url, retry=policy), BTC, utc(2023, 3, 1), utc(2023, 3, 2), now=NOW
             )
-        assert venue.candle_requests == 3
+        elapsed = time.monotonic() - started
+    message = str(error.value)
+    assert "BTC/USDT candles from 2023-03-01 00:00 UTC still failing after" in message
+    assert "and 0.3 s of backoff (the 0.3 s outage budget spent; HTTP 503)" in message
+    assert "GET /products/BTC-USDT/candles answered HTTP 503: Service Unavailable" in message
+    assert elapsed >= 0.3
+    # 0.3 s of waits of at most 0.05 s: at least 6 retries, more than a count of 6 attempts
+    assert venue.candle_requests >= 7
 
 
-def test_401_is_permanent_and_not_retried() -> None:
+@pytest.mark.parametrize(
+    ("fault", "status", "text"),
+    [
+        ("unauthorized", 401, "Unauthorized."),
+        ("forbidden", 403, "Forbidden"),
+        ("bad_request", 400, "Invalid request"),
+    ],
+)
+def test_4xx_is_permanent_not_retried_and_says_what_the_venue_said(
+    fault: str, status: int, text: str
+) -> None:
     with coinbase(NOW) as venue:
-        venue.inject(Fault("unauthorized"))
-        with pytest.raises(PermanentSourceError, match="unauthorized"):
+        venue.inject(Fault(fault))  # type: ignore[arg-type]
+        with pytest.raises(PermanentSourceError) as error:
             fetch_all(source(venue.url), BTC, utc(2023, 3, 1), utc(2023, 3, 2), now=NOW)
         assert venue.candle_requests == 1
+    assert f"refused the request with HTTP {status}: {text}" in str(error.value)
+    assert "BTC/USDT candles from 2023-03-01" in str(error.value)
 
 
 def test_unknown_symbol_and_exchange_are_permanent() -> None:
@@ -144,3 +164,17 @@ def test_open_candle_and_out_of_range_rows_are_dropped() -> None:
         bars["ts"].to_list() == between(REAL, utc(2023, 3, 1), utc(2023, 3, 1, 1))["ts"].to_list()
     )
     assert stats.unclosed_dropped == 1
+
+
+@pytest.mark.parametrize("fault", ["trickle", "trickle_headers"])
+def test_a_trickling_answer_is_cut_off_at_the_deadline_and_asked_again(fault: str) -> None:
+    # one byte every 50 ms: each read is far inside the 0.3 s read timeout, but the whole
+    # answer would take minutes; the 1 s deadline (headers included) cuts it off.
+    with coinbase(NOW) as venue:
+        venue.inject(Fault(fault, delay_s=0.05))  # type: ignore[arg-type]
+        started = time.monotonic()
+        bars, stats = fetch_all(source(venue.url), BTC, utc(2023, 3, 1), utc(2023, 3, 2), now=NOW)
+        elapsed = time.monotonic() - started
+    assert bars.equals(between(REAL, utc(2023, 3, 1), utc(2023, 3, 2)))
+    assert stats.retry_reasons == {"deadline": 1}
+    assert elapsed >= FAST["deadline_s"]

@@ -1,6 +1,7 @@
 """The OANDA source with the real oandapyV20 client against a local v20 server."""
 
 import json
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,7 +27,10 @@ def source(url: str, token: str | None = FakeOanda.token, **options: object) -> 
         "base_url": url,
         "max_requests_per_second": FAST["max_requests_per_second"],
         "timeout_s": FAST["timeout_s"],
-        "retry": RetryPolicy(base_delay_s=FAST["backoff_s"]),
+        "deadline_s": FAST["deadline_s"],
+        "retry": RetryPolicy(
+            outage_budget_s=FAST["outage_budget_s"], base_delay_s=FAST["backoff_s"]
+        ),
         **options,
     }
     return OandaSource(**settings)  # type: ignore[arg-type]
@@ -97,7 +101,9 @@ def test_bid_prices_when_configured() -> None:
 def test_wrong_token_unknown_instrument_and_missing_token_are_permanent() -> None:
     eur = Instrument("XYZ", "EUR_XYZ", MarketKind.FOREX, source="oanda")
     with oanda(NOW) as venue:
-        with pytest.raises(PermanentSourceError, match="rejected the access token") as error:
+        with pytest.raises(
+            PermanentSourceError, match="HTTP 401: Insufficient authorization"
+        ) as error:
             fetch_all(source(venue.url, token="wrong-secret"), GBP, utc(2024, 3, 4), NOW, now=NOW)
         assert "wrong-secret" not in str(error.value)
         with pytest.raises(PermanentSourceError, match="Invalid value specified for 'instrument'"):
@@ -131,3 +137,27 @@ def test_configuration_errors() -> None:
     assert "abc-secret" not in repr(OandaSource(token="abc-secret"))
     assert pl.DataFrame  # polars is the frame library of every source
     assert FetchStats().as_dict()["requests"] == 0
+
+
+@pytest.mark.parametrize("fault", ["trickle", "trickle_headers"])
+def test_a_trickling_answer_is_cut_off_at_the_deadline_and_asked_again(fault: str) -> None:
+    with oanda(NOW) as venue:
+        venue.inject(Fault(fault, delay_s=0.05))  # type: ignore[arg-type]
+        started = time.monotonic()
+        bars, stats = fetch_all(source(venue.url), GBP, utc(2024, 3, 4), utc(2024, 3, 5), now=NOW)
+        elapsed = time.monotonic() - started
+    assert bars.equals(between(REAL, utc(2024, 3, 4), utc(2024, 3, 5)))
+    assert stats.retry_reasons == {"deadline": 1}
+    assert elapsed >= FAST["deadline_s"]
+
+
+def test_a_secret_the_venue_echoes_is_masked() -> None:
+    from ffe_dagster.sources.http import ReplyRules, check_reply
+
+    rules = ReplyRules("OANDA (practice)", 30.0, lambda path, body: None, secrets=("s3cret",))
+    body = b'{"errorMessage": "token s3cret is not valid"}'
+    with pytest.raises(PermanentSourceError) as error:
+        check_reply(rules, "GET /v3/x", 401, body, {})
+    assert str(error.value) == (
+        "OANDA (practice) GET /v3/x refused the request with HTTP 401: token *** is not valid"
+    )

@@ -16,6 +16,7 @@ from dagster import AssetCheckResult, AssetCheckSeverity, MaterializeResult, Met
 
 from ffe_dagster.assets.acquisition import utc_days
 from ffe_dagster.core.validation import ValidationResult
+from ffe_dagster.core.validation_rules import GRID_RULE
 
 GX_CHECK = "gx_suite_passes"
 QUARANTINE_CHECK = "quarantine_rate_within_limit"
@@ -123,6 +124,7 @@ def validation_results(
             "worst_quarantine_fraction": tally.worst_fraction,
             "limit": max_fraction,
             "rows_quarantined": tally.rows_quarantined,
+            "rows_off_grid": tally.by_rule.get(GRID_RULE, 0),
             "partitions_with_quarantined_rows": MetadataValue.json(
                 tally.partitions(QUARANTINE_CHECK)
             ),

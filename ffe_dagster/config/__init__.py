@@ -98,7 +98,8 @@ def _source_problems(p: Problems, name: str, spec: SourceSpec) -> None:
         return
     p.at_least(f"{key}.max_requests_per_second", spec.max_requests_per_second, 0.0, strict=True)
     p.at_least(f"{key}.timeout_s", spec.timeout_s, 0.0, strict=True)
-    p.at_least(f"{key}.max_attempts", spec.max_attempts, 1)
+    p.at_least(f"{key}.deadline_s", spec.deadline_s, 0.0, strict=True)
+    p.at_least(f"{key}.outage_budget_s", spec.outage_budget_s, 0.0)
     p.at_least(f"{key}.backoff_s", spec.backoff_s, 0.0)
     if spec.base_url is not None:
         check_webhook_url(f"{key}.base_url", str(spec.base_url), p)

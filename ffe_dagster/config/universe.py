@@ -27,8 +27,9 @@ class CcxtSourceSpec:
     interval: str = "5m"
     max_requests_per_second: float = 3.0
     base_url: str | None = None
-    timeout_s: float = 10.0
-    max_attempts: int = 6
+    timeout_s: float = 10.0  # each socket read
+    deadline_s: float = 30.0  # a whole request: connect, headers and body
+    outage_budget_s: float = 120.0  # backoff one request may spend on transient failures
     backoff_s: float = 1.0
     page_bars: int = 300
 
@@ -43,8 +44,9 @@ class OandaSourceSpec:
     price: str = "M"
     max_requests_per_second: float = 2.0
     base_url: str | None = None
-    timeout_s: float = 10.0
-    max_attempts: int = 6
+    timeout_s: float = 10.0  # each socket read
+    deadline_s: float = 30.0  # a whole request: connect, headers and body
+    outage_budget_s: float = 120.0  # backoff one request may spend on transient failures
     backoff_s: float = 1.0
     max_candles: int = 5000
 

@@ -173,6 +173,16 @@ def _prepare(
     bars: pl.DataFrame, config: ValidationConfig, previous_close: float | None
 ) -> pl.DataFrame:
     _check_columns(bars)
+    step_us = (
+        interval_to_timedelta(config.interval) // timedelta(microseconds=1)
+        if config.interval is not None
+        else None
+    )
+    off_grid = (
+        (pl.col("ts").dt.epoch("us") % step_us != 0).fill_null(False)
+        if step_us is not None
+        else pl.lit(False)
+    )
     frame = (
         bars.select(
             pl.col("ts").cast(TS_DTYPE), *[pl.col(c).cast(pl.Float64) for c in _FLOAT_COLUMNS]
@@ -182,6 +192,7 @@ def _prepare(
         .with_columns(
             min_price=pl.min_horizontal(finite(c) for c in PRICE_COLUMNS),
             ts_is_duplicate=pl.col("ts").is_not_null() & ~pl.col("ts").is_first_distinct(),
+            ts_off_grid=off_grid,
         )
     )
     volume = finite("volume")
@@ -190,6 +201,7 @@ def _prepare(
     usable = (
         pl.col("ts").is_not_null()
         & ~pl.col("ts_is_duplicate")
+        & ~pl.col("ts_off_grid")
         & pl.all_horizontal(finite(c).is_not_null() for c in PRICE_COLUMNS)
         & (pl.col("min_price") > 0)
         & (pl.col("high") >= pl.max_horizontal("open", "close"))
@@ -239,6 +251,7 @@ def _run_row_suite(
         *[finite(c) for c in _FLOAT_COLUMNS],
         "min_price",
         "ts_is_duplicate",
+        "ts_off_grid",
         "abs_log_return",
     )
     return _run(gx_frame, row_rules(config))

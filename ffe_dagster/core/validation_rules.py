@@ -22,6 +22,7 @@ SCHEMA_RULE = "schema_types"
 INCREASING_RULE = "ts_strictly_increasing"
 SPACING_RULE = "bar_spacing_regular"
 FRESHNESS_RULE = "bars_fresh"
+GRID_RULE = "ts_on_grid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +32,8 @@ class ValidationConfig:
     ``max_abs_log_return`` flags a bar whose close moved more than this (in absolute log terms)
     from the previous accepted bar; ``require_volume`` is False for feeds without volume (forex);
     ``max_quarantine_fraction`` is the share of quarantined rows a blocking check tolerates.
-    With ``interval`` set, bar spacing is checked against ``market``'s schedule: a run of
+    With ``interval`` set, every ``ts`` must lie on the interval's epoch-aligned grid (a 5m bar
+    at 12:03 is quarantined), and bar spacing is checked against ``market``'s schedule: a run of
     missing bars longer than ``max_open_gap`` of open-market time fails (shorter ones are real
     exchange outages and are only reported). Staleness (when ``validate_bars`` gets ``now``):
     crypto's newest bar may be at most 2 intervals plus ``stale_grace`` old; forex's at most
@@ -137,6 +139,22 @@ def row_rules(config: ValidationConfig) -> tuple[Rule, ...]:
             increasing.ExpectColumnValuesToBeIncreasing(column="ts", strictly=True),
             pl.format("ts {} does not follow the bar before it", pl.col("ts")),
             quarantines=False,
+        ),
+        *(
+            [
+                Rule(
+                    GRID_RULE,
+                    in_set.ExpectColumnValuesToBeInSet(column="ts_off_grid", value_set=[False]),
+                    pl.format(
+                        "ts {} is off the {} grid (bars open at multiples of {} since the epoch)",
+                        pl.col("ts").dt.to_string("%F %T UTC"),
+                        pl.lit(config.interval),
+                        pl.lit(config.interval),
+                    ),
+                )
+            ]
+            if config.interval is not None
+            else []
         ),
         Rule(
             "return_outlier",

@@ -21,8 +21,9 @@ class CcxtSourceConfig(Config):
     interval: str = "5m"
     max_requests_per_second: float = 3.0
     base_url: str | None = None
-    timeout_s: float = 10.0
-    max_attempts: int = 6
+    timeout_s: float = 10.0  # each socket read
+    deadline_s: float = 30.0  # a whole request: connect, headers and body
+    outage_budget_s: float = 120.0  # backoff one request may spend on transient failures
     backoff_s: float = 1.0
     page_bars: int = 300
 
@@ -35,8 +36,9 @@ class OandaSourceConfig(Config):
     price: str = "M"
     max_requests_per_second: float = 2.0
     base_url: str | None = None
-    timeout_s: float = 10.0
-    max_attempts: int = 6
+    timeout_s: float = 10.0  # each socket read
+    deadline_s: float = 30.0  # a whole request: connect, headers and body
+    outage_budget_s: float = 120.0  # backoff one request may spend on transient failures
     backoff_s: float = 1.0
     max_candles: int = 5000
 
@@ -86,7 +88,8 @@ class MarketDataResource(ConfigurableResource):
                 max_requests_per_second=c.max_requests_per_second,
                 base_url=c.base_url,
                 timeout_s=c.timeout_s,
-                retry=RetryPolicy(max_attempts=c.max_attempts, base_delay_s=c.backoff_s),
+                deadline_s=c.deadline_s,
+                retry=RetryPolicy(outage_budget_s=c.outage_budget_s, base_delay_s=c.backoff_s),
                 page_bars=c.page_bars,
             )
         if self.oanda is not None:
@@ -99,7 +102,8 @@ class MarketDataResource(ConfigurableResource):
                 max_requests_per_second=o.max_requests_per_second,
                 base_url=o.base_url,
                 timeout_s=o.timeout_s,
-                retry=RetryPolicy(max_attempts=o.max_attempts, base_delay_s=o.backoff_s),
+                deadline_s=o.deadline_s,
+                retry=RetryPolicy(outage_budget_s=o.outage_budget_s, base_delay_s=o.backoff_s),
                 max_candles=o.max_candles,
             )
         return out

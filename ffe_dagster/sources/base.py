@@ -6,6 +6,7 @@ that had closed by ``now``. Pages come in time order, each with the span it cove
 can store every completed day as soon as it is in (a run killed half way keeps those days).
 """
 
+import itertools
 import random
 import threading
 import time
@@ -38,7 +39,8 @@ class PermanentSourceError(SourceError):
 
 
 class RetriesExhaustedError(SourceError):
-    """A transient error (timeout, 429, 5xx, network) persisted through every attempt."""
+    """A transient error (timeout, 429, 5xx, network, a malformed reply) outlasted the retry
+    budget."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,20 @@ class Transient:
 
     reason: str
     retry_after_s: float | None = None
+
+
+class TransientReply(SourceError):
+    """A venue reply that is worth asking again (408, 429, 5xx, a missed deadline); the
+    message names the venue, the endpoint, the HTTP status and what the venue said."""
+
+    def __init__(self, message: str, transient: Transient) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class MalformedReply(TransientReply):
+    """A 2xx reply whose body does not parse into the venue's schema (an HTML proxy page,
+    truncated JSON, another shape): never an empty page; retried a bounded number of times."""
 
 
 @dataclass(slots=True)
@@ -177,14 +193,26 @@ class RateLimiter:
         return wait
 
 
+DEFAULT_OUTAGE_BUDGET_S = 120.0
+DEFAULT_DEADLINE_S = 30.0
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Exponential backoff with jitter: attempt n (from 0) waits between half and all of
-    ``min(max_delay_s, base_delay_s * 2**n)``, and never less than the server's Retry-After."""
+    """Exponential backoff with jitter, bounded by time rather than by a count of attempts.
 
-    max_attempts: int = 6
+    Attempt n (from 0) waits between half and all of ``min(max_delay_s, base_delay_s * 2**n)``,
+    and never less than the server's Retry-After. One request is retried until
+    ``outage_budget_s`` seconds of backoff have been slept (the last wait is cut to what is
+    left, then one more attempt is made), so an outage shorter than the budget never fails a
+    run. A malformed reply is retried at most ``max_malformed`` times: a proxy page that
+    persists is a configuration problem more often than an outage.
+    """
+
+    outage_budget_s: float = DEFAULT_OUTAGE_BUDGET_S
     base_delay_s: float = 1.0
-    max_delay_s: float = 60.0
+    max_delay_s: float = 30.0
+    max_malformed: int = 3
 
     def delay(self, attempt: int, retry_after_s: float | None, rng: random.Random) -> float:
         """Seconds to sleep before the next attempt."""
@@ -210,11 +238,23 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 
 @dataclass(slots=True)
+class _Attempts:
+    """How one request has fared so far (for the budget and the final message)."""
+
+    count: int = 0
+    waited_s: float = 0.0
+    malformed: int = 0
+
+
+@dataclass(slots=True)
 class RequestRunner:
     """Runs one venue request under the rate limit, retrying transient failures.
 
-    ``classify`` maps an exception to ``Transient`` (retry) or raises ``PermanentSourceError``
-    itself; anything it returns None for is re-raised unchanged.
+    ``TransientReply`` (raised by the HTTP layer, ``ffe_dagster.sources.http``) is transient by
+    construction; any other exception goes to ``classify``, which maps it to ``Transient``
+    (retry) or raises ``PermanentSourceError`` itself; anything it returns None for is
+    re-raised unchanged. A permanent error is re-raised with ``what`` (the instrument and the
+    span asked for) in front.
     """
 
     venue: str
@@ -226,30 +266,54 @@ class RequestRunner:
 
     def run(self, request: Callable[[], T], stats: FetchStats, what: str) -> T:
         """``request()``'s result; raises ``RetriesExhaustedError`` or ``PermanentSourceError``."""
-        for attempt in range(self.policy.max_attempts):
+        attempts = _Attempts()
+        while True:
             stats.rate_wait_s += self.limiter.acquire()
             stats.requests += 1
+            attempts.count += 1
             try:
                 return request()
-            except PermanentSourceError:
-                raise
+            except PermanentSourceError as exc:
+                raise PermanentSourceError(f"{what}: {exc}") from exc
             except Exception as exc:
-                transient = self.classify(exc)
+                try:
+                    transient = (
+                        exc.transient if isinstance(exc, TransientReply) else self.classify(exc)
+                    )
+                except PermanentSourceError as permanent:
+                    raise PermanentSourceError(f"{what}: {permanent}") from exc
                 if transient is None:
                     raise
-                if attempt + 1 == self.policy.max_attempts:
-                    raise RetriesExhaustedError(
-                        f"{self.venue}: {what} still failing after {self.policy.max_attempts} "
-                        f"attempts ({transient.reason}); try again later or lower the request rate"
-                    ) from exc
-                stats.retries += 1
-                stats.retry_reasons[transient.reason] = (
-                    stats.retry_reasons.get(transient.reason, 0) + 1
-                )
-                pause = self.policy.delay(attempt, transient.retry_after_s, self.rng)
-                stats.backoff_s += pause
-                self.sleep(pause)
-        raise AssertionError("unreachable: the loop returns or raises")
+                attempts.malformed += isinstance(exc, MalformedReply)
+                self._wait(attempts, transient, exc, stats, what)
+
+    def _wait(
+        self,
+        attempts: _Attempts,
+        transient: Transient,
+        exc: BaseException,
+        stats: FetchStats,
+        what: str,
+    ) -> None:
+        left = self.policy.outage_budget_s - attempts.waited_s
+        if left <= 0 or attempts.malformed > self.policy.max_malformed:
+            bound = (
+                f"{attempts.malformed} malformed replies"
+                if attempts.malformed > self.policy.max_malformed
+                else f"the {self.policy.outage_budget_s:g} s outage budget"
+            )
+            raise RetriesExhaustedError(
+                f"{self.venue}: {what} still failing after {attempts.count} attempts and "
+                f"{attempts.waited_s:.1f} s of backoff ({bound} spent; {transient.reason}); "
+                f"last answer: {exc}; try again later or lower the request rate"
+            ) from exc
+        stats.retries += 1
+        stats.retry_reasons[transient.reason] = stats.retry_reasons.get(transient.reason, 0) + 1
+        pause = self.policy.delay(attempts.count - 1, transient.retry_after_s, self.rng)
+        pause = min(pause, left)
+        attempts.waited_s += pause
+        stats.backoff_s += pause
+        self.sleep(pause)
 
 
 def clean_page(
@@ -274,6 +338,24 @@ def clean_page(
     return closed
 
 
+def on_grid(ts: pl.Series, interval: timedelta) -> pl.Series:
+    """The timestamps of ``ts`` on ``interval``'s epoch-aligned grid (12:00, not 12:03)."""
+    step_us = interval // timedelta(microseconds=1)
+    return ts.filter(ts.dt.epoch("us") % step_us == 0)
+
+
+def interior_holes(
+    ts: pl.Series, interval: timedelta, schedule: MarketSchedule
+) -> list[tuple[datetime, datetime]]:
+    """Runs of grid slots missing between consecutive on-grid bars while the market was open."""
+    stamps = on_grid(ts, interval).sort().to_list()
+    return [
+        (p + interval, q)
+        for p, q in itertools.pairwise(stamps)
+        if q - p > interval and schedule.open_time(p + interval, q) >= interval
+    ]
+
+
 def paginate(
     request_page: Callable[[datetime, datetime], pl.DataFrame],
     start: datetime,
@@ -289,36 +371,53 @@ def paginate(
     """Pages of at most ``page_bars`` bars over ``[start, min(end, now))``.
 
     ``request_page(a, b)`` returns the cleaned bars of ``[a, b)`` (see ``clean_page``). Windows
-    are fixed, so the number of requests is known up front. When a page comes back with bars
-    but without the ones at its start or its end while the market was open there, that edge is
-    asked for again (a short page: the venue cut its answer); if the second answer is empty
-    too, the venue has no bars there and the gap is real. Holes inside a page are real gaps.
+    are fixed, so the number of requests is known up front. Only bars on the interval's grid
+    count as covering a slot (an off-grid bar is kept for validation to quarantine, but its
+    slot is still asked for). A page that comes back empty while the market was open is asked
+    once more before it counts as "no bars". A page with bars but without those at its start or
+    its end while the market was open has that edge asked for again (the venue cut its
+    answer); if the second answer is empty too, the gap is real. Holes inside a page (slots
+    missing between two bars while the market was open) are asked for once more, in one
+    request spanning them all; what is still missing then is a real gap (Coinbase omits the
+    candles of intervals without trades), and the day counts as complete.
     """
     step = page_bars * interval
     stop = min(end, now)
     closed_until = min(stop, floor_time(now, interval))
     cursor = floor_time(start, interval)
 
-    def window(a: datetime, b: datetime, depth: int) -> list[pl.DataFrame]:
+    def window(a: datetime, b: datetime, depth: int, whole: bool) -> list[pl.DataFrame]:
+        # ``whole``: the page's own window (its first answer, or the one after an empty one),
+        # whose interior holes are asked for; edges asked again are not searched for holes.
         bars = request_page(a, b)
-        if bars.height == 0 or depth >= max_refetch_depth:
+        edge = min(b, closed_until)
+        grid = on_grid(bars["ts"], interval)
+        if depth >= max_refetch_depth:
             return [bars]
-        first, last = bars["ts"].min(), bars["ts"].max()
+        if grid.len() == 0:
+            if depth > 0 or schedule.open_time(a, edge) < interval:
+                return [bars]  # asked again already, or the market had nothing to give
+            stats.refetches += 1
+            return [bars, *window(a, b, depth + 1, whole)]
+        first, last = grid.min(), grid.max()
         assert isinstance(first, datetime) and isinstance(last, datetime)
         pieces = [bars]
+        holes = interior_holes(bars["ts"], interval, schedule) if whole else []
+        if holes:
+            stats.refetches += 1
+            pieces.append(request_page(holes[0][0], holes[-1][1]))
         if schedule.open_time(a, first) >= interval:
             stats.refetches += 1
-            pieces = [*window(a, first, depth + 1), *pieces]
+            pieces = [*window(a, first, depth + 1, False), *pieces]
         tail = last + interval
-        edge = min(b, closed_until)
         if schedule.open_time(tail, edge) >= interval:
             stats.refetches += 1
-            pieces = [*pieces, *window(tail, edge, depth + 1)]
+            pieces = [*pieces, *window(tail, edge, depth + 1, False)]
         return pieces
 
     while cursor < stop:
         b = min(cursor + step, stop)
-        pieces = window(cursor, b, 0)
+        pieces = window(cursor, b, 0, True)
         stats.pages += 1
         bars, dropped = deduplicate_bars(pl.concat(pieces))
         stats.duplicates_dropped += dropped

@@ -4,9 +4,10 @@ Requests ask for one granularity over ``from``/``to`` windows of at most 5000 ca
 limit); mid prices by default, bid or ask when configured. Only candles OANDA marks
 ``complete`` are kept. The access token comes from the environment (``OANDA_API_TOKEN``,
 through Dagster's ``EnvVar``); it is sent as a header and never appears in a message or log line.
+Every reply passes ``ffe_dagster.sources.http`` first: a total deadline per request, its HTTP
+status classified, and its body checked against the v20 candles schema.
 """
 
-import json
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -24,6 +25,7 @@ from ffe_dagster.core.bars import (
     interval_to_timedelta,
 )
 from ffe_dagster.sources.base import (
+    DEFAULT_DEADLINE_S,
     FetchStats,
     Page,
     PermanentSourceError,
@@ -33,8 +35,8 @@ from ffe_dagster.sources.base import (
     Transient,
     clean_page,
     paginate,
-    parse_retry_after,
 )
+from ffe_dagster.sources.http import ReplyRules, mount_checked
 
 MAX_CANDLES = 5000
 ENVIRONMENTS = ("practice", "live")
@@ -65,6 +67,34 @@ def granularity(interval: str) -> str:
 
 def _rfc3339(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.000000000Z")
+
+
+def _candle_problem(i: int, candle: Any, field: str) -> str | None:
+    if not isinstance(candle, dict):
+        return f"candle {i} is not an object"
+    if not isinstance(candle.get("time"), str) or not isinstance(candle.get("complete"), bool):
+        return f"candle {i} lacks 'time' (text) or 'complete' (true/false)"
+    quote = candle.get(field)
+    if not isinstance(quote, dict) or not all(isinstance(quote.get(k), str) for k in "ohlc"):
+        return f"candle {i} lacks '{field}' with o/h/l/c prices as text"
+    return None
+
+
+def v20_candles_problem(path: str, body: Any, price: str) -> str | None:
+    """What keeps ``body`` (parsed JSON) from being a v20 ``InstrumentsCandles`` answer: an
+    object whose ``candles`` is a list of candles, each with ``time``, ``complete`` and the
+    requested price component (``mid``/``bid``/``ask``) holding o/h/l/c as text."""
+    parts = path.strip("/").split("/")
+    if not (len(parts) == 4 and parts[:2] == ["v3", "instruments"] and parts[3] == "candles"):
+        return None  # the source asks for nothing else; any other JSON passes unchecked
+    if not isinstance(body, dict) or not isinstance(body.get("candles"), list):
+        return "the answer must be an object with a 'candles' list"
+    field = PRICE_FIELDS[price]
+    for i, candle in enumerate(body["candles"]):
+        problem = _candle_problem(i, candle, field)
+        if problem is not None:
+            return problem
+    return None
 
 
 def parse_candles(
@@ -113,6 +143,8 @@ class OandaSource:
     """Candles of OANDA instruments (``EUR_USD``) at one granularity, rate limited and retried.
 
     ``base_url`` replaces OANDA's REST host (a local test server speaking the v20 API).
+    ``timeout_s`` bounds each socket read, ``deadline_s`` a whole request; ``retry`` bounds the
+    retries of one request by the backoff time they may take.
     """
 
     resumable = True
@@ -127,6 +159,7 @@ class OandaSource:
         max_requests_per_second: float = 2.0,
         base_url: str | None = None,
         timeout_s: float = 10.0,
+        deadline_s: float = DEFAULT_DEADLINE_S,
         retry: RetryPolicy | None = None,
         max_candles: int = MAX_CANDLES,
         sleep: Callable[[float], None] = time.sleep,
@@ -147,10 +180,10 @@ class OandaSource:
         self.price = price
         self.base_url = base_url
         self.timeout_s = timeout_s
+        self.deadline_s = deadline_s
         self.max_candles = max_candles
         self._token = token
         self._api: Any = None
-        self._last_headers: Mapping[str, str] = {}
         self._runner = RequestRunner(
             venue=f"OANDA ({environment})",
             limiter=RateLimiter(max_requests_per_second, sleep=sleep),
@@ -184,42 +217,33 @@ class OandaSource:
                 environment=environment,
                 request_params={"timeout": self.timeout_s},
             )
-            api.client.hooks["response"].append(self._remember_headers)
+            hints = {
+                code: f"OANDA rejected the access token (HTTP {code}): check OANDA_API_TOKEN "
+                f"and that it belongs to the {self.environment} environment"
+                for code in (401, 403)
+            }
+            price = self.price
+            mount_checked(
+                api.client,
+                ReplyRules(
+                    venue=f"OANDA ({self.environment})",
+                    deadline_s=self.deadline_s,
+                    check_body=lambda path, body: v20_candles_problem(path, body, price),
+                    hints=hints,
+                    secrets=(self._token,),
+                ),
+            )
             self._api = api
         return self._api
 
-    def _remember_headers(
-        self, response: requests.Response, *args: object, **kwargs: object
-    ) -> None:
-        # oandapyV20's V20Error keeps only the status and body; Retry-After is read from here.
-        self._last_headers = response.headers
-
     def _classify(self, exc: BaseException) -> Transient | None:
-        from oandapyV20.exceptions import V20Error
-
+        # HTTP statuses are classified by the adapter (ffe_dagster.sources.http); what reaches
+        # here is requests' socket-level failures.
         if isinstance(exc, requests.Timeout):
             return Transient("timeout")
-        if isinstance(exc, requests.ConnectionError):
-            return Transient("network error")
-        if not isinstance(exc, V20Error):
-            return None
-        code = int(exc.code)
-        if code == 429:
-            return Transient(
-                "429 rate limited", parse_retry_after(self._last_headers.get("Retry-After"))
-            )
-        if code >= 500:
-            return Transient(f"HTTP {code}")
-        if code in (401, 403):
-            raise PermanentSourceError(
-                f"OANDA rejected the access token (HTTP {code}): check OANDA_API_TOKEN and that "
-                f"it belongs to the {self.environment} environment"
-            ) from None
-        try:
-            message = json.loads(exc.msg).get("errorMessage", exc.msg)
-        except (ValueError, AttributeError):
-            message = exc.msg
-        raise PermanentSourceError(f"OANDA refused the request (HTTP {code}): {message}") from None
+        if isinstance(exc, requests.ConnectionError | requests.exceptions.ChunkedEncodingError):
+            return Transient("network error")  # refused, reset, or a body cut off mid-transfer
+        return None
 
     def fetch_pages(
         self,
@@ -241,6 +265,10 @@ class OandaSource:
                 "granularity": self.granularity,
                 "price": self.price,
                 "from": _rfc3339(a),
+                # Daily (and H4...) candles on the UTC grid, not 17:00 New York: bars must lie
+                # on the interval's epoch-aligned grid to pass validation.
+                "alignmentTimezone": "UTC",
+                "dailyAlignment": 0,
             }
             if b >= now - timedelta(minutes=1):
                 # OANDA rejects a 'to' in the future, and the venue's clock may run behind

@@ -212,3 +212,23 @@ def test_eur_usd_sample_without_volume_passes_forex_config() -> None:
     assert result.quarantined_rows == 0
     assert result.valid.height == eur.height
     assert result.suite_success_on_valid
+
+
+def test_a_bar_off_the_interval_grid_is_quarantined_with_its_reason() -> None:
+    # Hourly bars at 00:00..04:00; the 02:00 bar arrives stamped 02:03 (3 minutes late).
+    bars = make_bars(5).with_columns(
+        pl.when(pl.col("ts") == START + timedelta(hours=2))
+        .then(pl.col("ts") + timedelta(minutes=3))
+        .otherwise(pl.col("ts"))
+        .alias("ts")
+    )
+    result = validate_bars(bars, ValidationConfig(interval="1h"))
+    assert result.quarantine["rule"].to_list() == ["ts_on_grid"]
+    assert result.quarantine["reason"].to_list() == [
+        "ts 2024-01-01 02:03:00 UTC is off the 1h grid (bars open at multiples of 1h since the "
+        "epoch)"
+    ]
+    assert result.valid["ts"].to_list() == [START + timedelta(hours=h) for h in (0, 1, 3, 4)]
+    assert result.suite_success_on_valid
+    # without an interval there is no grid to be off
+    assert validate_bars(bars, ValidationConfig()).quarantine.is_empty()

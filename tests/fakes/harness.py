@@ -33,8 +33,15 @@ from ffe_dagster.settings import PACKAGE_DIR
 from tests.fakes.venues import FakeCoinbaseExchange, FakeOanda
 
 SAMPLES = PACKAGE_DIR / "data" / "samples"
-# Fast enough for tests, still exercising the limiter, the backoff and the timeout.
-FAST: dict[str, Any] = {"max_requests_per_second": 200.0, "backoff_s": 0.01, "timeout_s": 0.3}
+# Fast enough for tests, still exercising the limiter, the backoff, the read timeout, the
+# request deadline and the outage budget (2 s of backoff instead of 120 s).
+FAST: dict[str, Any] = {
+    "max_requests_per_second": 200.0,
+    "backoff_s": 0.01,
+    "timeout_s": 0.3,
+    "deadline_s": 1.0,
+    "outage_budget_s": 2.0,
+}
 
 
 def real_bars(name: str) -> pl.DataFrame:

@@ -12,8 +12,14 @@ for the candle still forming).
 Both serve only the bars they are given (real bars from ``ffe_dagster/data/samples``) and only
 those that have opened by the server's ``now``: the candle containing ``now`` is served, as the
 real venues do, and a client must not store it. ``inject`` queues faults; each candle request
-takes the next one: 429 (with or without Retry-After), 500, a timeout (the answer comes late),
-a short page, duplicated or shuffled candles, a bad price (high < low, negative, NaN), a 401.
+takes the next one: 429 (with or without Retry-After), 500, 408, an outage (503 to every
+request for ``duration_s``), a timeout (the answer comes late), a body (or its status line and
+headers too) trickled one byte at a time, a body cut off mid-transfer, a 200 whose body is an
+HTML proxy page, truncated JSON or another shape, an empty page, a short page, a hole inside
+the page, duplicated or shuffled candles, a bar off the interval grid or a whole page shifted
+off it, a bad price (high < low, negative, NaN), a 401, a 403 and a 400.
+``inject_on("products" | "currencies", ...)`` queues faults for Coinbase's market-list
+endpoints instead.
 """
 
 import json
@@ -24,49 +30,23 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar, Literal, Self, cast
-from urllib.parse import parse_qs, urlparse
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import polars as pl
 
-FaultKind = Literal[
-    "ok",  # no fault: lets a later fault hit a chosen request
-    "rate_limit",
-    "server_error",
-    "timeout",
-    "short_page",
-    "duplicates",
-    "out_of_order",
-    "high_below_low",
-    "negative_price",
-    "nan_price",
-    "unauthorized",
-]
+from tests.fakes.wire import (
+    HTML_PAGE,
+    STATUS_FAULTS,
+    Body,
+    Fault,
+    FaultKind,
+    Late,
+    Served,
+    Server,
+)
 
-
-@dataclass(frozen=True)
-class Fault:
-    """One injected fault: ``retry_after`` for 429 (None = header absent), ``keep`` candles of a
-    short page, ``delay_s`` before a timed-out answer."""
-
-    kind: FaultKind
-    retry_after: str | None = None
-    keep: int = 50
-    delay_s: float = 1.0
-
-
-@dataclass(frozen=True)
-class Served:
-    """One candle request as the server saw it (``at``: ``time.monotonic()`` on arrival)."""
-
-    path: str
-    params: Mapping[str, str]
-    status: int
-    fault: FaultKind | None
-    candles: int
-    at: float
+__all__ = ["HTML_PAGE", "Body", "FakeCoinbaseExchange", "FakeOanda", "Fault", "FaultKind", "Served"]
 
 
 @dataclass
@@ -103,45 +83,6 @@ def _iso(value: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        url = urlparse(self.path)
-        params = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        venue = cast(_Server, self.server).venue
-        try:
-            status, body, headers = venue.answer(url.path, params, dict(self.headers))
-        except _Late as late:
-            time.sleep(late.delay_s)
-            status, body, headers = 504, {"message": "late"}, {}
-        payload = json.dumps(body).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up waiting (the timeout fault): nothing to answer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, venue: "_FakeVenue") -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.venue = venue
-
-
-class _Late(Exception):
-    def __init__(self, delay_s: float) -> None:
-        self.delay_s = delay_s
-
-
 @dataclass
 class _FakeVenue:
     bars: Mapping[str, pl.DataFrame]
@@ -155,13 +96,15 @@ class _FakeVenue:
     def __post_init__(self) -> None:
         self._series = {name: _Series.of(frame) for name, frame in self.bars.items()}
         self._lock = threading.Lock()
-        self._server: _Server | None = None
+        self._server: Server | None = None
         self._thread: threading.Thread | None = None
         self._rng = random.Random(self.seed)
+        self._outage_until = 0.0
+        self.endpoint_faults: dict[str, deque[Fault]] = {}
 
     # -- life cycle -------------------------------------------------------------------------
     def __enter__(self) -> Self:
-        self._server = _Server(self)
+        self._server = Server(self)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self
@@ -183,6 +126,18 @@ class _FakeVenue:
         with self._lock:
             self.faults.extend(faults)
 
+    def inject_on(self, endpoint: str, *faults: Fault) -> None:
+        """Queue faults for another endpoint (``products``, ``currencies``)."""
+        with self._lock:
+            self.endpoint_faults.setdefault(endpoint, deque()).extend(faults)
+
+    def clear(self) -> None:
+        """The fault clears: queued faults dropped, a running outage over."""
+        with self._lock:
+            self.faults.clear()
+            self.endpoint_faults.clear()
+            self._outage_until = 0.0
+
     @property
     def candle_requests(self) -> int:
         """How many candle requests were answered (faulty ones included)."""
@@ -194,9 +149,14 @@ class _FakeVenue:
     ) -> tuple[int, Any, dict[str, str]]:
         raise NotImplementedError
 
-    def _next_fault(self) -> Fault | None:
+    def _next_fault(self, endpoint: str = "candles") -> Fault | None:
         with self._lock:
-            fault = self.faults.popleft() if self.faults else None
+            if endpoint == "candles" and time.monotonic() < self._outage_until:
+                return Fault("outage")
+            queue = self.faults if endpoint == "candles" else self.endpoint_faults.get(endpoint)
+            fault = queue.popleft() if queue else None
+            if fault is not None and fault.kind == "outage":
+                self._outage_until = time.monotonic() + fault.duration_s
         return None if fault is None or fault.kind == "ok" else fault
 
     def _record(
@@ -213,13 +173,11 @@ class _FakeVenue:
             return None
         if fault.kind == "rate_limit":
             return 429, ({"Retry-After": fault.retry_after} if fault.retry_after else {})
-        if fault.kind == "server_error":
-            return 500, {}
-        if fault.kind == "unauthorized":
-            return 401, {}
+        if fault.kind in STATUS_FAULTS:
+            return STATUS_FAULTS[fault.kind], {}
         if fault.kind == "timeout":
             self._record(path, params, 504, fault, 0)  # answered only after the client gave up
-            raise _Late(fault.delay_s)
+            raise Late(fault.delay_s)
         return None
 
     def _rows(self, series: _Series, lo: int, hi: int) -> list[list[Any]]:
@@ -239,6 +197,17 @@ class _FakeVenue:
         """``rows`` ascending ``[t, o, h, l, c, v]``; returns them altered by the fault."""
         if fault is None or not rows:
             return rows
+        if fault.kind == "empty":
+            return []
+        if fault.kind == "hole":
+            middle = len(rows) // 2 - fault.missing // 2
+            return [*rows[:middle], *rows[middle + fault.missing :]]
+        if fault.kind in ("off_grid_bar", "shifted_page"):
+            lo = len(rows) // 2 if fault.kind == "off_grid_bar" else 0
+            hi = lo + 1 if fault.kind == "off_grid_bar" else len(rows)
+            shifted = [[r[0] + 180, *r[1:]] for r in rows[lo:hi]]  # 3 minutes late
+            self.corrupted.extend(datetime.fromtimestamp(r[0], UTC) for r in shifted)
+            return [*rows[:lo], *shifted, *rows[hi:]]
         if fault.kind == "duplicates":
             return sorted(rows + rows[:: max(1, len(rows) // 10)], key=lambda r: r[0])
         if fault.kind == "out_of_order":
@@ -259,6 +228,25 @@ class _FakeVenue:
             return [*rows[: len(rows) // 2], row, *rows[len(rows) // 2 + 1 :]]
         return rows
 
+    def _body_fault(self, fault: Fault | None, body: Any, wrong: Any) -> Any:
+        """The reply body as the fault garbles or delays it (``wrong``: another JSON shape)."""
+        if fault is None:
+            return body
+        payload = json.dumps(body).encode()
+        if fault.kind == "html":
+            return Body(HTML_PAGE, content_type="text/html")
+        if fault.kind == "truncated":
+            return Body(payload[: max(1, len(payload) // 2)])
+        if fault.kind == "wrong_shape":
+            return wrong
+        if fault.kind == "trickle":
+            return Body(payload, trickle_s=fault.delay_s)
+        if fault.kind == "trickle_headers":
+            return Body(payload, trickle_s=fault.delay_s, trickle_headers=True)
+        if fault.kind == "cut_body":
+            return Body(payload, cut=True)
+        return body
+
 
 class FakeCoinbaseExchange(_FakeVenue):
     """Coinbase Exchange (``coinbaseexchange``): products keyed ``BTC-USDT``."""
@@ -268,14 +256,32 @@ class FakeCoinbaseExchange(_FakeVenue):
     def answer(
         self, path: str, params: dict[str, str], headers: dict[str, str]
     ) -> tuple[int, Any, dict[str, str]]:
-        if path == "/currencies":
-            return 200, self._currencies(), {}
-        if path == "/products":
-            return 200, self._products(), {}
+        if path in ("/currencies", "/products"):
+            return self._market_list(path)
         parts = path.strip("/").split("/")
         if len(parts) == 3 and parts[0] == "products" and parts[2] == "candles":
             return self._candles(parts[1], params)
         return 404, {"message": "NotFound"}, {}
+
+    _MESSAGES: ClassVar[dict[int, str]] = {
+        429: "Public rate limit exceeded",
+        500: "Internal server error",
+        503: "Service Unavailable",
+        401: "Unauthorized.",
+        403: "Forbidden",
+        400: "Invalid request",
+        408: "Request timeout",
+    }
+
+    def _market_list(self, path: str) -> tuple[int, Any, dict[str, str]]:
+        fault = self._next_fault(path.strip("/"))
+        error = self._error_for(fault, path, {})
+        if error is not None:
+            status, headers = error
+            return status, {"message": self._MESSAGES[status]}, headers
+        body = self._currencies() if path == "/currencies" else self._products()
+        wrong = [{"name": entry["id"]} for entry in body]  # ids under another key
+        return 200, self._body_fault(fault, body, wrong), {}
 
     def _currencies(self) -> list[dict[str, Any]]:
         codes = sorted({c for product in self.bars for c in product.split("-")})
@@ -324,13 +330,8 @@ class FakeCoinbaseExchange(_FakeVenue):
         error = self._error_for(fault, path, params)
         if error is not None:
             status, headers = error
-            message = {
-                429: "Public rate limit exceeded",
-                500: "Internal server error",
-                401: "Unauthorized.",
-            }[status]
             self._record(path, params, status, fault, 0)
-            return status, {"message": message}, headers
+            return status, {"message": self._MESSAGES[status]}, headers
         if product not in self._series:
             self._record(path, params, 404, fault, 0)
             return 404, {"message": "NotFound"}, {}
@@ -365,7 +366,9 @@ class FakeCoinbaseExchange(_FakeVenue):
         if fault is not None and fault.kind == "short_page":
             rows = rows[: fault.keep]  # the answer stops early: the oldest candles are missing
         self._record(path, params, 200, fault, len(rows))
-        return 200, rows, {}
+        keys = ("time", "low", "high", "open", "close", "volume")
+        wrong = [dict(zip(keys, r, strict=True)) for r in rows]
+        return 200, self._body_fault(fault, rows, wrong), {}
 
 
 class FakeOanda(_FakeVenue):
@@ -414,7 +417,11 @@ class FakeOanda(_FakeVenue):
             message = {
                 429: "Rate limit violation. Allowed rate: 100 requests per second",
                 500: "Internal server error",
+                503: "Service unavailable",
                 401: "Insufficient authorization to perform request.",
+                403: "The provided request was forbidden.",
+                400: "Invalid value specified for 'from'",
+                408: "Request timed out",
             }[status]
             self._record(path, params, status, fault, 0)
             return status, {"errorMessage": message}, headers
@@ -458,4 +465,5 @@ class FakeOanda(_FakeVenue):
             )
         self._record(path, params, 200, fault, len(candles))
         body = {"instrument": instrument, "granularity": params["granularity"], "candles": candles}
-        return 200, body, {}
+        wrong = {**body, "candles": [{k: c[k] for k in ("complete", "time")} for c in candles]}
+        return 200, self._body_fault(fault, body, wrong), {}
