@@ -66,10 +66,11 @@ bench-postgres: setup pg-server  ## 1/2/4 Optuna workers on one PostgreSQL study
 dev: setup  ## Dagster UI with the project loaded, http://127.0.0.1:3000
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-mlflow: setup  ## MLflow UI over the local tracking store, http://127.0.0.1:5000
+MLFLOW_PORT ?= 5000
+mlflow: setup  ## MLflow UI over the local tracking store, http://127.0.0.1:5000 (MLFLOW_PORT=... for another)
 	mkdir -p var/mlflow
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/var/mlflow/mlflow.db \
-		--default-artifact-root $(CURDIR)/var/mlflow/artifacts -h 127.0.0.1 -p 5000
+		--default-artifact-root $(CURDIR)/var/mlflow/artifacts -h 127.0.0.1 -p $(MLFLOW_PORT)
 
 clean:  ## remove every local result (keeps the virtual environment)
 	rm -rf var

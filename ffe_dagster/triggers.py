@@ -3,6 +3,7 @@
 from collections.abc import Mapping
 
 TRIGGER_TAG = "ffe/trigger"
+CYCLE_TAG = "ffe/cycle"
 TRIGGERS = ("schedule", "sensor", "manual")
 
 
@@ -23,3 +24,9 @@ def run_trigger(tags: Mapping[str, str]) -> str:
     if trigger not in TRIGGERS:
         raise ValueError(f"tag {TRIGGER_TAG} must be one of {TRIGGERS}, got {trigger!r}")
     return trigger
+
+
+def run_cycle_id(tags: Mapping[str, str], run_id: str) -> str:
+    """The cycle a run belongs to: its ``ffe/cycle`` tag (the cycle chain carries the first
+    run's id to every later step), else the run's own id (it starts a cycle)."""
+    return tags.get(CYCLE_TAG, run_id)

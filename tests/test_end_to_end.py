@@ -61,41 +61,7 @@ def test_two_cycles_end_to_end(tiny_settings: Settings, tmp_path: Path) -> None:
         assert kept + quarantined == rows  # nothing silently dropped
         assert warehouse.count("market_regimes", instrument) > 0.9 * kept
 
-    client = MlflowClient(tracking_uri=tiny_settings.mlflow_tracking_uri)
-    experiment = client.get_experiment_by_name(tiny_settings.mlflow_experiment)
-    assert experiment is not None
-    all_runs = client.search_runs([experiment.experiment_id])
-    assert sorted(r.data.tags["level"] for r in all_runs) == [
-        "1",
-        "1",
-        "2",
-        "2",
-        "3",
-        "3",
-        "4",
-        "4",
-    ]
-    runs = [r for r in all_runs if r.data.tags["dagster_run_id"] != second.run_id]
-    # Comparing the cycles in MLflow: the bars did not change, so each level's study resumed
-    # under the same name with all its trials done, and chose the same parameters.
-    for first_run in runs:
-        (again,) = [
-            r
-            for r in all_runs
-            if r.data.tags["dagster_run_id"] == second.run_id
-            and r.data.tags["level"] == first_run.data.tags["level"]
-        ]
-        assert again.data.tags["study_name"] == first_run.data.tags["study_name"]
-        best = {k: v for k, v in first_run.data.params.items() if k.startswith("best_")}
-        assert best == {k: v for k, v in again.data.params.items() if k.startswith("best_")}
-    for run in runs:
-        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"trials.csv", "best_params.json", "level_result.json"} <= artifacts
-        assert run.data.params["n_trials"] in {"4", "5", "6"}
-        assert "test_sharpe" in run.data.metrics
-    assert {info["mlflow_run_id"] for info in report["levels"].values()} == {
-        r.info.run_id for r in runs
-    }
+    _check_mlflow_cycles(tiny_settings, report, second.run_id)
 
     exported = json.loads(Path(report["export"]).read_text())
     assert exported["schema"] == "ffe_dagster.promoted_parameters/1"
@@ -135,3 +101,71 @@ def test_two_cycles_end_to_end(tiny_settings: Settings, tmp_path: Path) -> None:
     ]
     assert {t["regime"] for t in trail} == {"BULL", "BEAR", "SIDEWAYS", "DEFAULT"}
     assert all(t["reason"] and t["trigger"] == "schedule" for t in trail)
+
+
+def _check_mlflow_cycles(settings: Settings, report: dict, second_run_id: str) -> None:
+    # What a user comparing the two cycles in MLflow sees: parents, nested levels, datasets.
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    experiment = client.get_experiment_by_name(settings.mlflow_experiment)
+    assert experiment is not None
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    everything = client.search_runs([experiment.experiment_id])
+    all_runs = [r for r in everything if r.data.tags.get("ffe.kind") == "level_study"]
+    parents = {r.info.run_id: r for r in everything if r.data.tags.get("ffe.kind") == "cycle"}
+    # One parent per cycle, finished by its report, with that cycle's four levels nested under it.
+    assert sorted(p.data.tags["trigger"] for p in parents.values()) == ["manual", "schedule"]
+    assert all(p.info.status == "FINISHED" for p in parents.values())
+    for parent_id, parent in parents.items():
+        nested = [r for r in all_runs if r.data.tags["mlflow.parentRunId"] == parent_id]
+        assert sorted(r.data.tags["level"] for r in nested) == ["1", "2", "3", "4"]
+        assert {r.data.tags["cycle_id"] for r in nested} == {parent.data.tags["cycle_id"]}
+    assert {p.data.tags["cycle_id"] for p in parents.values()} == {
+        "cycle-2",
+        report["runs"]["optimization_job"],
+    }
+    digests: dict[str, set[tuple[tuple[str, str], ...]]] = {}
+    for run in all_runs:
+        assert run.inputs is not None
+        contexts = {
+            {t.key: t.value for t in i.tags}["mlflow.data.context"]: i.dataset.digest
+            for i in run.inputs.dataset_inputs
+        }
+        assert set(contexts) == {"train", "validation", "test"}
+        digests.setdefault(run.data.tags["level"], set()).add(tuple(sorted(contexts.items())))
+        # Trials per second by trial number, for the trials this run ran; cycle 2 resumed every
+        # study with its trials done, so it spent no time on trials and logs no rate.
+        rates = client.get_metric_history(run.info.run_id, "convergence/trials_per_second")
+        resumed = run.data.tags["dagster_run_id"] == second_run_id
+        assert (not rates) if resumed else (rates and all(m.value > 0 for m in rates))
+    assert all(len(d) == 1 for d in digests.values())  # the same bars in both cycles
+    assert sorted(r.data.tags["level"] for r in all_runs) == [
+        "1",
+        "1",
+        "2",
+        "2",
+        "3",
+        "3",
+        "4",
+        "4",
+    ]
+    runs = [r for r in all_runs if r.data.tags["dagster_run_id"] != second_run_id]
+    # Comparing the cycles in MLflow: the bars did not change, so each level's study resumed
+    # under the same name with all its trials done, and chose the same parameters.
+    for first_run in runs:
+        (again,) = [
+            r
+            for r in all_runs
+            if r.data.tags["dagster_run_id"] == second_run_id
+            and r.data.tags["level"] == first_run.data.tags["level"]
+        ]
+        assert again.data.tags["study_name"] == first_run.data.tags["study_name"]
+        best = {k: v for k, v in first_run.data.params.items() if k.startswith("best_")}
+        assert best == {k: v for k, v in again.data.params.items() if k.startswith("best_")}
+    for run in runs:
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"trials.csv", "best_params.json", "level_result.json"} <= artifacts
+        assert run.data.params["n_trials"] in {"4", "5", "6"}
+        assert "test_sharpe" in run.data.metrics
+    assert {info["mlflow_run_id"] for info in report["levels"].values()} == {
+        r.info.run_id for r in runs
+    }

@@ -26,6 +26,7 @@ from ffe_dagster.definitions import build_definitions
 from ffe_dagster.promotion.export import ensure_export_writable, export_current
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.tracking import FolderNotWritableError, MlflowTrackingResource
+from ffe_dagster.resources.tracking_cycles import CycleRef
 from ffe_dagster.resources.warehouse import WarehouseLockTimeoutError, WarehouseResource
 from ffe_dagster.settings import PROJECT_DIR, Settings
 from ffe_dagster.sources.files import FileSource
@@ -315,7 +316,10 @@ RESOURCES = textwrap.dedent(
 )
 LOG_REPORT = RESOURCES + textwrap.dedent(
     """
-    tracking.log_report(run_name="second", tags={}, documents={"report.md": "second report"})
+    from ffe_dagster.resources.tracking_cycles import CycleRef
+    tracking.log_cycle_report(
+        cycle=CycleRef("second", "manual", "run-2"), tags={}, documents={"report.md": "second"}
+    )
     """
 )
 
@@ -324,7 +328,9 @@ def test_an_unwritable_artifact_folder_fails_clearly_and_marks_the_run_failed(
     tmp_path: Path,
 ) -> None:
     tracking = _tracking(tmp_path)
-    first = tracking.log_report(run_name="first", tags={}, documents={"report.md": "first"})
+    first = tracking.log_cycle_report(
+        cycle=CycleRef("first", "manual", "run-1"), tags={}, documents={"report.md": "first"}
+    )
     _read_only(tmp_path / "artifacts")
 
     done = _unprivileged(LOG_REPORT, str(tmp_path))
@@ -336,8 +342,8 @@ def test_an_unwritable_artifact_folder_fails_clearly_and_marks_the_run_failed(
     assert "set FFE_MLFLOW_ARTIFACTS to a writable folder" in last
 
     client = tracking.client()
-    runs = client.search_runs([tracking.report_experiment_id(client)])
-    status = {r.info.run_name: r.info.status for r in runs}
+    runs = client.search_runs([tracking.experiment_id(client)])
+    status = {r.data.tags["cycle_id"]: r.info.status for r in runs}
     assert status == {"first": "FINISHED", "second": "FAILED"}
     stored = client.download_artifacts(first, "report.md", str(tmp_path))
     assert Path(stored).read_text() == "first"  # the earlier run's artifacts are intact
@@ -352,13 +358,15 @@ def test_a_new_experiment_in_an_unusable_artifact_folder_fails_clearly(tmp_path:
         experiment="faults",
     )
     with pytest.raises(FolderNotWritableError) as caught:
-        tracking.log_report(run_name="r", tags={}, documents={"report.md": "x"})
+        tracking.log_cycle_report(
+            cycle=CycleRef("c", "manual", "run"), tags={}, documents={"report.md": "x"}
+        )
     assert str(caught.value).startswith(
-        f"MLflow artifact folder {blocker / 'artifacts' / 'faults_reports'} is not writable: "
+        f"MLflow artifact folder {blocker / 'artifacts'} is not writable: "
         "[Errno 20] Not a directory"
     )
     client = tracking.client()
-    assert client.get_experiment_by_name("faults_reports") is None  # nothing half-created
+    assert client.get_experiment_by_name("faults") is None  # nothing half-created
 
 
 EXPORT = RESOURCES + textwrap.dedent(

@@ -1,6 +1,7 @@
 """MLflow tracking against a real local store (SQLite + artifact folder): two cycles of a level
-read back and compared through the MLflow client, the cycle report run, and the model registry of
-promoted parameters with its per-regime alias and rollback."""
+read back and compared through the MLflow client, the cycle report on the cycle's parent run, and
+the model registry of promoted parameters with its per-regime alias and rollback. What the UI
+shows (experiment kind, nesting, datasets, step metrics) is in test_mlflow_ui.py."""
 
 import json
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from ffe_dagster.assets.reporting import publish_cycle_report
+from ffe_dagster.core.convergence import best_feasible_so_far
 from ffe_dagster.core.levels import trials_table
 from ffe_dagster.core.optimize import StudyOutcome, TrialRecord
 from ffe_dagster.core.plots import StudyPlotData
@@ -23,6 +25,7 @@ from ffe_dagster.resources.tracking import (
     current_alias,
     git_commit,
 )
+from ffe_dagster.resources.tracking_cycles import CycleRef
 
 PLOTS = ("optimization_history", "parameter_importance", "pareto_front", "equity_drawdown")
 
@@ -42,9 +45,9 @@ def client(tracking: MlflowTrackingResource) -> MlflowClient:
     return tracking.client()
 
 
-def study(seed: int) -> pl.DataFrame:
+def records(seed: int) -> tuple[TrialRecord, ...]:
     rng = np.random.default_rng(seed)
-    records = tuple(
+    return tuple(
         TrialRecord(
             number=i,
             params={"stop_loss_pct": float(rng.uniform(0.5, 5))},
@@ -57,7 +60,10 @@ def study(seed: int) -> pl.DataFrame:
         )
         for i in range(12)
     )
-    return trials_table(StudyOutcome("s", records, (1, 3), resumed_trials=0, new_trials=12))
+
+
+def study(seed: int) -> pl.DataFrame:
+    return trials_table(StudyOutcome("s", records(seed), (1, 3), resumed_trials=0, new_trials=12))
 
 
 def equity() -> pl.DataFrame:
@@ -91,6 +97,8 @@ def log_cycle(tracking: MlflowTrackingResource, cycle: int, sharpe: float, win_r
         data_range="2020-01-01T00:00:00 .. 2021-11-30T23:00:00",
         partition="unpartitioned",
         data_fingerprint=f"fp{cycle}",
+        cycle=CycleRef(f"cycle-{cycle}", "schedule", f"dagster-run-{cycle}"),
+        convergence=best_feasible_so_far(records(cycle)),
     )
 
 
@@ -101,7 +109,9 @@ def cycles(tracking: MlflowTrackingResource, client: MlflowClient) -> list[Run]:
     experiment = client.get_experiment_by_name("ffe_test")
     assert experiment is not None
     runs = client.search_runs(
-        [experiment.experiment_id], filter_string="tags.level = '1'", order_by=["start_time ASC"]
+        [experiment.experiment_id],
+        filter_string="tags.`ffe.kind` = 'level_study' and tags.level = '1'",
+        order_by=["start_time ASC"],
     )
     assert [r.info.run_id for r in runs] == [first, second]
     return list(runs)
@@ -129,6 +139,7 @@ def test_two_cycles_compare_side_by_side(cycles: list[Run]) -> None:
         assert tags["code_version"] == code_version(git_commit())
         assert tags["ffe.kind"] == "level_study"
         assert tags["mlflow.runName"] == f"level_1_long_uptrends cycle{cycle}"
+        assert (tags["cycle_id"], tags["trigger"]) == (f"cycle-{cycle}", "schedule")
 
 
 def test_artifacts_hold_tables_and_plots(cycles: list[Run], client: MlflowClient) -> None:
@@ -147,7 +158,7 @@ def test_code_version_never_fails_without_git() -> None:
     assert code_version("0123456789abcdef").endswith("+g0123456789ab")
 
 
-def test_cycle_report_run(
+def test_cycle_report_on_the_parent_run(
     tracking: MlflowTrackingResource, client: MlflowClient, cycles: list[Run]
 ) -> None:
     level = {
@@ -161,21 +172,35 @@ def test_cycle_report_run(
         "criteria": [{"name": "min_sharpe", "threshold": 0.8, "value": 1.3, "passed": True}],
     }
     summary = {"BULL": {"promoted": True, "version": 1, "level": 1, "reason": "COLD passed"}}
-    metadata = publish_cycle_report(tracking, [level], summary, "dagster-run-2")
+    decisions = "| regime | stage | decision |\n|---|---|---|\n| BULL | COLD | pass |"
+    # The promotion runs in another Dagster run of the same cycle than the level did.
+    step = CycleRef("cycle-2", "schedule", "dagster-run-2b")
+    metadata = publish_cycle_report(tracking, [level], summary, step, decisions=decisions)
     report = str(metadata["curriculum_report"].value)
     recommendation = str(metadata["deployment_recommendation"].value)
     assert report.startswith("# Curriculum report")
     assert recommendation.startswith("Deploy: BULL v1.")
     run = client.get_run(str(metadata["report_mlflow_run_id"].value))
-    assert run.data.tags["ffe.kind"] == "cycle_report"
-    assert run.data.tags["level_run_ids"] == cycles[1].info.run_id
-    assert run.data.tags["mlflow.note.content"] == recommendation
+    # The report lives on the cycle's parent, the very run the level is nested under.
+    assert run.info.run_id == cycles[1].data.tags["mlflow.parentRunId"]
+    assert run.info.experiment_id == cycles[1].info.experiment_id
+    assert run.info.status == "FINISHED"
+    tags = run.data.tags
+    assert (tags["ffe.kind"], tags["cycle_id"], tags["trigger"]) == ("cycle", "cycle-2", "schedule")
+    assert tags["dagster_run_ids"] == "dagster-run-2,dagster-run-2b"
+    assert tags["report_dagster_run_id"] == "dagster-run-2b"
+    assert tags["level_run_ids"] == cycles[1].info.run_id
+    assert tags["mlflow.note.content"] == recommendation
     assert run.data.metrics["deploy_bull"] == 1.0
     assert run.data.metrics["level_1_test_sharpe"] == 1.3
-    local = client.download_artifacts(run.info.run_id, "curriculum_report.md")
-    assert Path(local).read_text() == report
-    # Reports live apart from the level studies, so the curriculum experiment stays one table.
-    assert run.info.experiment_id != cycles[0].info.experiment_id
+    for name, text in (
+        ("curriculum_report.md", report),
+        ("deployment_recommendation.md", recommendation),
+        ("promotion_decisions.md", decisions),
+    ):
+        assert Path(client.download_artifacts(run.info.run_id, name)).read_text() == text
+    # No second experiment: the curriculum experiment holds cycles, levels and reports.
+    assert client.get_experiment_by_name("ffe_test_reports") is None
 
 
 def test_registry_alias_moves_and_rolls_back(
@@ -241,3 +266,20 @@ def test_regimes_have_separate_aliases(
     assert tracking.current_model_version("BEAR") is None
     tracking.clear_current(regime="BEAR")  # idempotent
     assert tracking.current_model_version("BULL") == bull  # other regimes keep their alias
+
+
+def test_a_promoted_set_run_sits_in_the_cycle_of_its_study(
+    tracking: MlflowTrackingResource, client: MlflowClient, cycles: list[Run]
+) -> None:
+    version = tracking.register_promotion(
+        regime="DEFAULT",
+        params={"stop_loss_pct": 2.5},
+        metrics={"sharpe": 0.9},
+        source_run_id=cycles[0].info.run_id,
+        description="from cycle 1",
+    )
+    mv = client.get_model_version(tracking.registered_model, str(version))
+    run = client.get_run(str(mv.run_id))
+    assert run.info.experiment_id == cycles[0].info.experiment_id
+    assert run.data.tags["ffe.kind"] == "promoted_parameters"
+    assert run.data.tags["mlflow.parentRunId"] == cycles[0].data.tags["mlflow.parentRunId"]

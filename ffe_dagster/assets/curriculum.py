@@ -1,5 +1,6 @@
 """The curriculum: one asset per level, all made by ``build_level_asset`` from curriculum.yaml."""
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,9 +14,12 @@ from dagster import (
 
 from ffe_dagster.assets.loading import load_level_data
 from ffe_dagster.config import Universe
+from ffe_dagster.core.convergence import best_feasible_so_far, trials_per_second
 from ffe_dagster.core.curriculum import CurriculumSpec, LevelSpec
+from ffe_dagster.core.datasets import StudyDataset, study_datasets
 from ffe_dagster.core.levels import (
     LevelData,
+    level_evaluator,
     level_study_config,
     outcome_to_dict,
     run_level,
@@ -33,6 +37,7 @@ from ffe_dagster.core.study_identity import (
 )
 from ffe_dagster.resources.studies import OptunaStorageResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource, code_version, git_commit
+from ffe_dagster.resources.tracking_cycles import DatasetSource, cycle_ref
 from ffe_dagster.resources.warehouse import WarehouseResource
 
 
@@ -72,6 +77,18 @@ def _data_range(segments: Sequence[tuple[str, str, str, int]]) -> str:
         return "no data"
     first, last = min(s[1] for s in segments), max(s[2] for s in segments)
     return f"{first.removesuffix('.000000')} .. {last.removesuffix('.000000')}"
+
+
+def _datasets(
+    spec: LevelSpec, curriculum: CurriculumSpec, data: LevelData
+) -> tuple[StudyDataset, ...]:
+    # The segments and split of the evaluator the study ran on (the one place that builds it).
+    evaluator = level_evaluator(spec, curriculum, data)
+    return study_datasets(
+        evaluator.segments,
+        train_fraction=evaluator.train_fraction,
+        validation_fraction=evaluator.validation_fraction,
+    )
 
 
 def build_level_asset(
@@ -120,11 +137,14 @@ def build_level_asset(
         fingerprint = study_fingerprint(spec, curriculum, data)
         study_name = f"{spec.asset}-{fingerprint}"
         step = max(1, n_trials // 5)
+        finished_at: dict[int, float] = {}  # trial number -> clock, for the trial rate
 
         def progress(record: TrialRecord, done: int) -> None:
+            finished_at[record.number] = time.monotonic()
             if done % step == 0 or done == n_trials:
                 context.log.info(f"{spec.asset}: trial {done}/{n_trials} {dict(record.metrics)}")
 
+        started = time.monotonic()
         outcome = run_level(
             spec,
             curriculum,
@@ -192,6 +212,13 @@ def build_level_asset(
             partition=context.partition_key if context.has_partition_key else "unpartitioned",
             code_version=code_version(git_commit()),
             data_fingerprint=fingerprint,
+            cycle=cycle_ref(context.run.tags, context.run.run_id),
+            datasets=_datasets(spec, curriculum, data),
+            dataset_source=DatasetSource(warehouse.path, "validated_bars", universe.bar_interval),
+            convergence=(
+                *best_feasible_so_far(outcome.study.trials),
+                *trials_per_second(finished_at, started),
+            ),
         )
         result["mlflow_run_id"] = run_id
         warehouse.save_level_result(spec.level, spec.asset, context.run.run_id, result)

@@ -35,6 +35,7 @@ from ffe_dagster.resources.registry import (
     ParameterRegistryResource,
 )
 from ffe_dagster.resources.tracking import MlflowTrackingResource
+from ffe_dagster.resources.tracking_cycles import cycle_ref
 from ffe_dagster.resources.warehouse import WarehouseResource
 from ffe_dagster.triggers import run_trigger
 
@@ -202,8 +203,9 @@ def build_promotion_asset(
             mlflow_tracking,
             level_results,
             summary,
-            context.run.run_id,
+            cycle_ref(context.run.tags, context.run.run_id),
             promotes={spec.level: list(spec.promotes) for spec in curriculum.levels},
+            decisions=_markdown(report.rows),
         )
         return MaterializeResult(
             metadata={

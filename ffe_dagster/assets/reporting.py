@@ -1,5 +1,6 @@
-"""The cycle report: curriculum report and deployment recommendation, published to Dagster and
-MLflow. Called by the promotion asset once the regimes are decided."""
+"""The cycle report: curriculum report, deployment recommendation and promotion decisions,
+published to Dagster and on the cycle's parent run in MLflow. Called by the promotion asset once
+the regimes are decided."""
 
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -9,24 +10,27 @@ from dagster import MetadataValue
 from ffe_dagster.core.recommendation import deployment_recommendation, regime_verdicts
 from ffe_dagster.core.report import curriculum_report
 from ffe_dagster.resources.tracking import MlflowTrackingResource
+from ffe_dagster.resources.tracking_cycles import CycleRef
 
 
 def publish_cycle_report(
     mlflow_tracking: MlflowTrackingResource,
     level_results: Sequence[Mapping[str, Any]],
     promotion_summary: Mapping[str, Mapping[str, Any]] | None,
-    run_id: str,
+    cycle: CycleRef,
     *,
     promotes: Mapping[int, Sequence[str]] | None = None,
     partition: str = "unpartitioned",
+    decisions: str | None = None,
 ) -> dict[str, MetadataValue]:
-    """Render the cycle's report and recommendation, log both to a "cycle report" MLflow run,
-    and return them as Dagster metadata.
+    """Render the cycle's report and recommendation, log both with the promotion decisions on
+    the cycle's parent MLflow run (which this finishes), and return them as Dagster metadata.
 
     ``level_results`` are the stored level results (``warehouse.latest_level_result``),
     ``promotion_summary`` the decisions per regime (``{"BULL": {"promoted", "version", "level",
-    "reason", "model_version"?}}``), ``run_id`` the Dagster run id, ``promotes`` the regimes of
-    each level (curriculum.yaml) when the summary does not name them all.
+    "reason", "model_version"?}}``), ``cycle`` the cycle and this step's Dagster run,
+    ``promotes`` the regimes of each level (curriculum.yaml) when the summary does not name them
+    all, ``decisions`` every stage decision of this promotion as a Markdown table.
     """
     report = curriculum_report(level_results, promotion_summary, promotes=promotes)
     recommendation = deployment_recommendation(level_results, promotion_summary, promotes=promotes)
@@ -43,18 +47,20 @@ def publish_cycle_report(
     level_runs = ",".join(
         str(r["mlflow_run_id"]) for r in level_results if r.get("mlflow_run_id") is not None
     )
-    report_run = mlflow_tracking.log_report(
-        run_name=f"cycle report {run_id[:8]}",
+    documents = {
+        "curriculum_report.md": report,
+        "deployment_recommendation.md": recommendation,
+        **({"promotion_decisions.md": decisions} if decisions else {}),
+    }
+    report_run = mlflow_tracking.log_cycle_report(
+        cycle=cycle,
         tags={
-            "dagster_run_id": run_id,
+            "report_dagster_run_id": cycle.dagster_run_id,
             "partition": partition,
             "levels": ",".join(str(r["level"]) for r in level_results),
             **({"level_run_ids": level_runs} if level_runs else {}),
         },
-        documents={
-            "curriculum_report.md": report,
-            "deployment_recommendation.md": recommendation,
-        },
+        documents=documents,
         json_artifacts={
             "level_results.json": list(level_results),
             "promotion_summary.json": promotion_summary or {},

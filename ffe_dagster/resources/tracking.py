@@ -1,24 +1,28 @@
 """MLflow tracking and model registry over the plain client (the dagster-mlflow package is stale).
 
-One experiment holds the curriculum: each level study of each cycle is one run with its tags
-(level, direction, instruments, data range, Dagster run id, partition, code version, data
-fingerprint), parameters, metrics and artifacts (trials table, best parameters, the level result,
-plots as PNG and HTML under ``plots/``). Cycle reports and the runs behind promoted parameter sets
-go to a second experiment (``<experiment>_reports`` by default), so the curriculum experiment stays
-one homogeneous table of level studies that the MLflow UI compares side by side.
+One experiment holds the curriculum, tagged as a model-development experiment so MLflow's UI opens
+on its runs. Each cycle is one parent run (found or created by its cycle id, see
+``tracking_cycles``) holding the cycle report, the deployment recommendation and the promotion
+decisions; each level study of the cycle is a run nested under it with its tags (level,
+direction, instruments, data range, Dagster run id, partition, code version, data fingerprint),
+parameters, metrics, the bars it trained, validated and tested on as MLflow datasets, its
+convergence as step metrics (``convergence/...`` by trial number) and artifacts (trials table,
+best parameters, the level result, plots as PNG and HTML under ``plots/``). Comparing two cycles
+is selecting two parents.
 
 Promoted parameters are versions of the registered model ``ffe_promoted_parameters``: each version
-holds ``params.json`` (and ``metrics.json``) from a dedicated run, is tagged with its regime, and
-the alias ``<regime>-current`` (``bull-current``, ...) points at the regime's current version; a
-rollback moves the alias back.
+holds ``params.json`` (and ``metrics.json``) from a dedicated run (nested under the cycle of the
+study that found the set), is tagged with its regime, and the alias ``<regime>-current``
+(``bull-current``, ...) points at the regime's current version; a rollback moves the alias back.
 """
 
 import json
 import os
 import subprocess
 import tempfile
+import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -30,6 +34,20 @@ from dagster import ConfigurableResource
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from ffe_dagster.core.convergence import StepValue
+from ffe_dagster.core.datasets import StudyDataset
+from ffe_dagster.resources.tracking_cycles import (
+    EXPERIMENT_KIND_TAG,
+    MODEL_DEVELOPMENT,
+    CycleRef,
+    DatasetSource,
+    cycle_parent,
+    dataset_inputs,
+    log_step_metrics,
+    parent_tag,
+)
 
 if TYPE_CHECKING:  # plotting (matplotlib) is imported only by the runs that draw plots
     from ffe_dagster.core.plots import StudyPlotData
@@ -120,22 +138,35 @@ def _numeric(value: Any) -> bool:
     return isinstance(value, int | float)
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _source_parent(client: MlflowClient, source_run_id: str | None) -> dict[str, str]:
+    # A promoted set's run sits in the cycle of the study that found it, beside that study.
+    if not source_run_id:
+        return {}
+    try:
+        parent = client.get_run(source_run_id).data.tags.get(MLFLOW_PARENT_RUN_ID)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return {}
+        raise
+    return parent_tag(parent) if parent else {}
+
+
 def current_alias(regime: str) -> str:
     """The registry alias of a regime's current version, e.g. ``bull-current``."""
     return f"{regime.lower()}-current"
 
 
 class MlflowTrackingResource(ConfigurableResource):
-    """Where runs are tracked: a tracking URI, an artifact folder and the experiment name.
-
-    ``report_experiment`` holds cycle reports and promoted-parameter runs (default
-    ``<experiment>_reports``); ``registered_model`` is the registry model of promoted parameters.
-    """
+    """Where runs are tracked: a tracking URI, an artifact folder and the experiment name;
+    ``registered_model`` is the registry model of promoted parameters."""
 
     tracking_uri: str
     artifact_dir: str
     experiment: str
-    report_experiment: str = ""
     registered_model: str = REGISTERED_MODEL
 
     def client(self) -> MlflowClient:
@@ -147,28 +178,30 @@ class MlflowTrackingResource(ConfigurableResource):
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def experiment_id(self, client: MlflowClient) -> str:
-        """The curriculum experiment's id, created with the configured artifact folder."""
-        return self._experiment(client, self.experiment, Path(self.artifact_dir))
-
-    def report_experiment_id(self, client: MlflowClient) -> str:
-        """The id of the experiment of cycle reports and promoted-parameter runs."""
-        name = self.report_experiment or f"{self.experiment}_reports"
-        return self._experiment(client, name, Path(self.artifact_dir) / name)
-
-    @staticmethod
-    def _experiment(client: MlflowClient, name: str, artifacts: Path) -> str:
+        """The curriculum experiment's id, created with the configured artifact folder and
+        tagged as a model-development experiment (an older experiment gets the tag too)."""
+        name, artifacts = self.experiment, Path(self.artifact_dir)
+        kind = {EXPERIMENT_KIND_TAG: MODEL_DEVELOPMENT}
         found = client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        ensure_writable_folder(artifacts, _ARTIFACTS_WHAT, _NEW_ARTIFACTS)
-        try:
-            return client.create_experiment(name, artifact_location=artifacts.resolve().as_uri())
-        except MlflowException:
-            # Another process created it between the lookup and the create.
-            found = client.get_experiment_by_name(name)
-            if found is None:
-                raise
-            return found.experiment_id
+        if found is None:
+            ensure_writable_folder(artifacts, _ARTIFACTS_WHAT, _NEW_ARTIFACTS)
+            try:
+                return client.create_experiment(
+                    name, artifact_location=artifacts.resolve().as_uri(), tags=kind
+                )
+            except MlflowException:
+                # Another process created it between the lookup and the create.
+                found = client.get_experiment_by_name(name)
+                if found is None:
+                    raise
+        if found.tags.get(EXPERIMENT_KIND_TAG) != MODEL_DEVELOPMENT:
+            client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT)
+        return found.experiment_id
+
+    def cycle_run_id(self, cycle: CycleRef) -> str:
+        """The run id of the cycle's parent run, found by cycle id or created."""
+        client = self.client()
+        return cycle_parent(client, self.experiment_id(client), cycle)
 
     def log_study(
         self,
@@ -185,15 +218,24 @@ class MlflowTrackingResource(ConfigurableResource):
         partition: str | None = None,
         code_version: str | None = None,
         data_fingerprint: str | None = None,
+        cycle: CycleRef | None = None,
+        datasets: Sequence[StudyDataset] = (),
+        dataset_source: DatasetSource | None = None,
+        convergence: Sequence[StepValue] = (),
     ) -> str:
         """Create one finished run with everything of a level study; returns the run id.
 
         ``plots`` adds the study's plots (PNG and HTML under ``plots/``). The keyword tags are
         stored as ``data_range``, ``partition``, ``code_version`` and ``data_fingerprint``; the
         code version defaults to the package version plus the git commit, which also goes to
-        ``mlflow.source.git.commit`` when known.
+        ``mlflow.source.git.commit`` when known. With ``cycle`` the run is nested under the
+        cycle's parent run (tags ``cycle_id`` and ``trigger`` too). ``datasets`` (read from
+        ``dataset_source``) become the run's dataset inputs, ``convergence`` its step metrics
+        ``convergence/<name>`` (step = trial number).
         """
         commit = git_commit()
+        client = self.client()
+        experiment_id = self.experiment_id(client)
         extra = {
             "ffe.kind": "level_study",
             "code_version": code_version or _code_version(commit),
@@ -202,6 +244,11 @@ class MlflowTrackingResource(ConfigurableResource):
             **({"partition": partition} if partition else {}),
             **({"data_fingerprint": data_fingerprint} if data_fingerprint else {}),
         }
+        if cycle is not None:
+            parent = cycle_parent(client, experiment_id, cycle)
+            extra |= {"cycle_id": cycle.cycle_id, "trigger": cycle.trigger, **parent_tag(parent)}
+        if datasets and dataset_source is None:
+            raise ValueError("datasets need the dataset_source they were read from")
 
         def artifacts(folder: Path) -> None:
             trials.write_csv(folder / "trials.csv")
@@ -215,52 +262,67 @@ class MlflowTrackingResource(ConfigurableResource):
 
                 write_study_plots(plots, folder / "plots")
 
-        client = self.client()
+        def inputs_and_steps(run_id: str) -> None:
+            if datasets and dataset_source is not None:
+                label = ",".join(sorted({i for d in datasets for i in d.instruments}))
+                client.log_inputs(run_id, datasets=dataset_inputs(datasets, dataset_source, label))
+            log_step_metrics(client, run_id, convergence, prefix="convergence/")
+
         return self._finished_run(
             client,
-            self.experiment_id(client),
+            experiment_id,
             run_name=run_name,
             tags={**extra, **tags},
             params=params,
             metrics=metrics,
             artifacts=artifacts,
+            more=inputs_and_steps,
         )
 
-    def log_report(
+    def log_cycle_report(
         self,
         *,
-        run_name: str,
+        cycle: CycleRef,
         tags: Mapping[str, str],
         documents: Mapping[str, str],
         json_artifacts: Mapping[str, Any] | None = None,
         metrics: Mapping[str, float] | None = None,
         note: str | None = None,
     ) -> str:
-        """A finished run in the report experiment holding text ``documents`` (file name ->
-        content, e.g. ``curriculum_report.md``), JSON artifacts and metrics; ``note`` becomes the
-        run's description in the MLflow UI (rendered as Markdown). Returns the run id."""
-
-        def artifacts(folder: Path) -> None:
-            for name, text in documents.items():
-                (folder / name).write_text(text)
-            for name, payload in (json_artifacts or {}).items():
-                (folder / name).write_text(json.dumps(payload, indent=2, default=str))
-
+        """Log the cycle's report on its parent run and finish it: text ``documents`` (file
+        name -> content, e.g. ``curriculum_report.md``), JSON artifacts, metrics and tags;
+        ``note`` becomes the run's description in the MLflow UI (rendered as Markdown). Returns
+        the parent's run id. A failure marks the parent FAILED and is raised."""
         client = self.client()
-        return self._finished_run(
-            client,
-            self.report_experiment_id(client),
-            run_name=run_name,
-            tags={
-                "ffe.kind": "cycle_report",
+        experiment_id = self.experiment_id(client)
+        run_id = cycle_parent(client, experiment_id, cycle)
+        try:
+            folder = _local_folder(client.get_run(run_id).info.artifact_uri or "")
+            if folder is not None:
+                ensure_writable_folder(folder, _ARTIFACTS_WHAT, _RUN_ARTIFACTS)
+            all_tags = {
                 "code_version": _code_version(git_commit()),
+                "reported": "true",
                 **({"mlflow.note.content": note} if note else {}),
                 **tags,
-            },
-            params={},
-            metrics=metrics or {},
-            artifacts=artifacts,
-        )
+            }
+            client.log_batch(
+                run_id,
+                metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in (metrics or {}).items()],
+                tags=[RunTag(k, str(v)[:_MAX_TAG_LEN]) for k, v in all_tags.items()],
+            )
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp)
+                for name, text in documents.items():
+                    (out / name).write_text(text)
+                for name, payload in (json_artifacts or {}).items():
+                    (out / name).write_text(json.dumps(payload, indent=2, default=str))
+                client.log_artifacts(run_id, str(out))
+        except Exception:
+            client.set_terminated(run_id, status="FAILED")
+            raise
+        client.set_terminated(run_id, status="FINISHED")
+        return run_id
 
     def register_promotion(
         self,
@@ -301,9 +363,13 @@ class MlflowTrackingResource(ConfigurableResource):
 
         run_id = self._finished_run(
             client,
-            self.report_experiment_id(client),
+            self.experiment_id(client),
             run_name=f"promoted {regime}",
-            tags={"ffe.kind": "promoted_parameters", **tags},
+            tags={
+                "ffe.kind": "promoted_parameters",
+                **tags,
+                **_source_parent(client, source_run_id),
+            },
             params=params,
             metrics={k: v for k, v in metrics.items() if _numeric(v)},
             artifacts=artifacts,
@@ -399,6 +465,7 @@ class MlflowTrackingResource(ConfigurableResource):
         params: Mapping[str, Any],
         metrics: Mapping[str, float],
         artifacts: Callable[[Path], None],
+        more: Callable[[str], None] | None = None,
     ) -> str:
         # One run, created, filled and terminated; marked FAILED (then re-raised) on any error so
         # a half-logged run never looks finished.
@@ -416,7 +483,7 @@ class MlflowTrackingResource(ConfigurableResource):
                 ensure_writable_folder(folder, _ARTIFACTS_WHAT, _RUN_ARTIFACTS)
             client.log_batch(
                 run_id,
-                metrics=[Metric(k, float(v), 0, 0) for k, v in metrics.items()],
+                metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in metrics.items()],
                 params=[Param(k, str(v)[:_MAX_PARAM_LEN]) for k, v in params.items()],
                 tags=[RunTag("mlflow.runName", run_name)],
             )
@@ -424,6 +491,8 @@ class MlflowTrackingResource(ConfigurableResource):
                 folder = Path(tmp)
                 artifacts(folder)
                 client.log_artifacts(run_id, str(folder))
+            if more is not None:
+                more(run_id)
         except Exception:
             client.set_terminated(run_id, status="FAILED")
             raise

@@ -23,9 +23,8 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from ffe_dagster.triggers import TRIGGER_TAG, run_trigger
+from ffe_dagster.triggers import CYCLE_TAG, TRIGGER_TAG, run_cycle_id, run_trigger
 
-CYCLE_TAG = "ffe/cycle"
 NO_CHAIN_TAG = "ffe/no_chain"  # set on runs that must not start the next step (the CLI's own)
 
 
@@ -35,7 +34,7 @@ def next_step(
     """The run that follows a successful ``job_name`` run in the cycle, or why there is none."""
     if tags.get(NO_CHAIN_TAG):
         return SkipReason(f"run {run_id} asked not to chain ({NO_CHAIN_TAG})")
-    carried = {CYCLE_TAG: tags.get(CYCLE_TAG, run_id), TRIGGER_TAG: run_trigger(tags)}
+    carried = {CYCLE_TAG: run_cycle_id(tags, run_id), TRIGGER_TAG: run_trigger(tags)}
     if job_name == "ingest_job":
         if not instruments:
             return SkipReason("no instruments configured")

@@ -148,10 +148,13 @@ def test_full_cycle_on_postgres_leaks_no_secret(
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("ffe_curriculum")
     assert experiment is not None
-    level_runs = client.search_runs([experiment.experiment_id])
+    all_runs = client.search_runs([experiment.experiment_id])
+    level_runs = [r for r in all_runs if r.data.tags.get("ffe.kind") == "level_study"]
     assert sorted(r.data.tags["level"] for r in level_runs) == ["1", "2", "3", "4"]
     assert all(r.info.status == "FINISHED" for r in level_runs)
-    for run in level_runs:
+    (cycle_run,) = [r for r in all_runs if r.data.tags.get("ffe.kind") == "cycle"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in level_runs} == {cycle_run.info.run_id}
+    for run in all_runs:
         params_and_tags = json.dumps({**run.data.params, **run.data.tags})
         for what, secret in needles.items():
             assert secret not in params_and_tags, f"{what} in MLflow run {run.info.run_id}"
