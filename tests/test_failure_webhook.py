@@ -15,7 +15,8 @@ from dagster import (
     op,
 )
 
-from ffe_dagster.sensors.failure import WebhookError, WebhookResource, build_failure_sensor
+from ffe_dagster.resources.webhook import WebhookError, WebhookResource
+from ffe_dagster.sensors.failure import build_failure_sensor
 
 SECRET = "hooks-token-abc123"
 
