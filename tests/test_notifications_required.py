@@ -80,7 +80,9 @@ def test_required_with_a_url_loads_and_reaches_the_registry(
     assert (settings.notify_required, settings.notify_stall_minutes) == (True, 15.0)
     assert settings.mlflow_ui_url == "https://mlflow.example"
     assert settings.dagster_ui_url == "http://127.0.0.1:3000"
-    registry = build_definitions(settings).resources["registry"]
+    resources = build_definitions(settings).resources
+    assert resources is not None
+    registry = resources["registry"]
     assert isinstance(registry, ParameterRegistryResource)
     assert (registry.notify_required, registry.notify_stall_minutes) == (True, 15.0)
 
