@@ -11,6 +11,7 @@ from ffe_dagster.assets.ingestion import build_ingestion_assets
 from ffe_dagster.assets.promotion import build_promotion_asset
 from ffe_dagster.assets.regimes import build_regime_asset
 from ffe_dagster.config import load_curriculum, load_universe, require_credentials
+from ffe_dagster.core.notifications import UiLinks
 from ffe_dagster.jobs import build_jobs, build_rollback_job, build_study_workers_job
 from ffe_dagster.partitions import bar_partitions, instrument_partitions
 from ffe_dagster.resources.market_data import market_data_resource
@@ -18,10 +19,12 @@ from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.studies import OptunaStorageResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.warehouse import WarehouseResource
+from ffe_dagster.resources.webhook import WebhookResource
 from ffe_dagster.schedules import build_cycle_schedule
 from ffe_dagster.sensors import build_regime_sensor
 from ffe_dagster.sensors.cycle import build_cycle_chain_sensor
-from ffe_dagster.sensors.failure import WebhookResource, build_failure_sensor, build_freshness
+from ffe_dagster.sensors.failure import build_failure_sensor, build_freshness
+from ffe_dagster.sensors.notify import build_notify_sensor, outbox_asset_spec
 from ffe_dagster.settings import WEBHOOK_ENV, Settings
 
 EXPORT_FILE = "promoted_parameters.json"
@@ -45,12 +48,13 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         ),
     ]
     jobs = build_jobs(bars_partitions)
+    links = UiLinks(dagster=settings.dagster_ui_url, mlflow=settings.mlflow_ui_url)
     freshness_checks, freshness_sensor = build_freshness(
         [spec.asset for spec in curriculum.levels] + ["promoted_parameters"],
         cycle_interval(settings.cycle_cron),
     )
     return Definitions(
-        assets=assets,
+        assets=[*assets, outbox_asset_spec()],
         asset_checks=freshness_checks,
         jobs=[
             *jobs,
@@ -61,7 +65,8 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         sensors=[
             build_regime_sensor(universe, curriculum),
             build_cycle_chain_sensor(jobs, [i.key for i in universe.instruments]),
-            build_failure_sensor(),
+            build_failure_sensor(links),
+            build_notify_sensor(links),
             freshness_sensor,
         ],
         resources={
@@ -73,7 +78,9 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
                 url=_from_env(settings.studies_url, "FFE_STUDIES_URL")
             ),
             "registry": ParameterRegistryResource(
-                url=_from_env(settings.registry_url, "FFE_REGISTRY_URL", "FFE_STUDIES_URL")
+                url=_from_env(settings.registry_url, "FFE_REGISTRY_URL", "FFE_STUDIES_URL"),
+                notify_required=settings.notify_required,
+                notify_stall_minutes=settings.notify_stall_minutes,
             ),
             # The URL may embed a token: read through EnvVar so it never shows in the UI.
             "webhook": WebhookResource(

@@ -13,6 +13,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
 TRIAL_PROFILES = ("quick", "full")
 WEBHOOK_ENV = "FFE_WEBHOOK_URL"  # read by definitions.py through EnvVar; checked here when set
+NOTIFY_REQUIRED_ENV = "FFE_NOTIFY_REQUIRED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,10 @@ class Settings:
     export_dir: Path
     trial_profile: str
     cycle_cron: str
+    notify_required: bool = False  # FFE_NOTIFY_REQUIRED: refuse to load without a webhook
+    notify_stall_minutes: float = 60.0  # then pause LIMITED / FULL after this long undelivered
+    dagster_ui_url: str = "http://127.0.0.1:3000"  # base of the links in notifications
+    mlflow_ui_url: str = "http://127.0.0.1:5000"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -44,6 +49,7 @@ class Settings:
         from ffe_dagster.config.environment import (
             check_cron,
             check_mlflow_uri,
+            check_notify,
             check_sql_url,
             check_studies_url,
             check_webhook_url,
@@ -74,6 +80,7 @@ class Settings:
         check_mlflow_uri("MLFLOW_TRACKING_URI", tracking_uri, problems)
         if env.get(WEBHOOK_ENV):
             check_webhook_url(WEBHOOK_ENV, env[WEBHOOK_ENV], problems)
+        notify = check_notify(env, WEBHOOK_ENV, problems)
         cycle_cron = env.get("FFE_CYCLE_CRON", "0 */6 * * *")
         check_cron("FFE_CYCLE_CRON", cycle_cron, problems)
         experiment = env.get("FFE_MLFLOW_EXPERIMENT", "ffe_curriculum")
@@ -100,4 +107,8 @@ class Settings:
             export_dir=Path(env.get("FFE_EXPORT_DIR", str(var_dir / "exports"))),
             trial_profile=profile,
             cycle_cron=cycle_cron,
+            notify_required=notify.required,
+            notify_stall_minutes=notify.stall_minutes,
+            dagster_ui_url=notify.dagster_ui_url,
+            mlflow_ui_url=notify.mlflow_ui_url,
         )

@@ -22,6 +22,7 @@ EXPECTED_ASSETS = [
     "level_3_mixed_cycles",
     "level_4_all_regimes",
     "market_regimes",
+    "notification_outbox",
     "promoted_parameters",
     "raw_bars",
     "validated_bars",

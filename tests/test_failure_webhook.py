@@ -1,9 +1,11 @@
-"""A failed run is posted to the webhook, against a real local HTTP receiver."""
+"""A failed run is posted to the webhook (through the notification outbox), against a real
+local HTTP receiver."""
 
 import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +17,12 @@ from dagster import (
     op,
 )
 
-from ffe_dagster.sensors.failure import WebhookError, WebhookResource, build_failure_sensor
+from ffe_dagster.core.notifications import UiLinks
+from ffe_dagster.resources.registry import ParameterRegistryResource
+from ffe_dagster.resources.webhook import WebhookError, WebhookResource
+from ffe_dagster.sensors.failure import build_failure_sensor
+
+LINKS = UiLinks(dagster="http://127.0.0.1:3000", mlflow="http://127.0.0.1:5000")
 
 SECRET = "hooks-token-abc123"
 
@@ -55,7 +62,7 @@ def doomed_job() -> None:
     explode()
 
 
-def _failure_context(webhook: WebhookResource) -> Any:
+def _failure_context(webhook: WebhookResource, registry: ParameterRegistryResource) -> Any:
     instance = DagsterInstance.ephemeral()
     result = doomed_job.execute_in_process(instance=instance, raise_on_error=False)
     assert not result.success
@@ -64,28 +71,39 @@ def _failure_context(webhook: WebhookResource) -> Any:
         dagster_instance=instance,
         dagster_run=result.dagster_run,
         dagster_event=result.get_run_failure_event(),
-        resources={"webhook": webhook},
+        resources={"webhook": webhook, "registry": registry},
     ).for_run_failure()
 
 
-def test_a_failed_run_is_posted(receiver: str) -> None:
-    sensor = build_failure_sensor()
-    context = _failure_context(WebhookResource(url=receiver))
+def _registry(tmp_path: Path) -> ParameterRegistryResource:
+    return ParameterRegistryResource(url=f"sqlite:///{tmp_path / 'registry.db'}")
+
+
+def test_a_failed_run_is_posted(receiver: str, tmp_path: Path) -> None:
+    sensor = build_failure_sensor(LINKS)
+    registry = _registry(tmp_path)
+    context = _failure_context(WebhookResource(url=receiver), registry)
     sensor(context)  # type: ignore[call-arg]
     assert len(Receiver.received) == 1
     posted = Receiver.received[0]["json"]
-    assert posted["event"] == "run_failure"
-    assert posted["job"] == "doomed_job"
+    assert posted["kind"] == "run_failure"
+    assert posted["details"]["job"] == "doomed_job"
     assert posted["trigger"] == "schedule"
     assert posted["run_id"] == context.dagster_run.run_id
-    assert "explode" in posted["error"]
+    assert "explode" in posted["reason"]
+    assert [r["status"] for r in registry.outbox().rows()] == ["sent"]
+    # the same failure seen again is not posted twice
+    sensor(context)  # type: ignore[call-arg]
+    assert len(Receiver.received) == 1
 
 
-def test_no_url_means_no_notification(receiver: str) -> None:
-    sensor = build_failure_sensor()
-    out = sensor(_failure_context(WebhookResource(url="")))  # type: ignore[call-arg]
+def test_no_url_means_the_failure_waits_in_the_outbox(receiver: str, tmp_path: Path) -> None:
+    sensor = build_failure_sensor(LINKS)
+    registry = _registry(tmp_path)
+    out = sensor(_failure_context(WebhookResource(url=""), registry))  # type: ignore[call-arg]
     assert isinstance(out, SkipReason)
     assert Receiver.received == []
+    assert [r["status"] for r in registry.outbox().rows()] == ["pending"]
 
 
 def test_a_refusing_webhook_is_a_clear_error_without_the_secret(receiver: str) -> None:

@@ -31,6 +31,7 @@ from ffe_dagster.promotion.cycle import (
     run_promotion_cycle,
 )
 from ffe_dagster.promotion.export import publish_current
+from ffe_dagster.promotion.verdicts import announce_verdict_changes
 from ffe_dagster.resources.registry import (
     ParameterRegistryResource,
 )
@@ -172,6 +173,8 @@ def build_promotion_asset(
             trigger=run_trigger(context.run.tags),
             run_id=context.run.run_id,
         )
+        for note in announce_verdict_changes(registry, warehouse, curriculum):
+            context.log.info(note.text)
         for row in report.rows:
             version = "" if row.version is None else f" v{row.version}"
             context.log.info(f"{row.regime}{version} {row.stage} {row.decision}: {row.reason}")

@@ -1,5 +1,5 @@
 """Checks of the values read from the environment: database and tracking URLs, the webhook
-URL and the cycle's cron string.
+URL and the notification settings, and the cycle's cron string.
 
 Each check records a problem naming the variable and what was expected. A URL is shown with its
 password hidden (SQLAlchemy's rendering) or reduced to ``scheme://host``: these values often
@@ -7,6 +7,8 @@ carry credentials, and a message ends up in logs and in the Dagster UI.
 """
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from sqlalchemy.engine import URL, make_url
@@ -114,6 +116,66 @@ def check_webhook_url(var: str, url: str, problems: Problems) -> None:
         ok = False
     if not ok:
         problems.add(f"{var} must be an http:// or https:// URL with a host, got {_host_only(url)}")
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+@dataclass(frozen=True, slots=True)
+class NotifySettings:
+    """Whether notifications are required, when their delay pauses promotion, and the base URLs
+    of the links they carry."""
+
+    required: bool
+    stall_minutes: float
+    dagster_ui_url: str
+    mlflow_ui_url: str
+
+
+def _flag(var: str, value: str, problems: Problems) -> bool:
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() not in _FALSE:
+        problems.add(f"{var} must be one of 1, true, yes, on, 0, false, no, off; got {value!r}")
+    return False
+
+
+def _ui_url(env: Mapping[str, str], var: str, default: str, problems: Problems) -> str:
+    url = env.get(var, default)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.add(f"{var} must be an http(s)://host[:port] base URL, got {_host_only(url)}")
+    return url
+
+
+def check_notify(env: Mapping[str, str], webhook_var: str, problems: Problems) -> NotifySettings:
+    """``FFE_NOTIFY_REQUIRED`` (off by default): when on, ``webhook_var`` must hold a valid
+    URL (checked by ``check_webhook_url``); ``FFE_NOTIFY_STALL_MINUTES`` (60): how long a
+    notification may wait for delivery before promotion to LIMITED and FULL pauses;
+    ``FFE_DAGSTER_UI_URL`` / ``FFE_MLFLOW_UI_URL``: the bases of the links."""
+    required = _flag("FFE_NOTIFY_REQUIRED", env.get("FFE_NOTIFY_REQUIRED", ""), problems)
+    if required and not env.get(webhook_var, "").strip():
+        problems.add(
+            f"FFE_NOTIFY_REQUIRED is on, so {webhook_var} must be set to the http(s) URL that "
+            "receives notifications (a Slack or Teams incoming webhook, or your own endpoint); "
+            f"set {webhook_var}, or set FFE_NOTIFY_REQUIRED=0 to run without notifications"
+        )
+    raw = env.get("FFE_NOTIFY_STALL_MINUTES", "60")
+    try:
+        stall = float(raw)
+    except ValueError:
+        problems.add(f"FFE_NOTIFY_STALL_MINUTES must be a number of minutes, got {raw!r}")
+        stall = 60.0
+    else:
+        if not stall > 0:
+            problems.add(f"FFE_NOTIFY_STALL_MINUTES must be > 0, got {raw!r}")
+    return NotifySettings(
+        required=required,
+        stall_minutes=stall,
+        dagster_ui_url=_ui_url(env, "FFE_DAGSTER_UI_URL", "http://127.0.0.1:3000", problems),
+        mlflow_ui_url=_ui_url(env, "FFE_MLFLOW_UI_URL", "http://127.0.0.1:5000", problems),
+    )
 
 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")

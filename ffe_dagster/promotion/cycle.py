@@ -280,7 +280,7 @@ def _judge_limited(cycle: _Cycle, row: Mapping[str, Any]) -> None:
         cycle.record(row, decision, "wait")
     elif decision.outcome is Outcome.FAIL:
         cycle.record(row, decision, "reject")
-    else:
+    elif not _held(cycle, row, decision):
         cycle.registry.advance(
             regime=regime,
             version=version,
@@ -332,6 +332,8 @@ def _judge_warm(cycle: _Cycle, row: Mapping[str, Any]) -> None:
         )
         cycle.report.add(regime, version, Stage.WARM, "wait", reason)
         return
+    if _held(cycle, row, decision):
+        return
     cycle.registry.advance(
         regime=regime,
         version=version,
@@ -376,6 +378,27 @@ def _unused_since(cycle: _Cycle, regime: str) -> tuple[dict[str, datetime], str 
     if not short:
         return used, None
     return used, "waits for bars no earlier COLD test used: " + "; ".join(short)
+
+
+def _held(cycle: _Cycle, row: Mapping[str, Any], decision: GateDecision) -> bool:
+    """Whether a version that passed its gate must wait because required notifications are
+    undeliverable (nobody would learn that live capital moved); the wait is recorded."""
+    hold = cycle.registry.delivery_hold(cycle.now)
+    if hold is None:
+        return False
+    reason = f"{decision.reason}; {hold}"
+    cycle.registry.wait(
+        regime=row["regime"],
+        version=int(row["version"]),
+        reason=reason,
+        metrics={**decision.metrics, **_prefixed("current_", decision.baseline)},
+        checks=decision.checks_as_dicts(),
+        trigger=cycle.trigger,
+        run_id=cycle.run_id,
+        at=cycle.now,
+    )
+    cycle.report.add(row["regime"], int(row["version"]), row["stage"], "wait", reason)
+    return True
 
 
 def _take_candidate(cycle: _Cycle, inputs: RegimeCandidates) -> None:

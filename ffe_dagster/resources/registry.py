@@ -9,13 +9,14 @@ them, each change one transaction that also appends its row to the audit trail
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from dagster import ConfigurableResource
 
+from ffe_dagster.resources.outbox import Outbox
 from ffe_dagster.resources.registry_queries import (
     current_number,
     decision,
@@ -72,6 +73,10 @@ class ParameterRegistryResource(ConfigurableResource):
     """SQL registry (SQLite by default, PostgreSQL in production) of parameter versions."""
 
     url: str
+    # When notifications are required (FFE_NOTIFY_REQUIRED) and one has waited longer than this
+    # for delivery, promotion to LIMITED and FULL waits (``delivery_hold``).
+    notify_required: bool = False
+    notify_stall_minutes: float = 60.0
 
     @contextmanager
     def _connect(self, write: bool) -> Iterator[sa.Connection]:
@@ -89,6 +94,24 @@ class ParameterRegistryResource(ConfigurableResource):
     def _rows(self, query: sa.Select[Any]) -> list[dict[str, Any]]:
         with self._connect(write=False) as con:
             return [decode(r) for r in con.execute(query).mappings()]
+
+    def outbox(self) -> Outbox:
+        """The notification outbox in this registry's database."""
+        return Outbox(self._connect)
+
+    def delivery_hold(self, now: datetime) -> str | None:
+        """Why promotion to LIMITED and FULL must wait now, or None: notifications are required
+        and the oldest undelivered one has waited more than ``notify_stall_minutes``."""
+        if not self.notify_required:
+            return None
+        oldest = self.outbox().oldest_pending()
+        if oldest is None or now - oldest[0] <= timedelta(minutes=self.notify_stall_minutes):
+            return None
+        made, error = oldest
+        return (
+            f"notifications are required and undelivered since {made:%Y-%m-%d %H:%M} UTC "
+            f"({error or 'not tried yet'}): promotion to LIMITED and FULL waits for delivery"
+        )
 
     # --- reading -------------------------------------------------------------------------------
 

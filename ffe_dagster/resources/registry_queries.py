@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ffe_dagster.resources.outbox import enqueue_decision
 from ffe_dagster.resources.registry_schema import (
     STATUS_CANDIDATE,
     STATUS_CURRENT,
@@ -183,8 +184,9 @@ def transition(
     from_stage: str,
     to_stage: str,
 ) -> None:
-    """Append decision ``d`` about ``version`` to the audit trail."""
-    con.execute(
+    """Append decision ``d`` about ``version`` to the audit trail, and its notification to the
+    outbox in the same transaction (``resources/outbox.py``)."""
+    inserted = con.execute(
         TRANSITIONS.insert().values(
             regime=regime,
             version=version,
@@ -200,4 +202,24 @@ def transition(
             checks=to_json(None if d.checks is None else [dict(c) for c in d.checks]),
             at=d.at,
         )
+    )
+    key = inserted.inserted_primary_key
+    if key is None:  # an INSERT of one row always has one; this narrows the type
+        raise RuntimeError("the audit-trail insert returned no id")
+    enqueue_decision(
+        con,
+        transition_id=int(key[0]),
+        regime=regime,
+        version=version,
+        action=action,
+        from_stage=from_stage,
+        to_stage=to_stage,
+        from_version=from_version,
+        to_version=to_version,
+        reason=d.reason,
+        trigger=d.trigger,
+        run_id=d.run_id,
+        at=d.at,
+        metrics=d.metrics,
+        checks=d.checks,
     )

@@ -111,6 +111,34 @@ COLD_BARS = sa.Table(
     sa.Column("run_id", sa.String(64)),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
+# Notifications wait here until the webhook took them (``resources/outbox.py``): a row is written
+# in the transaction of the decision it announces, so a decision is never left unannounced.
+OUTBOX = sa.Table(
+    "notification_outbox",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.String(200), nullable=False, unique=True),  # the idempotency key
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # pending or sent
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("claimed_until", sa.DateTime(timezone=True)),  # a deliverer holds it until then
+    sa.Column("delivered_at", sa.DateTime(timezone=True)),
+    sa.Column("last_error", sa.Text),
+)
+OUTBOX_ATTEMPTS = sa.Table(
+    "notification_attempts",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("outbox_id", sa.Integer, sa.ForeignKey("notification_outbox.id"), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("http_status", sa.Integer),
+    sa.Column("error", sa.Text),
+)
 _JSON_COLUMNS = (
     "params",
     "metrics",

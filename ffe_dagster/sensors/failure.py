@@ -1,20 +1,16 @@
-"""Run failures notify a webhook; asset freshness shows in the UI as checks.
+"""Run failures notify the webhook (through the notification outbox); asset freshness shows in
+the UI as checks.
 
 The webhook URL often carries a token (Slack, Teams), so it comes from the environment
 (``FFE_WEBHOOK_URL`` through ``EnvVar``) and never appears in logs, metadata or errors.
 """
 
-import json
-import urllib.error
-import urllib.request
-from collections.abc import Mapping, Sequence
-from datetime import timedelta
-from typing import Any
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 from dagster import (
     AssetChecksDefinition,
     AssetKey,
-    ConfigurableResource,
     DefaultSensorStatus,
     RunFailureSensorContext,
     SensorDefinition,
@@ -24,75 +20,49 @@ from dagster import (
     run_failure_sensor,
 )
 
+from ffe_dagster.core.notifications import Notification, UiLinks, run_failure_notification
+from ffe_dagster.resources.registry import ParameterRegistryResource
+from ffe_dagster.resources.webhook import WebhookResource
+from ffe_dagster.sensors.notify import DeliveryPolicy, deliver_and_report
+from ffe_dagster.settings import WEBHOOK_ENV
 from ffe_dagster.triggers import run_trigger
 
-WEBHOOK_TIMEOUT_S = 10.0
 
-
-class WebhookError(RuntimeError):
-    """A notification could not be delivered (the URL is never part of the message)."""
-
-
-class WebhookResource(ConfigurableResource):
-    """Where failure notifications go: an HTTP(S) endpoint that accepts a JSON POST.
-
-    An empty URL switches notifications off.
-    """
-
-    url: str = ""
-
-    @property
-    def enabled(self) -> bool:
-        """True when a URL is configured."""
-        return bool(self.url.strip())
-
-    def post(self, payload: Mapping[str, Any]) -> int:
-        """POST ``payload`` as JSON; returns the HTTP status, raises ``WebhookError`` otherwise."""
-        request = urllib.request.Request(
-            self.url,
-            data=json.dumps(payload, default=str).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as response:
-                return int(response.status)
-        except urllib.error.HTTPError as exc:
-            raise WebhookError(f"webhook answered HTTP {exc.code}") from None
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise WebhookError(f"webhook unreachable: {type(reason).__name__}") from None
-
-
-def failure_payload(context: RunFailureSensorContext) -> dict[str, Any]:
-    """What a failure notification says: job, run, tags that explain the trigger, the error."""
+def failure_notification(context: RunFailureSensorContext) -> Notification:
+    """What a failure notification says: job, run, the trigger tag, the error."""
     run = context.dagster_run
-    error = context.failure_event.message or "run failed"
-    return {
-        "event": "run_failure",
-        "job": run.job_name,
-        "run_id": run.run_id,
-        "trigger": run_trigger(run.tags),
-        "error": error[:2000],
-    }
+    return run_failure_notification(
+        job=run.job_name,
+        run_id=run.run_id,
+        trigger=run_trigger(run.tags),
+        error=context.failure_event.message or "run failed",
+        at=datetime.now(UTC),
+    )
 
 
-def build_failure_sensor() -> SensorDefinition:
-    """A run-failure sensor that posts each failed run of this code location to the webhook."""
+def build_failure_sensor(links: UiLinks, policy: DeliveryPolicy | None = None) -> SensorDefinition:
+    """A run-failure sensor: each failed run of this code location goes into the notification
+    outbox (keyed by its run id, so at most once) and is delivered at once; when the webhook
+    does not take it, the tick fails and the delivery sensor retries it."""
+    policy = policy or DeliveryPolicy()
 
     @run_failure_sensor(
         name="run_failure_webhook",
         default_status=DefaultSensorStatus.RUNNING,
-        description="Posts every failed run (job, run id, trigger, error) to FFE_WEBHOOK_URL.",
+        description="Posts every failed run (job, run id, trigger, error) to FFE_WEBHOOK_URL "
+        "through the notification outbox (retried until delivered).",
     )
     def run_failure_webhook(
-        context: RunFailureSensorContext, webhook: WebhookResource
+        context: RunFailureSensorContext,
+        registry: ParameterRegistryResource,
+        webhook: WebhookResource,
     ) -> SkipReason | None:
+        notification = failure_notification(context)
+        registry.outbox().add(notification)
         if not webhook.enabled:
-            return SkipReason("FFE_WEBHOOK_URL is not set: failure notifications are off")
-        payload = failure_payload(context)
-        status = webhook.post(payload)
-        context.log.info(f"notified webhook of failed run {payload['run_id']} (HTTP {status})")
+            return SkipReason(f"{WEBHOOK_ENV} is not set: the failure waits in the outbox")
+        summary = deliver_and_report(context.instance, registry, webhook, links, policy)
+        context.log.info(f"failed run {notification.run_id}: {summary}")
         return None
 
     return run_failure_webhook
