@@ -88,6 +88,25 @@ def test_study_datasets_split_like_the_evaluator() -> None:
     assert all(len(d.digest) == 16 for d in (train, validation, test))
 
 
+def test_with_eras_the_test_dataset_is_the_test_era_segments() -> None:
+    # Train and validation split the train/validation segment 3 : 1 (train 0.6 of 0.8); the test
+    # dataset is the whole test-era segment, not a tail of the first.
+    day = datetime(2024, 1, 1)
+    era1 = bars_to_segment(bars(day, [float(x) for x in range(100, 108)]), "BTC_USDT", 8760)
+    era2 = bars_to_segment(bars(datetime(2024, 2, 1), [1.0, 2.0, 3.0]), "BTC_USDT", 8760)
+    train, validation, test = study_datasets(
+        [era1], train_fraction=0.75, validation_fraction=0.25, test_segments=[era2]
+    )
+    assert (train.bars, validation.bars) == (6, 2)
+    assert test.windows == (
+        DataWindow("BTC_USDT", "2024-02-01T00:00:00.000000", "2024-02-01T02:00:00.000000", 3),
+    )
+    (none,) = study_datasets(
+        [era1], train_fraction=0.75, validation_fraction=0.25, test_segments=()
+    )[2:]
+    assert none.windows == ()
+
+
 def test_a_changed_price_changes_only_its_periods_digest() -> None:
     day = datetime(2024, 1, 1)
     closes = [float(x) for x in range(100, 110)]

@@ -21,6 +21,7 @@ from ffe_dagster.core.levels import (
     LevelData,
     level_evaluator,
     level_study_config,
+    level_test_evaluator,
     outcome_to_dict,
     run_level,
     skipped_level_result,
@@ -84,10 +85,16 @@ def _datasets(
 ) -> tuple[StudyDataset, ...]:
     # The segments and split of the evaluator the study ran on (the one place that builds it).
     evaluator = level_evaluator(spec, curriculum, data)
+    test_segments = None
+    if curriculum.test_era_start:
+        # With eras the level is tested on its test-era segments, not on a tail of each segment.
+        tester = level_test_evaluator(spec, curriculum, data)
+        test_segments = () if tester is None else tester.segments
     return study_datasets(
         evaluator.segments,
         train_fraction=evaluator.train_fraction,
         validation_fraction=evaluator.validation_fraction,
+        test_segments=test_segments,
     )
 
 

@@ -48,12 +48,37 @@ def _window(segment: Segment, lo: int, hi: int) -> DataWindow:
     return DataWindow(segment.instrument, str(ts[0]), str(ts[-1]), hi - lo)
 
 
+def _pieces(
+    context: Period,
+    segments: Sequence[Segment],
+    test_segments: Sequence[Segment] | None,
+    train_fraction: float,
+    validation_fraction: float,
+) -> list[tuple[Segment, int, int]]:
+    # Each segment's rows of the period, as the level's evaluators cut them.
+    if context == Period.TEST and test_segments is not None:
+        return [(segment, 0, len(segment)) for segment in test_segments]
+    out: list[tuple[Segment, int, int]] = []
+    for segment in segments:
+        a, b = split_bounds(len(segment), train_fraction, validation_fraction)
+        lo, hi = {Period.TRAIN: (0, a), Period.VALIDATION: (a, b)}.get(context, (b, len(segment)))
+        out.append((segment, lo, hi))
+    return out
+
+
 def study_datasets(
-    segments: Sequence[Segment], *, train_fraction: float, validation_fraction: float
+    segments: Sequence[Segment],
+    *,
+    train_fraction: float,
+    validation_fraction: float,
+    test_segments: Sequence[Segment] | None = None,
 ) -> tuple[StudyDataset, ...]:
     """The train, validation and test datasets of a level's segments, split as the level's
     evaluator splits them (each segment in time order by ``split_bounds``; a period piece shorter
     than ``MIN_PERIOD_BARS`` is not evaluated, so it is not listed either).
+
+    With eras the test period is not a tail of each segment but the level's test-era segments:
+    ``test_segments`` then gives them, each used whole.
 
     The digest is the first 16 hex digits of a SHA-256 over each piece's instrument, bar times
     and OHLC prices: the same bars give the same digest in any run, one changed price another.
@@ -65,11 +90,9 @@ def study_datasets(
     for context in CONTEXTS:
         digest = hashlib.sha256()
         windows: list[DataWindow] = []
-        for segment in segments:
-            a, b = split_bounds(len(segment), train_fraction, validation_fraction)
-            lo, hi = {Period.TRAIN: (0, a), Period.VALIDATION: (a, b)}.get(
-                context, (b, len(segment))
-            )
+        for segment, lo, hi in _pieces(
+            context, segments, test_segments, train_fraction, validation_fraction
+        ):
             if hi - lo < MIN_PERIOD_BARS:
                 continue
             windows.append(_window(segment, lo, hi))
