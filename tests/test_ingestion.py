@@ -243,18 +243,25 @@ def test_live_universe_binds_the_token_through_envvar_and_needs_it_to_load(
     monkeypatch.setenv(OANDA_TOKEN_ENV, "fake-token")
     defs = build_definitions(settings)
     schedule = defs.resolve_schedule_def("cycle_schedule")
-    with DagsterInstance.ephemeral() as instance:
-        context = build_schedule_context(
-            instance=instance,
-            scheduled_execution_time=utc(2024, 3, 5, 6),
-            repository_def=defs.get_repository_def(),
+    ranges = {}
+    for when in (utc(2024, 3, 5, 6), utc(2024, 3, 1, 3)):
+        with DagsterInstance.ephemeral() as instance:
+            context = build_schedule_context(
+                instance=instance,
+                scheduled_execution_time=when,
+                repository_def=defs.get_repository_def(),
+            )
+            (request,) = schedule.evaluate_tick(context).run_requests or []
+        keys = defs.resolve_job_def("ingest_job").partitions_def.get_partition_keys_in_range(  # type: ignore[union-attr]
+            request.partition_key_range
         )
-        requests = list(schedule.evaluate_tick(context).run_requests or [])
-    # the newest ended day and today's open partition of every instrument
-    assert sorted(str(r.partition_key) for r in requests) == sorted(
-        f"{day}|{key}"
-        for day in ("2024-03-04", "2024-03-05")
-        for key in ("BTC_USD", "ETH_USD", "EUR_USD", "GBP_USD")
+        ranges[when.day] = sorted(str(k) for k in keys)
+    instruments = ("BTC_USD", "ETH_USD", "EUR_USD", "GBP_USD")
+    # one run: the open month of every instrument (it holds the newest ended day too) ...
+    assert ranges[5] == sorted(f"2024-03-01|{key}" for key in instruments)
+    # ... and on the 1st, also the month that ended last night
+    assert ranges[1] == sorted(
+        f"{m}|{key}" for m in ("2024-02-01", "2024-03-01") for key in instruments
     )
 
 

@@ -1,4 +1,4 @@
-"""Raw and validated bars, partitioned by day x instrument, backfilled in single runs.
+"""Raw and validated bars, partitioned by time window x instrument, backfilled in single runs.
 
 ``raw_bars`` fetches each instrument's finest interval from its source (files, a ccxt exchange,
 OANDA) and stores every completed UTC day as soon as it is in, together with a progress record,
@@ -76,15 +76,16 @@ def build_ingestion_assets(
         market_data: MarketDataResource,
     ) -> MaterializeResult:
         """OHLCV bars as delivered by each instrument's source (files, a ccxt exchange or
-        OANDA), at its finest interval, one partition per UTC day and instrument. Each completed
-        day is stored as soon as it is in, so a backfill that dies resumes where it stopped;
+        OANDA), at its finest interval, one partition per time window (the universe's
+        ``partition_grain``, default a month) and instrument. Each completed UTC day is stored
+        as soon as it is in, so a backfill that dies resumes where it stopped;
         re-materializing replaces exactly a partition's rows (never duplicates). Remote days
         fetched completely before are skipped unless ``refetch`` is set. The metadata is the
         acquisition summary: bars fetched, requests, retries, first and last bar, gaps."""
         now = market_data.now()
         sources = market_data.sources()
         acquisitions: dict[str, Acquisition] = {}
-        for key, windows in windows_by_instrument(context.partition_keys).items():
+        for key, windows in windows_by_instrument(context.partition_keys, universe).items():
             instrument = universe.instrument(key)
             source = sources[source_kind(universe.source_spec(key))]
             acquisition = acquisitions[key] = Acquisition(key, source.name, source.interval)
@@ -172,8 +173,8 @@ def build_ingestion_assets(
         ``validated_bars_by_interval``. Rows breaking a rule go to ``bars_quarantine`` with the
         rule and the reason; raw bars are never deleted."""
         now = market_data.now()
-        tally = ValidationTally()
-        for key, windows in windows_by_instrument(context.partition_keys).items():
+        tally = ValidationTally(grain=universe.partition_grain)
+        for key, windows in windows_by_instrument(context.partition_keys, universe).items():
             config = universe.validation_config(key)
             fine = universe.fetch_interval(key)
             step = interval_to_timedelta(fine)
@@ -197,7 +198,9 @@ def build_ingestion_assets(
                     warehouse, universe, key, start, end, result, cutoff, context.run.run_id
                 )
                 tally.add(key, result)
-                for partition in failing_gap_partitions(result, key, step, config.max_open_gap):
+                for partition in failing_gap_partitions(
+                    result, key, step, config.max_open_gap, universe.partition_grain
+                ):
                     tally.fail(SPACING_CHECK, partition)
             mine = tally.by_instrument.get(key, {})
             context.log.info(
