@@ -243,6 +243,8 @@ def test_live_universe_binds_the_token_through_envvar_and_needs_it_to_load(
     monkeypatch.setenv(OANDA_TOKEN_ENV, "fake-token")
     defs = build_definitions(settings)
     schedule = defs.resolve_schedule_def("cycle_schedule")
+    partitions = defs.resolve_job_def("ingest_job").partitions_def
+    assert partitions is not None
     ranges = {}
     for when in (utc(2024, 3, 5, 6), utc(2024, 3, 1, 3)):
         with DagsterInstance.ephemeral() as instance:
@@ -252,9 +254,8 @@ def test_live_universe_binds_the_token_through_envvar_and_needs_it_to_load(
                 repository_def=defs.get_repository_def(),
             )
             (request,) = schedule.evaluate_tick(context).run_requests or []
-        keys = defs.resolve_job_def("ingest_job").partitions_def.get_partition_keys_in_range(  # type: ignore[union-attr]
-            request.partition_key_range
-        )
+        assert request.partition_key_range is not None
+        keys = partitions.get_partition_keys_in_range(request.partition_key_range)
         ranges[when.day] = sorted(str(k) for k in keys)
     instruments = ("BTC_USD", "ETH_USD", "EUR_USD", "GBP_USD")
     # one run: the open month of every instrument (it holds the newest ended day too) ...

@@ -28,6 +28,7 @@ from ffe_dagster.core.plots import StudyPlotData
 from ffe_dagster.resources.studies import OptunaStorageResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource, code_version, git_commit
 from ffe_dagster.resources.warehouse import WarehouseResource
+from ffe_dagster.terminal import TrialProgress
 
 
 def study_fingerprint(spec: LevelSpec, curriculum: CurriculumSpec, data: LevelData) -> str:
@@ -109,19 +110,26 @@ def build_level_asset(
         fingerprint = study_fingerprint(spec, curriculum, data)
         study_name = f"{spec.asset}-{fingerprint}"
         step = max(1, n_trials // 5)
+        bar = TrialProgress(f"L{spec.level} {spec.name}", n_trials)
 
         def progress(record: TrialRecord, done: int) -> None:
+            bar.advance(done, record.metrics, record.feasible)
             if done % step == 0 or done == n_trials:
                 context.log.info(f"{spec.asset}: trial {done}/{n_trials} {dict(record.metrics)}")
 
-        outcome = run_level(
-            spec,
-            curriculum,
-            data,
-            study=level_study_config(curriculum, study_name, optuna_storage.storage(), n_trials),
-            warm_start=warm.get("params"),
-            on_trial=progress,
-        )
+        try:
+            outcome = run_level(
+                spec,
+                curriculum,
+                data,
+                study=level_study_config(
+                    curriculum, study_name, optuna_storage.storage(), n_trials
+                ),
+                warm_start=warm.get("params"),
+                on_trial=progress,
+            )
+        finally:
+            bar.close()
         result = outcome_to_dict(outcome)
         if outcome.study.resumed_trials:
             context.log.info(f"{study_name}: resumed from {outcome.study.resumed_trials} trials")

@@ -30,6 +30,7 @@ from ffe_dagster.assets.acquisition import (
     acquisition_metadata,
     ingest_instrument,
     source_kind,
+    utc_days,
 )
 from ffe_dagster.assets.ingestion_checks import (
     FRESHNESS_CHECK,
@@ -48,6 +49,7 @@ from ffe_dagster.partitions import windows_by_instrument
 from ffe_dagster.resources.market_data import MarketDataResource
 from ffe_dagster.resources.warehouse import WarehouseResource
 from ffe_dagster.sources.base import SourceError
+from ffe_dagster.terminal import IngestProgress
 
 
 class RawBarsConfig(Config):
@@ -85,10 +87,21 @@ def build_ingestion_assets(
         now = market_data.now()
         sources = market_data.sources()
         acquisitions: dict[str, Acquisition] = {}
-        for key, windows in windows_by_instrument(context.partition_keys, universe).items():
+        by_instrument = windows_by_instrument(context.partition_keys, universe)
+        progress = IngestProgress(
+            sum(len(utc_days(a, min(b, now))) for ws in by_instrument.values() for a, b in ws)
+        )
+        for key, windows in by_instrument.items():
             instrument = universe.instrument(key)
             source = sources[source_kind(universe.source_spec(key))]
-            acquisition = acquisitions[key] = Acquisition(key, source.name, source.interval)
+            acquisition = acquisitions[key] = Acquisition(
+                key,
+                source.name,
+                source.interval,
+                listener=lambda a: progress.report(
+                    a.instrument, a.days_fetched + a.days_skipped, a.bars_fetched
+                ),
+            )
             try:
                 ingest_instrument(
                     warehouse,
@@ -112,6 +125,7 @@ def build_ingestion_assets(
                 f"{summary['days_skipped_complete']} complete days skipped, "
                 f"{summary['gaps']} gaps"
             )
+        progress.close()
         metadata = acquisition_metadata(acquisitions, now)
         failed = {k: a.error for k, a in acquisitions.items() if a.error}
         if failed:

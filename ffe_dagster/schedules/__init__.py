@@ -35,7 +35,7 @@ def cycle_windows(partitions: MultiPartitionsDefinition, now: datetime) -> list[
             w.start <= m < w.end for w in [times.time_window_for_partition_key(k)] for m in moments
         )
     ]
-    return chosen or keys[-1:]
+    return chosen or list(keys[-1:])
 
 
 def build_cycle_schedule(partitions: MultiPartitionsDefinition, cron: str) -> ScheduleDefinition:
