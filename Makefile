@@ -62,6 +62,9 @@ bench: setup  ## engine throughput and the full curriculum vs the naive approach
 bench-ingest: setup  ## backfill + incremental cycles from a local exchange at 10 req/s (~5 min) -> benchmarks/results/
 	$(BIN)/python -m benchmarks.bench_ingest
 
+bench-cycle: setup pg-server  ## make run fresh/again/incremental, run-postgres, bookkeeping, grains -> benchmarks/results/
+	$(BIN)/python -m benchmarks.bench_cycle $(ARGS)
+
 bench-postgres: setup pg-server  ## 1/2/4 Optuna workers on one PostgreSQL study; storage overhead -> benchmarks/results/
 	$(BIN)/python -m benchmarks.bench_storage
 

@@ -12,6 +12,9 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from dagster import BetaWarning, DagsterInstance, Definitions, PreviewWarning
@@ -25,6 +28,7 @@ from ffe_dagster.definitions import EXPORT_FILE, build_definitions
 from ffe_dagster.partitions import DATE_DIM, INSTRUMENT_DIM, bar_partitions
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.warehouse import WarehouseResource
+from ffe_dagster.schedules import cycle_windows
 from ffe_dagster.settings import Settings
 from ffe_dagster.terminal import CycleFacts, RegimeLine, console_run_config, cycle_summary
 
@@ -33,9 +37,19 @@ def _range_tags(first: str, last: str) -> dict[str, str]:
     return {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
 
 
+@dataclass(frozen=True, slots=True)
+class StepTiming:
+    """One run of the cycle: its wall time and the time spent inside its assets' bodies, as
+    far as they report it (``compute_s`` metadata); the difference is Dagster's own work."""
+
+    run_id: str
+    wall_s: float
+    compute_s: float | None
+
+
 def _execute(
     defs: Definitions, job: str, instance: DagsterInstance, tags: dict[str, str], verbose: bool
-) -> tuple[str, float]:
+) -> StepTiming:
     started = time.monotonic()
     result = defs.resolve_job_def(job).execute_in_process(
         instance=instance,
@@ -43,7 +57,15 @@ def _execute(
         raise_on_error=True,
         run_config=console_run_config(verbose),
     )
-    return result.run_id, time.monotonic() - started
+    wall = time.monotonic() - started
+    # Every partition's materialization carries the same body time: count each asset once.
+    bodies: dict[str, float] = {}
+    for event in result.get_asset_materialization_events():
+        value = event.materialization.metadata.get("compute_s")
+        number = getattr(value, "value", value)
+        if event.asset_key is not None and isinstance(number, int | float):
+            bodies[event.asset_key.to_user_string()] = float(number)
+    return StepTiming(result.run_id, wall, sum(bodies.values()) if bodies else None)
 
 
 def run_cycle(
@@ -52,19 +74,23 @@ def run_cycle(
     trigger: str = "manual",
     *,
     verbose: bool = False,
+    incremental: bool = False,
 ) -> dict:
     """Materialize every asset once; return run ids, step times, level outcomes and the export
-    path."""
+    path. ``incremental`` ingests only what the cycle schedule would (the newest window of
+    every instrument, see ``cycle_windows``) instead of the whole history."""
     defs = build_definitions(settings)
     bars_partitions = bar_partitions(load_universe(settings.universe_path))
     keys = bars_partitions.get_partition_keys()
     windows = bars_partitions.get_partitions_def_for_dimension(DATE_DIM).get_partition_keys()
+    if incremental:
+        windows = cycle_windows(bars_partitions, datetime.now(UTC))
     instruments = bars_partitions.get_partitions_def_for_dimension(
         INSTRUMENT_DIM
     ).get_partition_keys()
     print(
-        f"cycle: {len(windows)} time windows x {len(instruments)} instruments = "
-        f"{len(keys)} bar partitions",
+        f"cycle: {len(windows)} time windows x {len(instruments)} instruments "
+        f"(of {len(keys)} bar partitions)",
         file=sys.stderr,
         flush=True,
     )
@@ -78,10 +104,7 @@ def run_cycle(
         "regimes_job": {**tags, **_range_tags(instruments[0], instruments[-1])},
         "optimization_job": tags,
     }
-    runs: dict[str, str] = {}
-    seconds: dict[str, float] = {}
-    for job, job_tags in steps.items():
-        runs[job], seconds[job] = _execute(defs, job, instance, job_tags, verbose)
+    timings = {job: _execute(defs, job, instance, t, verbose) for job, t in steps.items()}
     warehouse = WarehouseResource(path=str(settings.warehouse_path))
     levels = [
         r
@@ -89,8 +112,9 @@ def run_cycle(
         if (r := warehouse.latest_level_result(spec.level))
     ]
     return {
-        "runs": runs,
-        "seconds": seconds,
+        "runs": {job: t.run_id for job, t in timings.items()},
+        "seconds": {job: t.wall_s for job, t in timings.items()},
+        "compute_seconds": {job: t.compute_s for job, t in timings.items()},
         "levels": {
             r["level"]: {
                 "passed": r["passed"],
@@ -154,6 +178,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="also print Dagster's events (DEBUG)"
     )
+    parser.add_argument(
+        "--incremental",
+        action="store_true",
+        help="ingest only the newest window of every instrument, as the 6-hour schedule does",
+    )
+    parser.add_argument("--report", type=Path, help="also write the cycle's report here (JSON)")
     args = parser.parse_args(argv)
     if not args.verbose:
         # Notices that a Dagster API is beta or preview say nothing about this run.
@@ -162,10 +192,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings.from_env()
     started = time.monotonic()
     with DagsterInstance.get() as instance:
-        report = run_cycle(settings, instance, verbose=args.verbose)
+        report = run_cycle(settings, instance, verbose=args.verbose, incremental=args.incremental)
+    seconds = time.monotonic() - started
     with open(report["export"]) as fh:
         export = json.load(fh)
-    print("\n".join(cycle_summary(_facts(settings, report, time.monotonic() - started, export))))
+    print("\n".join(cycle_summary(_facts(settings, report, seconds, export))))
+    if args.report:
+        args.report.write_text(json.dumps({**report, "cycle_s": seconds}, indent=2, default=str))
     return 0
 
 

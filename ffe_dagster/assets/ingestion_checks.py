@@ -99,8 +99,10 @@ def failing_gap_partitions(
 
 
 def validation_results(
-    tally: ValidationTally, max_fraction: float
+    tally: ValidationTally, max_fraction: float, compute_s: float
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
+    """The materialization (with ``compute_s``, the asset body's time) and one result per
+    check."""
     failures = {k: v for k, v in tally.by_rule.items() if v}
     yield MaterializeResult(
         metadata={
@@ -110,6 +112,7 @@ def validation_results(
             "failures_by_rule": MetadataValue.json(failures),
             "gaps": tally.gaps,
             "by_instrument": MetadataValue.json(tally.by_instrument),
+            "compute_s": round(compute_s, 3),
         }
     )
     yield AssetCheckResult(
