@@ -92,6 +92,52 @@ def _cycle(
     }
 
 
+def collect(root: Path) -> dict[str, Any]:
+    """Results from the reports a stopped ``--keep`` run left in ``root``. Each cycle's wall is
+    then the CLI's own ``cycle_s`` (interpreter start and imports not included) and the load
+    is the one at collection time: say so wherever these numbers are quoted."""
+    load = _load()
+
+    def runs(folder: str) -> list[dict[str, Any]]:
+        paths = sorted((root / folder).rglob("report-*.json"), key=lambda p: p.stat().st_mtime)
+        out = []
+        for path in paths:
+            rep = json.loads(path.read_text())
+            out.append(
+                {
+                    "wall_s": round(rep["cycle_s"], 1),
+                    "wall_note": "cycle_s inside the CLI (collected from a stopped run)",
+                    "load_before": load,
+                    "load_after": load,
+                    "steps_s": {k: round(v, 1) for k, v in rep["seconds"].items()},
+                    "compute_s": {
+                        k: v if v is None else round(v, 1)
+                        for k, v in rep["compute_seconds"].items()
+                    },
+                    "trials": {r["level"]: r["n_trials"] for r in rep["level_results"]},
+                    "new_trials": {r["level"]: r.get("new_trials") for r in rep["level_results"]},
+                }
+            )
+        return out
+
+    r: dict[str, Any] = {
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "targets": TARGETS,
+        "collected_from_stopped_run": True,
+    }
+    fresh = runs("fresh")
+    if fresh:
+        r["fresh"] = fresh[0]
+        r["bookkeeping"] = {"sqlite": _bookkeeping(fresh[0])}
+    if len(fresh) > 1:
+        r["again"] = fresh[1]
+    inc = runs("incremental")
+    if len(inc) > 1:
+        r["incremental"] = {"backfill_without_last_6h": inc[0], "cycle": inc[1]}
+    return r
+
+
 def _env(folder: Path, numba: Path) -> dict[str, str]:
     home = folder / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
@@ -161,62 +207,77 @@ def grains(folder: Path) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _wall(r: Mapping[str, Any], *path: str) -> Any:
+    node: Any = r
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return "not measured"
+        node = node[key]
+    return node
+
+
 def _markdown(r: dict[str, Any]) -> str:
     t = TARGETS
-    fresh, again, inc = r["fresh"], r["again"], r["incremental"]["cycle"]
-    pg, warm = r["postgres"], r["fresh_warm"]
-    opt = r["optimization"]
-    sq, pq = r["bookkeeping"]["sqlite"], r["bookkeeping"]["postgres"]
     rows = [
-        ("`make run`, fresh clone (install excluded)", fresh["wall_s"], f"<= {t['fresh_s']:.0f} s"),
-        ("`make run` again, no new bars", again["wall_s"], f"<= {t['again_s']:.0f} s"),
-        ("6-hour incremental cycle", inc["wall_s"], f"<= {t['incremental_s']:.0f} s"),
-        ("fresh cycle, SQLite, numba cache warm", warm["wall_s"], "(reference for PostgreSQL)"),
-        ("`make run-postgres` cycle, numba cache warm", pg["wall_s"], "-"),
+        ("`make run`, fresh clone (install excluded)", ("fresh",), f"<= {t['fresh_s']:.0f} s"),
+        ("`make run` again, no new bars", ("again",), f"<= {t['again_s']:.0f} s"),
+        ("6-hour incremental cycle", ("incremental", "cycle"), f"<= {t['incremental_s']:.0f} s"),
+        ("fresh cycle, SQLite, numba cache warm", ("fresh_warm",), "(reference for PostgreSQL)"),
+        ("`make run-postgres` cycle, numba cache warm", ("postgres",), "-"),
     ]
     lines = [
         "# The main job: `make bench-cycle`",
         "",
-        f"{r['machine']}; {r['date']}. Load average (1 min) before each run is in cycle.json; "
-        f"over the benchmark it ranged {r['load_range']}. The machine is shared with other "
-        "processes, so every time here is inflated by them.",
+        f"{r['machine']}; {r['date']}. The 1-minute load average before and after each run is "
+        f"in cycle.json ({r.get('load_range', '?')} over this benchmark): the machine is shared "
+        "with other processes, so every time here is inflated by them.",
         "",
-        "| what | wall (s) | target |",
-        "|---|---|---|",
-        *(f"| {a} | {b} | {c} |" for a, b, c in rows),
-        "",
-        f"- PostgreSQL / SQLite (both warm): {r['postgres_ratio']:.2f}x "
-        f"(target <= {t['postgres_ratio']}x)",
-        f"- Dagster bookkeeping in the first backfill: SQLite {sq['share']:.0%} of "
-        f"{sq['ingest_wall_s']} s, PostgreSQL {pq['share']:.0%} of {pq['ingest_wall_s']} s "
-        "(target <= 25 %)",
-        f"- optimization job {opt['job_s']} s vs engine path {opt['engine_s']} s on the same bars "
-        f"and {opt['trials']} trials: {opt['ratio']:.2f}x (target <= {t['optimization_ratio']}x)",
-        "",
-        "Steps of each cycle (s): "
-        + "; ".join(
-            f"{name}: " + ", ".join(f"{k} {v}" for k, v in run["steps_s"].items())
-            for name, run in (("fresh", fresh), ("again", again), ("incremental", inc))
-        ),
-        "",
-        "Partition grain, one instrument-year (BTC_USDT 2023, hourly bars), ingest wall"
-        + ("" if r["grains"] else " (not run this time: see grain.json)")
-        + ":",
-        "",
-        "| grain | partitions | wall (s) | asset bodies (s) | Dagster share |",
+        "| what | wall (s) | steps (s) | load before/after | target |",
         "|---|---|---|---|---|",
-        *(
-            f"| {g} | {v['partitions']} | {v['wall_s']} | {v['compute_s']} | {v['share']:.0%} |"
-            for g, v in r["grains"].items()
-        ),
+    ]
+    for label, path, target in rows:
+        run = _wall(r, *path)
+        if isinstance(run, Mapping):
+            steps = ", ".join(f"{k} {v}" for k, v in run["steps_s"].items())
+            load = f"{run['load_before']} / {run['load_after']}"
+            lines.append(f"| {label} | {run['wall_s']} | {steps} | {load} | {target} |")
+        else:
+            lines.append(f"| {label} | not measured | | | {target} |")
+    lines.append("")
+    for key, text in (
+        ("postgres_ratio", "PostgreSQL / SQLite, both numba-warm"),
+        ("bookkeeping", "Dagster's share of the first backfill (ingest_job wall - asset bodies)"),
+        ("optimization", "optimization job vs `make bench` engine path, same bars and trials"),
+    ):
+        lines.append(f"- {text}: `{json.dumps(r.get(key, 'not measured'))}`")
+    lines += [
+        "",
+        'Partition grains: see grain.json / README "Partitions".'
+        if not r.get("grains")
+        else f"Partition grains: `{json.dumps(r['grains'])}`",
         "",
         "`make test` is not timed here.",
     ]
     return "\n".join(lines) + "\n"
 
 
+def _write(result: dict[str, Any]) -> None:
+    # Written after every measurement, so a benchmark stopped part way keeps what it measured.
+    loads = [
+        float(v[k])
+        for v in (result.get(n) for n in ("fresh", "again", "fresh_warm", "postgres"))
+        if isinstance(v, Mapping)
+        for k in ("load_before", "load_after")
+    ]
+    if loads:
+        result["load_range"] = f"{min(loads)} .. {max(loads)}"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "cycle.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / "cycle.md").write_text(_markdown(result))
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run every measurement once and write the results files."""
+    """Run every measurement once, writing the results files after each."""
     parser = argparse.ArgumentParser(prog="benchmarks.bench_cycle")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folders")
     parser.add_argument(
@@ -224,61 +285,57 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="leave out the partition-grain comparison (about 5 minutes; see bench_grain)",
     )
+    parser.add_argument("--collect", type=Path, help="only collect a stopped --keep run's reports")
     args = parser.parse_args(argv)
+    if args.collect:
+        _write(collect(args.collect))
+        return
     root = Path(tempfile.mkdtemp(prefix="bench-cycle-"))
-    loads: list[str] = []
-    try:
-        numba = root / "numba_cache"  # empty: a fresh clone has compiled nothing yet
-        print("fresh make run ...", file=sys.stderr, flush=True)
-        fresh = _cycle(root / "fresh", _env(root / "fresh", numba))
-        print("again ...", file=sys.stderr, flush=True)
-        again = _cycle(root / "fresh", _env(root / "fresh", numba))
-        print("incremental 6-hour cycle ...", file=sys.stderr, flush=True)
-        inc = incremental(root / "incremental", numba)
-        print("fresh, numba warm ...", file=sys.stderr, flush=True)
-        warm = _cycle(root / "warm", _env(root / "warm", numba))
-        print("postgres ...", file=sys.stderr, flush=True)
-        pg_env = {"NUMBA_CACHE_DIR": str(numba), "FFE_TRIAL_PROFILE": "full"}
-        (root / "pg").mkdir()
-        pg = _cycle(root / "pg", pg_env, postgres=True)
-        print("engine path ...", file=sys.stderr, flush=True)
-        engine = engine_path()
-        grain: dict[str, Any] = {}
-        if not args.skip_grains:
-            print("partition grains ...", file=sys.stderr, flush=True)
-            grain = grains(root / "grains")
-    finally:
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-    for run in (fresh, again, inc["cycle"], warm, pg):
-        loads += [run["load_before"], run["load_after"]]
-    job = warm["steps_s"]["optimization_job"]
-    result = {
+    numba = root / "numba_cache"  # empty: a fresh clone has compiled nothing yet
+    r: dict[str, Any] = {
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "load_range": f"{min(loads, key=float)} .. {max(loads, key=float)}",
         "targets": TARGETS,
-        "fresh": fresh,
-        "again": again,
-        "incremental": inc,
-        "fresh_warm": warm,
-        "postgres": pg,
-        "postgres_ratio": round(pg["wall_s"] / warm["wall_s"], 3),
-        "bookkeeping": {"sqlite": _bookkeeping(fresh), "postgres": _bookkeeping(pg)},
-        "optimization": {
+    }
+    try:
+        print("fresh make run ...", file=sys.stderr, flush=True)
+        r["fresh"] = _cycle(root / "fresh", _env(root / "fresh", numba))
+        r["bookkeeping"] = {"sqlite": _bookkeeping(r["fresh"])}
+        _write(r)
+        print("again ...", file=sys.stderr, flush=True)
+        r["again"] = _cycle(root / "fresh", _env(root / "fresh", numba))
+        _write(r)
+        print("incremental 6-hour cycle ...", file=sys.stderr, flush=True)
+        r["incremental"] = incremental(root / "incremental", numba)
+        _write(r)
+        print("fresh, numba warm ...", file=sys.stderr, flush=True)
+        r["fresh_warm"] = _cycle(root / "warm", _env(root / "warm", numba))
+        _write(r)
+        print("postgres ...", file=sys.stderr, flush=True)
+        (root / "pg").mkdir()
+        pg_env = {"NUMBA_CACHE_DIR": str(numba), "FFE_TRIAL_PROFILE": "full"}
+        r["postgres"] = _cycle(root / "pg", pg_env, postgres=True)
+        r["postgres_ratio"] = round(r["postgres"]["wall_s"] / r["fresh_warm"]["wall_s"], 3)
+        r["bookkeeping"]["postgres"] = _bookkeeping(r["postgres"])
+        _write(r)
+        print("engine path ...", file=sys.stderr, flush=True)
+        engine = engine_path()
+        job = r["fresh_warm"]["steps_s"]["optimization_job"]
+        r["optimization"] = {
             "job_s": job,
             "engine_s": engine["seconds"],
             "trials": engine["trials"],
             "ratio": round(job / engine["seconds"], 3),
-            "note": "job: optimization_job of the numba-warm fresh cycle (curriculum, MLflow "
-            "logging, plots, vectorbt check, promotion); engine: bench_engine's curriculum",
-        },
-        "grains": grain,
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "cycle.json").write_text(json.dumps(result, indent=2))
-    (RESULTS / "cycle.md").write_text(_markdown(result))
-    print(_markdown(result))
+        }
+        _write(r)
+        if not args.skip_grains:
+            print("partition grains ...", file=sys.stderr, flush=True)
+            r["grains"] = grains(root / "grains")
+            _write(r)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    print(_markdown(r))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Partitions: bars are partitioned by time window x instrument; regimes by instrument.
 
 The time grain is the universe's ``partition_grain`` (default ``month``). Dagster records a
-handful of events per partition and asset, so the grain sets how much of a backfill is
-bookkeeping: the bundled history as 4,929 day x instrument partitions spent about 250 s of a
-270 s ingest recording them, as 162 month x instrument partitions it spends a few seconds
-(``make bench-cycle`` measures day, week and month on the same bars). The newest window stays
+few events per partition and asset, so the grain sets how much of a backfill is bookkeeping:
+the bundled history as 4,929 day x instrument partitions took 247 s to ingest, nearly all of
+it Dagster's; as months it is 162 partitions (``benchmarks/bench_grain.py`` measures day,
+week and month on the same bars; README "Partitions"). The newest window stays
 open and is refreshed by every cycle; fetching inside a window is still day by day, with a
 progress record per completed UTC day (``ingest_progress``), so a backfill resumes at the first
 incomplete day whatever the grain.
