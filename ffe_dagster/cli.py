@@ -8,6 +8,7 @@ Dagster event; the terminal shows progress bars and a summary (``-v`` adds Dagst
 
 import argparse
 import json
+import logging
 import sys
 import time
 import warnings
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import optuna
 from dagster import BetaWarning, DagsterInstance, Definitions, PreviewWarning
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
@@ -186,9 +188,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, help="also write the cycle's report here (JSON)")
     args = parser.parse_args(argv)
     if not args.verbose:
-        # Notices that a Dagster API is beta or preview say nothing about this run.
+        # Notices that a Dagster API is beta or preview say nothing about this run; Optuna's
+        # and MLflow's INFO lines (a study created, tables created) are in the UIs.
         warnings.filterwarnings("ignore", category=BetaWarning)
         warnings.filterwarnings("ignore", category=PreviewWarning)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
     settings = Settings.from_env()
     started = time.monotonic()
     with DagsterInstance.get() as instance:
