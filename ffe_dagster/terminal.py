@@ -175,7 +175,8 @@ def cycle_summary(facts: CycleFacts) -> list[str]:
     lines += ["", "instruments (set the trading system uses):"]
     for instrument, entry in facts.active.items():
         why = f" ({entry['reason']})" if entry.get("reason") else ""
-        lines.append(f"  {instrument}: regime {entry.get('regime')}, use {entry.get('use')}{why}")
+        regime = entry.get("regime") or "none confirmed"
+        lines.append(f"  {instrument}: regime {regime}, use {entry.get('use')}{why}")
     mlflow = ", ".join(f"L{r.get('level')} {r.get('mlflow_run_id')}" for r in facts.levels)
     lines += [
         "",

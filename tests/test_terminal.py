@@ -74,7 +74,7 @@ def test_summary_names_trials_parameters_metrics_verdicts_regimes_and_where_to_l
     assert "validation: Sharpe 1.23, win 55.5%, maxDD 7.2%, 42 trades" in text
     assert "test:       Sharpe -0.50, win 41.0%, maxDD 12.0%, 17 trades" in text
     assert "BULL: nothing promoted: reject v1: COLD: Sharpe 0.10 < 0.50" in text
-    assert "BTC_USDT: regime None, use DEFAULT (no regime is confirmed" in text
+    assert "BTC_USDT: regime none confirmed, use DEFAULT (no regime is confirmed" in text
     assert "EUR_USD: regime BULL, use BULL" in text
     assert "export: /x/promoted_parameters.json" in text
     assert "MLflow runs: L1 run1, L2 run2, L3 run3" in text
