@@ -157,6 +157,53 @@ def test_backfill_resumes_after_a_failure_where_it_stopped(ingestion: Ingestion)
     assert ingestion.raw("BTC_USDT").equals(between(BTC, utc(2023, 3, 1), utc(2023, 3, 11)))
 
 
+@pytest.fixture
+def monthly(tmp_path: Path) -> Iterator[Ingestion]:
+    """The live universe at the default grain: month x instrument partitions."""
+    with DagsterInstance.ephemeral() as instance:
+        yield Ingestion(
+            universe=live_universe(tmp_path, grain="month"),
+            warehouse=WarehouseResource(path=str(tmp_path / "warehouse.duckdb")),
+            instance=instance,
+        )
+
+
+def test_open_month_resumes_refreshes_and_rewrites_idempotently(monthly: Ingestion) -> None:
+    month = date(2023, 3, 1)  # the key of March 2023, open on the 25th
+    now = utc(2023, 3, 25, 10, 2)
+    with coinbase(now) as venue:
+        monthly.coinbase_url = venue.url
+        venue.inject(*[Fault("ok")] * 5, Fault("unauthorized"))  # the 6th page fails
+        failed = monthly.run("BTC_USDT", month, month, now=now)
+        resumed = monthly.run("BTC_USDT", month, month, now=now)
+        venue.now = utc(2023, 3, 25, 16, 2)  # six hours later
+        before = len(venue.served)
+        refreshed = monthly.run("BTC_USDT", month, month, now=venue.now)
+        asked = venue.served[before:]
+        rewritten = monthly.run(
+            "BTC_USDT",
+            month,
+            month,
+            now=venue.now,
+            run_config={"ops": {"raw_bars": {"config": {"refetch": True}}}},
+        )
+
+    assert not failed.success and resumed.success
+    # five pages of 300 bars completed five days: kept, and skipped on resume
+    resume = materialization_metadata(resumed, "raw_bars")["by_instrument"]["BTC_USDT"]
+    assert resume["days_skipped_complete"] == 5
+    # the next cycle asks only for bars after the newest stored one (10:00 opens the open bar)
+    assert refreshed.success
+    assert [s.params["start"] for s in asked] == ["2023-03-25T10:00:00.000Z"]
+    refresh = materialization_metadata(refreshed, "raw_bars")["by_instrument"]["BTC_USDT"]
+    assert refresh["days_skipped_complete"] == 24  # March 1..24 were complete
+    assert refresh["bars_fetched"] == 6 * 12
+    assert check_outcomes(refreshed)["bars_fresh"]
+    # re-materializing the month from scratch replaces it: no bar twice, none lost
+    assert rewritten.success
+    assert monthly.raw("BTC_USDT").equals(between(BTC, utc(2023, 3, 1), utc(2023, 3, 25, 16)))
+
+
 @pytest.mark.slow
 def test_backfill_killed_at_a_random_moment_ends_with_exactly_the_right_bars(
     ingestion: Ingestion, tmp_path: Path
