@@ -13,7 +13,7 @@ export NUMBA_CACHE_DIR := $(CURDIR)/var/numba_cache
 export PYTHONWARNINGS := ignore::DeprecationWarning,ignore::UserWarning
 
 .PHONY: setup run run-full run-postgres test lint typecheck validate dev mlflow clean bench pg-server \
-	bench-ingest bench-postgres
+	bench-ingest bench-postgres bench-cycle run-quick
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -29,11 +29,13 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $@
 
-run: setup  ## one full cycle on the bundled data, quick trial counts
-	$(BIN)/python -m ffe_dagster.cli run-cycle
+run: setup  ## one full cycle on the bundled data, the trial counts of SPEC section 4 (-v: ARGS=-v)
+	$(BIN)/python -m ffe_dagster.cli run-cycle $(ARGS)
 
-run-full: setup  ## the same with the trial counts of SPEC section 4
-	FFE_TRIAL_PROFILE=full $(BIN)/python -m ffe_dagster.cli run-cycle
+run-quick: setup  ## the same with the quick trial counts (16/16/16/20)
+	FFE_TRIAL_PROFILE=quick $(BIN)/python -m ffe_dagster.cli run-cycle $(ARGS)
+
+run-full: run  ## kept as a name: `make run` is the full cycle now
 
 run-postgres: setup pg-server  ## the same cycle in production mode: Dagster, Optuna, registry, MLflow on PostgreSQL
 	$(BIN)/python -m ffe_dagster.local_production
@@ -59,6 +61,9 @@ bench: setup  ## engine throughput and the full curriculum vs the naive approach
 
 bench-ingest: setup  ## backfill + incremental cycles from a local exchange at 10 req/s (~5 min) -> benchmarks/results/
 	$(BIN)/python -m benchmarks.bench_ingest
+
+bench-cycle: setup pg-server  ## make run fresh/again/incremental, run-postgres, bookkeeping, grains -> benchmarks/results/
+	$(BIN)/python -m benchmarks.bench_cycle $(ARGS)
 
 bench-postgres: setup pg-server  ## 1/2/4 Optuna workers on one PostgreSQL study; storage overhead -> benchmarks/results/
 	$(BIN)/python -m benchmarks.bench_storage

@@ -2,17 +2,24 @@
 
 The cycle runs as three Dagster runs in the project's instance (DAGSTER_HOME), exactly what the
 UI would launch: a single-run backfill of every bar partition, the regimes of every instrument,
-then the curriculum and promotion. Each run is visible afterwards in ``make dev``.
+then the curriculum and promotion. Each run is visible afterwards in ``make dev``, with every
+Dagster event; the terminal shows progress bars and a summary (``-v`` adds Dagster's events).
 """
 
 import argparse
 import json
+import logging
 import sys
 import time
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from dagster import DagsterInstance, Definitions
+import optuna
+from dagster import BetaWarning, DagsterInstance, Definitions, PreviewWarning
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -23,111 +30,184 @@ from ffe_dagster.definitions import EXPORT_FILE, build_definitions
 from ffe_dagster.partitions import DATE_DIM, INSTRUMENT_DIM, bar_partitions
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.warehouse import WarehouseResource
+from ffe_dagster.schedules import cycle_windows
 from ffe_dagster.settings import Settings
+from ffe_dagster.terminal import CycleFacts, RegimeLine, console_run_config, cycle_summary
 
 
 def _range_tags(first: str, last: str) -> dict[str, str]:
     return {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
 
 
-def _execute(defs: Definitions, job: str, instance: DagsterInstance, tags: dict[str, str]) -> str:
+@dataclass(frozen=True, slots=True)
+class StepTiming:
+    """One run of the cycle: its wall time and the time spent inside its assets' bodies, as
+    far as they report it (``compute_s`` metadata); the difference is Dagster's own work."""
+
+    run_id: str
+    wall_s: float
+    compute_s: float | None
+
+
+def _execute(
+    defs: Definitions, job: str, instance: DagsterInstance, tags: dict[str, str], verbose: bool
+) -> StepTiming:
     started = time.monotonic()
     result = defs.resolve_job_def(job).execute_in_process(
-        instance=instance, tags=tags, raise_on_error=True
+        instance=instance,
+        tags=tags,
+        raise_on_error=True,
+        run_config=console_run_config(verbose),
     )
-    print(f"  {job}: {result.run_id} succeeded in {time.monotonic() - started:.1f}s", flush=True)
-    return result.run_id
+    wall = time.monotonic() - started
+    # Every partition's materialization carries the same body time: count each asset once.
+    bodies: dict[str, float] = {}
+    for event in result.get_asset_materialization_events():
+        value = event.materialization.metadata.get("compute_s")
+        number = getattr(value, "value", value)
+        if event.asset_key is not None and isinstance(number, int | float):
+            bodies[event.asset_key.to_user_string()] = float(number)
+    return StepTiming(result.run_id, wall, sum(bodies.values()) if bodies else None)
 
 
-def run_cycle(settings: Settings, instance: DagsterInstance, trigger: str = "manual") -> dict:
-    """Materialize every asset once; return run ids, level outcomes and the export path."""
+def run_cycle(
+    settings: Settings,
+    instance: DagsterInstance,
+    trigger: str = "manual",
+    *,
+    verbose: bool = False,
+    incremental: bool = False,
+) -> dict:
+    """Materialize every asset once; return run ids, step times, level outcomes and the export
+    path. ``incremental`` ingests only what the cycle schedule would (the newest window of
+    every instrument, see ``cycle_windows``) instead of the whole history."""
     defs = build_definitions(settings)
     bars_partitions = bar_partitions(load_universe(settings.universe_path))
     keys = bars_partitions.get_partition_keys()
-    days = bars_partitions.get_partitions_def_for_dimension(DATE_DIM).get_partition_keys()
+    windows = bars_partitions.get_partitions_def_for_dimension(DATE_DIM).get_partition_keys()
+    if incremental:
+        windows = cycle_windows(bars_partitions, datetime.now(UTC))
     instruments = bars_partitions.get_partitions_def_for_dimension(
         INSTRUMENT_DIM
     ).get_partition_keys()
-    print(f"cycle: {len(days)} days x {len(instruments)} instruments = {len(keys)} partitions")
+    print(
+        f"cycle: {len(windows)} time windows x {len(instruments)} instruments "
+        f"(of {len(keys)} bar partitions)",
+        file=sys.stderr,
+        flush=True,
+    )
     # The CLI drives every step itself, so the cycle chain sensor must not start them again.
     tags = {"ffe/trigger": trigger, "ffe/no_chain": "1"}
-    runs = {
-        "ingest_job": _execute(
-            defs,
-            "ingest_job",
-            instance,
-            {**tags, **_range_tags(f"{days[0]}|{instruments[0]}", f"{days[-1]}|{instruments[-1]}")},
-        ),
-        "regimes_job": _execute(
-            defs, "regimes_job", instance, {**tags, **_range_tags(instruments[0], instruments[-1])}
-        ),
-        "optimization_job": _execute(defs, "optimization_job", instance, tags),
+    steps = {
+        "ingest_job": {
+            **tags,
+            **_range_tags(f"{windows[0]}|{instruments[0]}", f"{windows[-1]}|{instruments[-1]}"),
+        },
+        "regimes_job": {**tags, **_range_tags(instruments[0], instruments[-1])},
+        "optimization_job": tags,
     }
+    timings = {job: _execute(defs, job, instance, t, verbose) for job, t in steps.items()}
     warehouse = WarehouseResource(path=str(settings.warehouse_path))
-    levels = {
-        spec.level: warehouse.latest_level_result(spec.level)
+    levels = [
+        r
         for spec in load_curriculum(settings.curriculum_path).levels
-    }
+        if (r := warehouse.latest_level_result(spec.level))
+    ]
     return {
-        "runs": runs,
+        "runs": {job: t.run_id for job, t in timings.items()},
+        "seconds": {job: t.wall_s for job, t in timings.items()},
+        "compute_seconds": {job: t.compute_s for job, t in timings.items()},
         "levels": {
-            lv: {
+            r["level"]: {
                 "passed": r["passed"],
                 "mlflow_run_id": r.get("mlflow_run_id"),
                 "chosen": (r["chosen"] or {}).get("params"),
             }
-            for lv, r in levels.items()
-            if r
+            for r in levels
         },
+        "level_results": levels,
         "export": str(settings.export_dir / EXPORT_FILE),
     }
 
 
-def _regime_state(
-    registry: ParameterRegistryResource, regime: str, current: dict[str, Any] | None
-) -> str:
-    """One line per regime: the current set, the version in flight and its latest decision."""
-    parts = [
-        f"current v{current['version']} (level {current['level']})" if current else "no current"
-    ]
-    for version in registry.in_flight(regime):
-        parts.append(f"v{version['version']} in {version['stage']}: {version['reason']}")
-    if not parts[1:]:
-        trail = registry.transitions(regime)
-        if trail:
-            last = trail[-1]
-            parts.append(f"last decision: {last['action']} v{last['version']}: {last['reason']}")
-    return "; ".join(parts)
+def regime_lines(
+    registry: ParameterRegistryResource, regimes: Sequence[str], run_id: str
+) -> list[RegimeLine]:
+    """Per regime, the stage it reached and why: this run's decisions as the registry recorded
+    them (their reasons verbatim), else the version in flight or the current one."""
+    lines: list[RegimeLine] = []
+    for regime in regimes:
+        current = registry.current(regime)
+        mine = [t for t in registry.transitions(regime) if t.get("run_id") == run_id]
+        # Decisions that stored no version (a level that did not pass blocks its regime).
+        noted = [d for d in registry.regime_decisions(regime) if d.get("run_id") == run_id]
+        flight = registry.in_flight(regime)
+        if flight:
+            stage = f"v{flight[0]['version']} in {flight[0]['stage']}"
+        elif current is not None:
+            stage = f"v{current['version']} current (level {current['level']})"
+        else:
+            stage = "nothing promoted"
+        if mine:
+            last = mine[-1]
+            reason = f"{last['action']} v{last['version']}: {last['reason']}"
+        elif noted:
+            reason = f"{noted[-1]['action']}: {noted[-1]['reason']}"
+        elif flight:
+            reason = str(flight[0]["reason"])
+        else:
+            reason = "no decision this run"
+        lines.append(RegimeLine(regime, stage, reason))
+    return lines
+
+
+def _facts(
+    settings: Settings, report: dict[str, Any], seconds: float, export: dict[str, Any]
+) -> CycleFacts:
+    registry = ParameterRegistryResource(url=settings.registry_url)
+    return CycleFacts(
+        seconds=seconds,
+        trial_profile=settings.trial_profile,
+        step_seconds=report["seconds"],
+        levels=report["level_results"],
+        regimes=regime_lines(registry, list(export["regimes"]), report["runs"]["optimization_job"]),
+        active=export.get("active", {}),
+        run_ids=report["runs"],
+        export_path=report["export"],
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(prog="ffe_dagster")
     parser.add_argument("command", choices=["run-cycle"])
-    parser.parse_args(argv)
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="also print Dagster's events (DEBUG)"
+    )
+    parser.add_argument(
+        "--incremental",
+        action="store_true",
+        help="ingest only the newest window of every instrument, as the 6-hour schedule does",
+    )
+    parser.add_argument("--report", type=Path, help="also write the cycle's report here (JSON)")
+    args = parser.parse_args(argv)
+    if not args.verbose:
+        # Notices that a Dagster API is beta or preview say nothing about this run; Optuna's
+        # and MLflow's INFO lines (a study created, tables created) are in the UIs.
+        warnings.filterwarnings("ignore", category=BetaWarning)
+        warnings.filterwarnings("ignore", category=PreviewWarning)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
     settings = Settings.from_env()
     started = time.monotonic()
     with DagsterInstance.get() as instance:
-        report = run_cycle(settings, instance)
-    export = json.loads(open(report["export"]).read())
-    print(
-        f"\ncycle finished in {time.monotonic() - started:.0f}s (trial profile "
-        f"'{settings.trial_profile}')"
-    )
-    for level, info in report["levels"].items():
-        verdict = "passed" if info["passed"] else "did not pass"
-        print(f"  level {level}: {verdict}; MLflow run {info['mlflow_run_id']}")
-    print(f"\npromoted parameters: {report['export']}")
-    registry = ParameterRegistryResource(url=settings.registry_url)
-    for regime, current in export["regimes"].items():
-        print(f"  {regime}: {_regime_state(registry, regime, current)}")
-    for change in export["changes"]:
-        if change["action"] == "blocked":
-            print(f"  {change['regime']} blocked: {change['reason']}")
-    print(
-        "\nlook at it: `make dev` (Dagster UI, http://127.0.0.1:3000), "
-        "`make mlflow` (MLflow UI, http://127.0.0.1:5000)"
-    )
+        report = run_cycle(settings, instance, verbose=args.verbose, incremental=args.incremental)
+    seconds = time.monotonic() - started
+    with open(report["export"]) as fh:
+        export = json.load(fh)
+    print("\n".join(cycle_summary(_facts(settings, report, seconds, export))))
+    if args.report:
+        args.report.write_text(json.dumps({**report, "cycle_s": seconds}, indent=2, default=str))
     return 0
 
 

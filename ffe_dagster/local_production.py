@@ -42,6 +42,9 @@ def production_env(server: PostgresServer, var_dir: Path) -> dict[str, str]:
         "DAGSTER_PG_USER": str(dagster.username),
         "DAGSTER_PG_PASSWORD": str(dagster.password),
         "DAGSTER_PG_DB": str(dagster.database),
+        # dagster-postgres writes a step's partition materializations in one INSERT when
+        # batching is on (SQLite has no batch write; there it changes nothing).
+        "DAGSTER_EVENT_BATCH_SIZE": "1000",
     }
 
 

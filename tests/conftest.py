@@ -17,5 +17,9 @@ def tiny_settings(tmp_path: Path) -> Settings:
     curriculum = tmp_path / "curriculum.yaml"
     curriculum.write_text(yaml.safe_dump(raw))
     return Settings.from_env(
-        {"FFE_VAR_DIR": str(tmp_path / "var"), "FFE_CURRICULUM": str(curriculum)}
+        {
+            "FFE_VAR_DIR": str(tmp_path / "var"),
+            "FFE_CURRICULUM": str(curriculum),
+            "FFE_TRIAL_PROFILE": "quick",
+        }
     )

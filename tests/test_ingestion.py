@@ -159,6 +159,53 @@ def test_backfill_resumes_after_a_failure_where_it_stopped(ingestion: Ingestion)
     assert ingestion.raw("BTC_USDT").equals(between(BTC, utc(2023, 3, 1), utc(2023, 3, 11)))
 
 
+@pytest.fixture
+def monthly(tmp_path: Path) -> Iterator[Ingestion]:
+    """The live universe at the default grain: month x instrument partitions."""
+    with DagsterInstance.ephemeral() as instance:
+        yield Ingestion(
+            universe=live_universe(tmp_path, grain="month"),
+            warehouse=WarehouseResource(path=str(tmp_path / "warehouse.duckdb")),
+            instance=instance,
+        )
+
+
+def test_open_month_resumes_refreshes_and_rewrites_idempotently(monthly: Ingestion) -> None:
+    month = date(2023, 3, 1)  # the key of March 2023, open on the 25th
+    now = utc(2023, 3, 25, 10, 2)
+    with coinbase(now) as venue:
+        monthly.coinbase_url = venue.url
+        venue.inject(*[Fault("ok")] * 5, Fault("unauthorized"))  # the 6th page fails
+        failed = monthly.run("BTC_USDT", month, month, now=now)
+        resumed = monthly.run("BTC_USDT", month, month, now=now)
+        venue.now = utc(2023, 3, 25, 16, 2)  # six hours later
+        before = len(venue.served)
+        refreshed = monthly.run("BTC_USDT", month, month, now=venue.now)
+        asked = venue.served[before:]
+        rewritten = monthly.run(
+            "BTC_USDT",
+            month,
+            month,
+            now=venue.now,
+            run_config={"ops": {"raw_bars": {"config": {"refetch": True}}}},
+        )
+
+    assert not failed.success and resumed.success
+    # five pages of 300 bars completed five days: kept, and skipped on resume
+    resume = materialization_metadata(resumed, "raw_bars")["by_instrument"]["BTC_USDT"]
+    assert resume["days_skipped_complete"] == 5
+    # the next cycle asks only for bars after the newest stored one (10:00 opens the open bar)
+    assert refreshed.success
+    assert [s.params["start"] for s in asked] == ["2023-03-25T10:00:00.000Z"]
+    refresh = materialization_metadata(refreshed, "raw_bars")["by_instrument"]["BTC_USDT"]
+    assert refresh["days_skipped_complete"] == 24  # March 1..24 were complete
+    assert refresh["bars_fetched"] == 6 * 12
+    assert check_outcomes(refreshed)["bars_fresh"]
+    # re-materializing the month from scratch replaces it: no bar twice, none lost
+    assert rewritten.success
+    assert monthly.raw("BTC_USDT").equals(between(BTC, utc(2023, 3, 1), utc(2023, 3, 25, 16)))
+
+
 @pytest.mark.slow
 def test_backfill_killed_at_a_random_moment_ends_with_exactly_the_right_bars(
     ingestion: Ingestion, tmp_path: Path
@@ -245,18 +292,26 @@ def test_live_universe_binds_the_token_through_envvar_and_needs_it_to_load(
     monkeypatch.setenv(OANDA_TOKEN_ENV, "fake-token")
     defs = build_definitions(settings)
     schedule = defs.resolve_schedule_def("cycle_schedule")
-    with DagsterInstance.ephemeral() as instance:
-        context = build_schedule_context(
-            instance=instance,
-            scheduled_execution_time=utc(2024, 3, 5, 6),
-            repository_def=defs.get_repository_def(),
-        )
-        requests = list(schedule.evaluate_tick(context).run_requests or [])
-    # the newest ended day and today's open partition of every instrument
-    assert sorted(str(r.partition_key) for r in requests) == sorted(
-        f"{day}|{key}"
-        for day in ("2024-03-04", "2024-03-05")
-        for key in ("BTC_USD", "ETH_USD", "EUR_USD", "GBP_USD")
+    partitions = defs.resolve_job_def("ingest_job").partitions_def
+    assert partitions is not None
+    ranges = {}
+    for when in (utc(2024, 3, 5, 6), utc(2024, 3, 1, 3)):
+        with DagsterInstance.ephemeral() as instance:
+            context = build_schedule_context(
+                instance=instance,
+                scheduled_execution_time=when,
+                repository_def=defs.get_repository_def(),
+            )
+            (request,) = schedule.evaluate_tick(context).run_requests or []
+        assert request.partition_key_range is not None
+        keys = partitions.get_partition_keys_in_range(request.partition_key_range)
+        ranges[when.day] = sorted(str(k) for k in keys)
+    instruments = ("BTC_USD", "ETH_USD", "EUR_USD", "GBP_USD")
+    # one run: the open month of every instrument (it holds the newest ended day too) ...
+    assert ranges[5] == sorted(f"2024-03-01|{key}" for key in instruments)
+    # ... and on the 1st, also the month that ended last night
+    assert ranges[1] == sorted(
+        f"{m}|{key}" for m in ("2024-02-01", "2024-03-01") for key in instruments
     )
 
 

@@ -248,17 +248,18 @@ def test_ingest_of_a_corrupted_sample_fails_clearly_and_keeps_stored_bars(
         {"FFE_VAR_DIR": str(tmp_path / "var"), "FFE_SAMPLES_DIR": str(samples)}
     )
     job = build_definitions(settings).resolve_job_def("ingest_job")
-    assert job.execute_in_process(partition_key="2024-01-02|BTC_USDT").success
+    # one month x instrument partition (the default grain)
+    assert job.execute_in_process(partition_key="2024-01-01|BTC_USDT").success
     warehouse = WarehouseResource(path=str(settings.warehouse_path))
-    day = utc(2024, 1, 2)
-    assert warehouse.read_bars("raw_bars", "BTC_USDT").equals(_day(day))
+    january = between(real_bars(BTC), utc(2024, 1, 1), utc(2024, 2, 1))
+    assert warehouse.read_bars("raw_bars", "BTC_USDT").equals(january)
 
-    _truncated(samples / f"{BTC}.parquet")  # the user's file is damaged, then the day re-runs
-    result = job.execute_in_process(partition_key="2024-01-02|BTC_USDT", raise_on_error=False)
+    _truncated(samples / f"{BTC}.parquet")  # the user's file is damaged, then the month re-runs
+    result = job.execute_in_process(partition_key="2024-01-01|BTC_USDT", raise_on_error=False)
     assert not result.success
     text = _failure_text(result)
     assert f"cannot read bar file {samples / BTC}.parquet" in text and "PAR1" in text
-    assert warehouse.read_bars("raw_bars", "BTC_USDT").equals(_day(day))  # nothing lost
+    assert warehouse.read_bars("raw_bars", "BTC_USDT").equals(january)  # nothing lost
 
 
 # --- 3. a folder that cannot be written ---------------------------------------------------------

@@ -7,7 +7,7 @@ through them and stores every completed UTC day, with its progress record, in on
 """
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -58,6 +58,12 @@ class Acquisition:
     largest_gap: str | None = None
     error: str | None = None
     wall_s: float = 0.0  # time spent fetching and storing, rate-limit waits included
+    listener: Callable[["Acquisition"], None] | None = None  # told after every store (progress)
+
+    def notify(self) -> None:
+        """Tell the listener (a terminal progress bar) how far this instrument got."""
+        if self.listener is not None:
+            self.listener(self)
 
     def note_bars(self, bars: pl.DataFrame) -> None:
         """Count a stored chunk of bars."""
@@ -189,6 +195,7 @@ def _ingest_windows(
             source=source.name,
         )
         acquisition.days_skipped += skipped
+        acquisition.notify()
         for span_start, span_end in spans:
             previous = warehouse.last_bar("raw_bars", instrument.key, before=span_start)
             writer = _DayWriter(
@@ -237,6 +244,7 @@ class _DayWriter:
         )
         self.acquisition.note_bars(keep)
         self.acquisition.days_fetched += len(utc_days(self.stored_until, until))
+        self.acquisition.notify()
         self.stamps.append(keep["ts"])
         self.pending = [rest] if rest.height else []
         self.stored_until = until

@@ -40,6 +40,7 @@ from ffe_dagster.resources.studies import OptunaStorageResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource, code_version, git_commit
 from ffe_dagster.resources.tracking_cycles import DatasetSource, cycle_ref
 from ffe_dagster.resources.warehouse import WarehouseResource
+from ffe_dagster.terminal import TrialProgress
 
 
 def study_fingerprint(spec: LevelSpec, curriculum: CurriculumSpec, data: LevelData) -> str:
@@ -144,24 +145,31 @@ def build_level_asset(
         fingerprint = study_fingerprint(spec, curriculum, data)
         study_name = f"{spec.asset}-{fingerprint}"
         step = max(1, n_trials // 5)
+        bar = TrialProgress(f"L{spec.level} {spec.name}", n_trials)
         finished_at: dict[int, float] = {}  # trial number -> clock, for the trial rate
 
         def progress(record: TrialRecord, done: int) -> None:
             finished_at[record.number] = time.monotonic()
+            bar.advance(done, record.metrics, record.feasible)
             if done % step == 0 or done == n_trials:
                 context.log.info(f"{spec.asset}: trial {done}/{n_trials} {dict(record.metrics)}")
 
         started = time.monotonic()
-        outcome = run_level(
-            spec,
-            curriculum,
-            data,
-            study=level_study_config(curriculum, study_name, optuna_storage.storage(), n_trials),
-            warm_start=warm.get("params"),
-            on_trial=progress,
-            walk_forward_trials=curriculum.robustness.walk_forward_trials[trial_profile],
-            chain_trials=int((previous_result or {}).get("chain_trials", 0)),
-        )
+        try:
+            outcome = run_level(
+                spec,
+                curriculum,
+                data,
+                study=level_study_config(
+                    curriculum, study_name, optuna_storage.storage(), n_trials
+                ),
+                warm_start=warm.get("params"),
+                on_trial=progress,
+                walk_forward_trials=curriculum.robustness.walk_forward_trials[trial_profile],
+                chain_trials=int((previous_result or {}).get("chain_trials", 0)),
+            )
+        finally:
+            bar.close()
         result = outcome_to_dict(outcome)
         if outcome.study.resumed_trials:
             context.log.info(f"{study_name}: resumed from {outcome.study.resumed_trials} trials")

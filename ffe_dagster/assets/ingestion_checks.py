@@ -17,6 +17,7 @@ from dagster import AssetCheckResult, AssetCheckSeverity, MaterializeResult, Met
 from ffe_dagster.assets.acquisition import utc_days
 from ffe_dagster.core.validation import ValidationResult
 from ffe_dagster.core.validation_rules import GRID_RULE
+from ffe_dagster.partitions import partition_key_of
 
 GX_CHECK = "gx_suite_passes"
 QUARANTINE_CHECK = "quarantine_rate_within_limit"
@@ -27,8 +28,10 @@ _LISTED = 20  # how many offending items a check's metadata lists
 
 @dataclass(slots=True)
 class ValidationTally:
-    """What ``validated_bars`` found over every window of a run."""
+    """What ``validated_bars`` found over every window of a run; failing partitions are named
+    by the keys of ``grain`` windows."""
 
+    grain: str = "month"
     rows_checked: int = 0
     rows_quarantined: int = 0
     suite_ok: bool = True
@@ -60,7 +63,7 @@ class ValidationTally:
         mine["rows_quarantined"] += result.quarantined_rows
         mine["gaps"] += open_gaps.height
         for day in result.quarantine["ts"].dt.date().unique().sort().to_list():
-            self.fail(QUARANTINE_CHECK, f"{day}|{instrument}")
+            self.fail(QUARANTINE_CHECK, partition_key_of(day, instrument, self.grain))
         if result.staleness is not None:
             s = result.staleness
             self.staleness[instrument] = {
@@ -73,7 +76,7 @@ class ValidationTally:
                 "fresh": s.fresh,
             }
             if not s.fresh:
-                self.fail(FRESHNESS_CHECK, f"{s.now.date()}|{instrument}")
+                self.fail(FRESHNESS_CHECK, partition_key_of(s.now.date(), instrument, self.grain))
 
     def fail(self, check: str, partition: str) -> None:
         self.failing_partitions.setdefault(check, set()).add(partition)
@@ -83,18 +86,24 @@ class ValidationTally:
 
 
 def failing_gap_partitions(
-    result: ValidationResult, instrument: str, interval: timedelta, limit: timedelta
+    result: ValidationResult, instrument: str, interval: timedelta, limit: timedelta, grain: str
 ) -> list[str]:
+    """The partition keys touched by a run of missing bars longer than ``limit``."""
     over = result.gaps.filter(pl.col("open_missing_bars") * interval > limit)
-    days: set[str] = set()
+    keys: set[str] = set()
     for gap in over.iter_rows(named=True):
-        days.update(f"{d.date()}|{instrument}" for d in utc_days(gap["gap_start"], gap["gap_end"]))
-    return sorted(days)
+        keys.update(
+            partition_key_of(d.date(), instrument, grain)
+            for d in utc_days(gap["gap_start"], gap["gap_end"])
+        )
+    return sorted(keys)
 
 
 def validation_results(
-    tally: ValidationTally, max_fraction: float
+    tally: ValidationTally, max_fraction: float, compute_s: float
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
+    """The materialization (with ``compute_s``, the asset body's time) and one result per
+    check."""
     failures = {k: v for k, v in tally.by_rule.items() if v}
     yield MaterializeResult(
         metadata={
@@ -104,6 +113,7 @@ def validation_results(
             "failures_by_rule": MetadataValue.json(failures),
             "gaps": tally.gaps,
             "by_instrument": MetadataValue.json(tally.by_instrument),
+            "compute_s": round(compute_s, 3),
         }
     )
     yield AssetCheckResult(

@@ -94,13 +94,13 @@ def _regime_candidates(
     return out
 
 
-def _active_regimes(warehouse: WarehouseResource, universe: Universe) -> dict[str, str]:
-    # The confirmed regime per instrument (persistence and confidence filter whipsaws).
-    out: dict[str, str] = {}
+def _active_regimes(warehouse: WarehouseResource, universe: Universe) -> dict[str, str | None]:
+    # The confirmed regime of every instrument (persistence and confidence filter whipsaws);
+    # None where none is confirmed, so the export still tells the trading system what to use.
+    out: dict[str, str | None] = {}
     for inst in universe.instruments:
         regime = confirmed_regime(warehouse.read_regimes(inst.key), RegimeConfig())
-        if regime is not None:
-            out[inst.key] = regime.value
+        out[inst.key] = None if regime is None else regime.value
     return out
 
 

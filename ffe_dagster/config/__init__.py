@@ -11,6 +11,7 @@ from ffe_dagster.config.curriculum_checks import curriculum_problems
 from ffe_dagster.config.environment import check_webhook_url
 from ffe_dagster.config.errors import ConfigError, Problems
 from ffe_dagster.config.universe import (
+    PARTITION_GRAINS,
     SOURCE_KINDS,
     CcxtSourceSpec,
     FilesSourceSpec,
@@ -118,6 +119,7 @@ def _universe_problems(universe: Universe) -> list[str]:
             f"history_start must be before history_end (or history_end null), got "
             f"{universe.history_start} >= {universe.history_end}"
         )
+    p.one_of("partition_grain", universe.partition_grain, PARTITION_GRAINS)
     keys = [i.key for i in universe.instruments]
     if not keys:
         p.add("instruments must list at least one instrument")
@@ -200,6 +202,7 @@ def load_universe(path: Path) -> Universe:
             intervals=tuple(str(i) for i in raw.get("intervals") or [bar_interval]),
             sources=sources,
             validation=_validation_settings(dict(raw.get("validation") or {})),
+            partition_grain=str(raw.get("partition_grain", "month")),
         )
     except KeyError as exc:
         raise ConfigError(str(path), [f"missing key {exc.args[0]!r}"]) from exc

@@ -6,6 +6,8 @@ from datetime import date, timedelta
 from ffe_dagster.core.bars import Instrument, interval_to_timedelta
 from ffe_dagster.core.validation_rules import ValidationConfig
 
+PARTITION_GRAINS = ("day", "week", "month")  # the time grain of bar partitions; weeks from Monday
+
 
 @dataclass(frozen=True, slots=True)
 class FilesSourceSpec:
@@ -78,8 +80,8 @@ class Universe:
     Each instrument's source delivers its finest interval, fetched once; ``intervals`` are
     derived from it by resampling (those not coarser than the fetched one are skipped for that
     instrument); ``bar_interval`` is the one ``validated_bars`` holds for the optimizer.
-    ``history_end`` None means "up to now": the newest day partition is then open and
-    refreshed by every cycle.
+    ``history_end`` None means "up to now": the newest partition is then open and
+    refreshed by every cycle. ``partition_grain`` is the time window of one bar partition.
     """
 
     bar_interval: str
@@ -90,6 +92,7 @@ class Universe:
     intervals: tuple[str, ...] = ()
     sources: dict[str, SourceSpec] = field(default_factory=dict)
     validation: ValidationSettings = ValidationSettings()
+    partition_grain: str = "month"
 
     def instrument(self, key: str) -> Instrument:
         """The instrument with partition key ``key``."""

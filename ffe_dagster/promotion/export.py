@@ -15,6 +15,10 @@ from ffe_dagster.resources.registry import (
 from ffe_dagster.resources.tracking import MlflowTrackingResource, ensure_writable_folder
 
 EXPORT_SCHEMA = "ffe_dagster.promoted_parameters/1"
+NO_CONFIRMED_REGIME = (
+    "no regime is confirmed at the newest bar (a regime counts once it has persisted long "
+    "enough with enough confidence); trade the DEFAULT set"
+)
 
 
 def ensure_export_writable(path: Path) -> None:
@@ -37,19 +41,36 @@ def _export_entry(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _active_entry(regime: str | None, regimes: Mapping[str, Any]) -> dict[str, Any]:
+    if regime is None:
+        return {
+            "regime": None,
+            "use": PromotionRegime.DEFAULT.value,
+            "reason": NO_CONFIRMED_REGIME,
+        }
+    if regimes.get(regime) is None:
+        return {
+            "regime": regime,
+            "use": PromotionRegime.DEFAULT.value,
+            "reason": f"no {regime} set is current yet",
+        }
+    return {"regime": regime, "use": regime}
+
+
 def export_current(
     registry: ParameterRegistryResource,
     path: Path,
     run_id: str,
     limited: LimitedGateConfig,
     changes: Sequence[CurrentChange] = (),
-    active: Mapping[str, str] | None = None,
+    active: Mapping[str, str | None] | None = None,
 ) -> dict[str, Any]:
     """Write the parameters per regime as JSON for the trading system, atomically.
 
-    ``active`` maps each instrument to its confirmed market regime; the export then says which
-    set the trading system should use per instrument (the regime's current set, else DEFAULT).
-    Without it (a manual rollback) the previous file's mapping is kept.
+    ``active`` maps every instrument of the universe to its confirmed market regime, or None
+    when none is confirmed; the export then says which set the trading system should use per
+    instrument (the regime's current set, else DEFAULT, with the reason when no regime is
+    confirmed). Without it (a manual rollback) the previous file's mapping is kept.
 
     ``regimes`` holds the current (FULL) set of each regime, or null; ``limited`` the set the
     trading system should trade with ``capital_fraction`` of that regime's capital from
@@ -86,10 +107,7 @@ def export_current(
         "dagster_run_id": run_id,
         "regimes": regimes,
         "active": {
-            instrument: {
-                "regime": regime,
-                "use": regime if regimes.get(regime) is not None else PromotionRegime.DEFAULT.value,
-            }
+            instrument: _active_entry(regime, regimes)
             for instrument, regime in sorted((active or {}).items())
         },
         "limited": trials,
@@ -119,7 +137,7 @@ def publish_current(
     run_id: str,
     changes: Sequence[CurrentChange],
     limited: LimitedGateConfig,
-    active: Mapping[str, str] | None = None,
+    active: Mapping[str, str | None] | None = None,
 ) -> dict[str, Any]:
     """Everything outside the registry that follows the current versions, after the
     ``changes`` of a cycle or of a manual rollback: the MLflow model-registry alias of each

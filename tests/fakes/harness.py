@@ -76,8 +76,9 @@ def oanda(now: datetime) -> Iterator[FakeOanda]:
         yield venue
 
 
-def live_universe(tmp: Path) -> Universe:
-    """BTC_USDT from a ccxt exchange (5m) and GBP_USD from OANDA (1h), open-ended history."""
+def live_universe(tmp: Path, grain: str = "day") -> Universe:
+    """BTC_USDT from a ccxt exchange (5m) and GBP_USD from OANDA (1h), open-ended history,
+    partitioned by ``grain`` x instrument (day: the tests pick single days)."""
     path = tmp / "universe.yaml"
     path.write_text(
         yaml.safe_dump(
@@ -86,6 +87,7 @@ def live_universe(tmp: Path) -> Universe:
                 "intervals": ["5m", "15m", "1h"],
                 "history_start": "2022-01-01",
                 "history_end": None,
+                "partition_grain": grain,
                 "sources": {
                     "ccxt": {"kind": "ccxt", "interval": "5m"},
                     "oanda": {"kind": "oanda", "interval": "1h"},

@@ -1,0 +1,342 @@
+"""``make bench-cycle``: how long the main job takes, and where the time goes.
+
+Each measurement is ``python -m ffe_dagster.cli run-cycle`` (what ``make run`` runs) in its own
+process and its own temporary ``var/`` and ``DAGSTER_HOME``, timed from outside (wall, Python
+start and imports included; the install is not):
+
+1. ``fresh``: a fresh clone's first ``make run`` (empty stores, empty numba cache).
+2. ``again``: ``make run`` once more, no new bars.
+3. ``incremental``: the 6-hour cycle: the bundled history first loaded without its last 6 hours
+   of bars, then the files complete again and ``run-cycle --incremental`` ingests the newest
+   partition of every instrument (what the schedule requests), then regimes, curriculum and
+   promotion.
+4. ``postgres``: ``make run-postgres``'s cycle (Dagster, Optuna, registry, MLflow on a private
+   PostgreSQL server), against ``fresh_warm``: the same fresh cycle on SQLite with the numba
+   cache already warm, as the PostgreSQL run has it.
+5. Dagster's bookkeeping of the first backfill (``ingest_job``): its wall minus the time inside
+   the asset bodies (their ``compute_s`` metadata), on SQLite and on PostgreSQL.
+6. The optimization job against ``make bench``'s engine path on the same bars and trial counts.
+7. The partition grain: one instrument-year of bars ingested as day, week and month partitions.
+
+Results: ``benchmarks/results/cycle.json`` and ``cycle.md``. ``make test``'s time is not measured
+here (run it from a fresh clone).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+
+from benchmarks.common import machine
+from ffe_dagster.settings import PACKAGE_DIR, PROJECT_DIR
+
+RESULTS = PROJECT_DIR / "benchmarks" / "results"
+SAMPLES = PACKAGE_DIR / "data" / "samples"
+UNIVERSE = PACKAGE_DIR / "config" / "universe.yaml"
+TARGETS = {  # issue 12
+    "fresh_s": 60.0,
+    "again_s": 30.0,
+    "incremental_s": 30.0,
+    "bookkeeping_share": 0.25,
+    "postgres_ratio": 1.5,
+    "optimization_ratio": 1.3,
+}
+
+
+def _load() -> str:
+    return (
+        Path("/proc/loadavg").read_text().split(" ")[0] if Path("/proc/loadavg").exists() else "?"
+    )
+
+
+def _cycle(
+    folder: Path, env: Mapping[str, str], *extra: str, postgres: bool = False
+) -> dict[str, Any]:
+    """One ``run-cycle`` in a child process; its report plus the wall seen from outside."""
+    report = folder / f"report-{time.monotonic_ns()}.json"
+    command = [sys.executable, "-m", "ffe_dagster.cli", "run-cycle", "--report", str(report)]
+    load = _load()
+    started = time.monotonic()
+    if postgres:
+        from ffe_dagster.local_production import run_in_production_mode
+
+        code = run_in_production_mode(folder / "production", [*command, *extra], env)
+    else:
+        code = subprocess.run(
+            [*command, *extra], env={**os.environ, **env}, cwd=PROJECT_DIR, check=False
+        ).returncode
+    wall = time.monotonic() - started
+    if code != 0:
+        raise RuntimeError(f"run-cycle {' '.join(extra)} failed with exit code {code}")
+    out = json.loads(report.read_text())
+    return {
+        "wall_s": round(wall, 1),
+        "load_before": load,
+        "load_after": _load(),
+        "steps_s": {k: round(v, 1) for k, v in out["seconds"].items()},
+        "compute_s": {
+            k: v if v is None else round(v, 1) for k, v in out["compute_seconds"].items()
+        },
+        "trials": {r["level"]: r["n_trials"] for r in out["level_results"]},
+        "new_trials": {r["level"]: r.get("new_trials") for r in out["level_results"]},
+    }
+
+
+def collect(root: Path) -> dict[str, Any]:
+    """Results from the reports a stopped ``--keep`` run left in ``root``. Each cycle's wall is
+    then the CLI's own ``cycle_s`` (interpreter start and imports not included) and the load
+    is the one at collection time: say so wherever these numbers are quoted."""
+    load = _load()
+
+    def runs(folder: str) -> list[dict[str, Any]]:
+        paths = sorted((root / folder).rglob("report-*.json"), key=lambda p: p.stat().st_mtime)
+        out = []
+        for path in paths:
+            rep = json.loads(path.read_text())
+            out.append(
+                {
+                    "wall_s": round(rep["cycle_s"], 1),
+                    "wall_note": "cycle_s inside the CLI (collected from a stopped run)",
+                    "load_before": load,
+                    "load_after": load,
+                    "steps_s": {k: round(v, 1) for k, v in rep["seconds"].items()},
+                    "compute_s": {
+                        k: v if v is None else round(v, 1)
+                        for k, v in rep["compute_seconds"].items()
+                    },
+                    "trials": {r["level"]: r["n_trials"] for r in rep["level_results"]},
+                    "new_trials": {r["level"]: r.get("new_trials") for r in rep["level_results"]},
+                }
+            )
+        return out
+
+    r: dict[str, Any] = {
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "targets": TARGETS,
+        "collected_from_stopped_run": True,
+    }
+    fresh = runs("fresh")
+    if fresh:
+        r["fresh"] = fresh[0]
+        r["bookkeeping"] = {"sqlite": _bookkeeping(fresh[0])}
+    if len(fresh) > 1:
+        r["again"] = fresh[1]
+    inc = runs("incremental")
+    if len(inc) > 1:
+        r["incremental"] = {"backfill_without_last_6h": inc[0], "cycle": inc[1]}
+    return r
+
+
+def _env(folder: Path, numba: Path) -> dict[str, str]:
+    home = folder / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PROJECT_DIR / "dagster.yaml", home / "dagster.yaml")
+    env = {
+        "FFE_VAR_DIR": str(folder / "var"),
+        "DAGSTER_HOME": str(home),
+        "NUMBA_CACHE_DIR": str(numba),
+        "FFE_TRIAL_PROFILE": "full",
+        "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::UserWarning",
+    }
+    return env
+
+
+def _bookkeeping(run: Mapping[str, Any]) -> dict[str, Any]:
+    wall = run["steps_s"]["ingest_job"]
+    body = run["compute_s"]["ingest_job"] or 0.0
+    return {"ingest_wall_s": wall, "asset_bodies_s": body, "share": round(1 - body / wall, 3)}
+
+
+def _truncated_samples(folder: Path, hours: int) -> Path:
+    """A copy of the bundled samples without their last ``hours`` hours."""
+    samples = folder / "samples"
+    shutil.copytree(SAMPLES, samples)
+    for inst in yaml.safe_load(UNIVERSE.read_text())["instruments"]:
+        path = samples / inst["file"]
+        bars = pl.read_parquet(path)
+        last = bars["ts"].max()
+        assert last is not None
+        bars.filter(pl.col("ts") <= last - pl.duration(hours=hours)).write_parquet(path)
+    return samples
+
+
+def incremental(folder: Path, numba: Path) -> dict[str, Any]:
+    """The history without its last 6 hours, then the 6-hour cycle once they arrive."""
+    samples = _truncated_samples(folder, 6)
+    env = {**_env(folder, numba), "FFE_SAMPLES_DIR": str(samples)}
+    first = _cycle(folder, env)
+    for name in os.listdir(SAMPLES):
+        if name.endswith(".parquet"):
+            shutil.copy(SAMPLES / name, samples / name)  # the 6 hours arrive
+    return {"backfill_without_last_6h": first, "cycle": _cycle(folder, env, "--incremental")}
+
+
+def engine_path() -> dict[str, Any]:
+    """``make bench``'s engine path: the full curriculum on the bundled 1-hour bars."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_engine", "engine", "1h_2020_2024"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_DIR,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"seconds": round(result["seconds"], 1), "trials": result["trials"]}
+
+
+def grains(folder: Path) -> dict[str, Any]:
+    """Ingest one instrument-year (BTC_USDT 2023, hourly) as day, week and month partitions."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_grain", str(folder)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_DIR,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _wall(r: Mapping[str, Any], *path: str) -> Any:
+    node: Any = r
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return "not measured"
+        node = node[key]
+    return node
+
+
+def _markdown(r: dict[str, Any]) -> str:
+    t = TARGETS
+    rows = [
+        ("`make run`, fresh clone (install excluded)", ("fresh",), f"<= {t['fresh_s']:.0f} s"),
+        ("`make run` again, no new bars", ("again",), f"<= {t['again_s']:.0f} s"),
+        ("6-hour incremental cycle", ("incremental", "cycle"), f"<= {t['incremental_s']:.0f} s"),
+        ("fresh cycle, SQLite, numba cache warm", ("fresh_warm",), "(reference for PostgreSQL)"),
+        ("`make run-postgres` cycle, numba cache warm", ("postgres",), "-"),
+    ]
+    lines = [
+        "# The main job: `make bench-cycle`",
+        "",
+        f"{r['machine']}; {r['date']}. The 1-minute load average before and after each run is "
+        f"in cycle.json ({r.get('load_range', '?')} over this benchmark): the machine is shared "
+        "with other processes, so every time here is inflated by them.",
+        "",
+        "| what | wall (s) | steps (s) | load before/after | target |",
+        "|---|---|---|---|---|",
+    ]
+    for label, path, target in rows:
+        run = _wall(r, *path)
+        if isinstance(run, Mapping):
+            steps = ", ".join(f"{k} {v}" for k, v in run["steps_s"].items())
+            load = f"{run['load_before']} / {run['load_after']}"
+            lines.append(f"| {label} | {run['wall_s']} | {steps} | {load} | {target} |")
+        else:
+            lines.append(f"| {label} | not measured | | | {target} |")
+    lines.append("")
+    for key, text in (
+        ("postgres_ratio", "PostgreSQL / SQLite, both numba-warm"),
+        ("bookkeeping", "Dagster's share of the first backfill (ingest_job wall - asset bodies)"),
+        ("optimization", "optimization job vs `make bench` engine path, same bars and trials"),
+    ):
+        lines.append(f"- {text}: `{json.dumps(r.get(key, 'not measured'))}`")
+    lines += [
+        "",
+        'Partition grains: see grain.json / README "Partitions".'
+        if not r.get("grains")
+        else f"Partition grains: `{json.dumps(r['grains'])}`",
+        "",
+        "`make test` is not timed here.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _write(result: dict[str, Any]) -> None:
+    # Written after every measurement, so a benchmark stopped part way keeps what it measured.
+    loads = [
+        float(v[k])
+        for v in (result.get(n) for n in ("fresh", "again", "fresh_warm", "postgres"))
+        if isinstance(v, Mapping)
+        for k in ("load_before", "load_after")
+    ]
+    if loads:
+        result["load_range"] = f"{min(loads)} .. {max(loads)}"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "cycle.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / "cycle.md").write_text(_markdown(result))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run every measurement once, writing the results files after each."""
+    parser = argparse.ArgumentParser(prog="benchmarks.bench_cycle")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folders")
+    parser.add_argument(
+        "--skip-grains",
+        action="store_true",
+        help="leave out the partition-grain comparison (about 5 minutes; see bench_grain)",
+    )
+    parser.add_argument("--collect", type=Path, help="only collect a stopped --keep run's reports")
+    args = parser.parse_args(argv)
+    if args.collect:
+        _write(collect(args.collect))
+        return
+    root = Path(tempfile.mkdtemp(prefix="bench-cycle-"))
+    numba = root / "numba_cache"  # empty: a fresh clone has compiled nothing yet
+    r: dict[str, Any] = {
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "targets": TARGETS,
+    }
+    try:
+        print("fresh make run ...", file=sys.stderr, flush=True)
+        r["fresh"] = _cycle(root / "fresh", _env(root / "fresh", numba))
+        r["bookkeeping"] = {"sqlite": _bookkeeping(r["fresh"])}
+        _write(r)
+        print("again ...", file=sys.stderr, flush=True)
+        r["again"] = _cycle(root / "fresh", _env(root / "fresh", numba))
+        _write(r)
+        print("incremental 6-hour cycle ...", file=sys.stderr, flush=True)
+        r["incremental"] = incremental(root / "incremental", numba)
+        _write(r)
+        print("fresh, numba warm ...", file=sys.stderr, flush=True)
+        r["fresh_warm"] = _cycle(root / "warm", _env(root / "warm", numba))
+        _write(r)
+        print("postgres ...", file=sys.stderr, flush=True)
+        (root / "pg").mkdir()
+        pg_env = {"NUMBA_CACHE_DIR": str(numba), "FFE_TRIAL_PROFILE": "full"}
+        r["postgres"] = _cycle(root / "pg", pg_env, postgres=True)
+        r["postgres_ratio"] = round(r["postgres"]["wall_s"] / r["fresh_warm"]["wall_s"], 3)
+        r["bookkeeping"]["postgres"] = _bookkeeping(r["postgres"])
+        _write(r)
+        print("engine path ...", file=sys.stderr, flush=True)
+        engine = engine_path()
+        job = r["fresh_warm"]["steps_s"]["optimization_job"]
+        r["optimization"] = {
+            "job_s": job,
+            "engine_s": engine["seconds"],
+            "trials": engine["trials"],
+            "ratio": round(job / engine["seconds"], 3),
+        }
+        _write(r)
+        if not args.skip_grains:
+            print("partition grains ...", file=sys.stderr, flush=True)
+            r["grains"] = grains(root / "grains")
+            _write(r)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    print(_markdown(r))
+
+
+if __name__ == "__main__":
+    main()
