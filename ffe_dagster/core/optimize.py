@@ -173,6 +173,9 @@ class StudyConfig:
     # whichever worker asks next, and retried with the same parameters. Without heartbeats
     # (journal storage, a bare URL) they stay RUNNING.
     fail_stale_running: bool = True
+    # User attributes written on every trial as it is asked (before it is evaluated), e.g. which
+    # worker process holds it: a RUNNING trial then says whose it is.
+    trial_attrs: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +329,17 @@ def _tell(
     return frozen
 
 
+def _ask(
+    study: optuna.Study, dists: dict[str, BaseDistribution], n: int, config: StudyConfig
+) -> list[Trial]:
+    with quiet_heartbeat_warnings():
+        batch = [study.ask(dists) for _ in range(n)]
+    for trial in batch:
+        for key, value in config.trial_attrs:
+            trial.set_user_attr(key, value)
+    return batch
+
+
 def run_study(
     evaluate: BatchObjective,
     space: Sequence[ParamRange],
@@ -386,10 +400,7 @@ def _run_study(
             # Trials of a dead worker are failed and, through the storage's callback, enqueued
             # again: the asks below take those WAITING retries first.
             fail_stale_trials(study)
-        with quiet_heartbeat_warnings():
-            batch = [
-                study.ask(dists) for _ in range(min(config.batch_size, config.n_trials - finished))
-            ]
+        batch = _ask(study, dists, min(config.batch_size, config.n_trials - finished), config)
         # Optuna's own heartbeat thread covers one trial inside Study.optimize; a batch needs
         # all of its trials kept alive, through the tells too.
         beating = (

@@ -11,6 +11,8 @@ workers as an op output, so a worker needs the Optuna storage and the IO manager
 the DuckDB file; that is what lets workers run on other machines (deploy/WORKERS.md).
 """
 
+import os
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -43,6 +45,10 @@ from ffe_dagster.resources.studies import OptunaStorageResource
 from ffe_dagster.resources.warehouse import WarehouseResource
 
 JOB_NAME = "study_workers_job"
+# Trial user attributes: the share a trial was added under, and the process ("host:pid") that
+# asked it (a RUNNING trial thus says which worker holds it).
+SHARE_ATTR = "share"
+WORKER_ATTR = "worker"
 
 
 class StudyWorkersConfig(Config):
@@ -57,13 +63,18 @@ class StudyWorkersConfig(Config):
 
 @dataclass(frozen=True, slots=True)
 class WorkerShare:
-    """One worker's assignment: its number (1-based), sampler seed and trials to add."""
+    """One worker's assignment: its number (1-based), sampler seed and trials to add.
+
+    ``label`` (run id and worker number) is written on every trial the worker adds, so a step that
+    runs again (its Celery task redelivered after its process was killed) counts what the first
+    attempt already added and adds only the rest."""
 
     study_name: str
     level: int
     worker: int
     seed: int
     trials: int
+    label: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +133,21 @@ def _refuse_skipped(spec: LevelSpec, previous_result: Mapping[str, Any] | None) 
         )
 
 
+def share_trials(study_name: str, storage: str | optuna.storages.BaseStorage, label: str) -> int:
+    """COMPLETE trials of the study added under the share ``label`` (by any attempt of it)."""
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get(SHARE_ATTR) == label
+    )
+
+
+def worker_attrs(label: str) -> tuple[tuple[str, str], ...]:
+    """The user attributes every trial of this worker carries: its share and its process."""
+    return ((SHARE_ATTR, label), (WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}"))
+
+
 def fill_share(
     objective: BatchObjective,
     curriculum: CurriculumSpec,
@@ -133,7 +159,9 @@ def fill_share(
     # Every process on a shared study must leave the others' RUNNING trials alone:
     # fail_stale_running=True would fail them as if their process had died.
     base = level_study_config(curriculum, share.study_name, storage, 0, fail_stale_running=False)
-    added = 0
+    base = replace(base, seed=share.seed, trial_attrs=worker_attrs(share.label))
+    # A redelivered step finds what its first attempt told; without a label nothing is counted.
+    added = share_trials(share.study_name, storage, share.label) if share.label else 0
     seconds = 0.0
     reason = "trials"
     while added < share.trials:
@@ -144,7 +172,7 @@ def fill_share(
         outcome = run_study(
             objective,
             curriculum.parameters,
-            replace(base, n_trials=before + share.trials - added, seed=share.seed),
+            replace(base, n_trials=before + share.trials - added),
             on_trial=on_trial,
         )
         added += outcome.new_trials
@@ -222,6 +250,7 @@ def build_study_workers_job(
                 # Different seeds so the workers' samplers do not propose the same points.
                 seed=curriculum.seed + i,
                 trials=trials,
+                label=f"{context.run_id}/worker_{i}",
             )
             yield DynamicOutput(share, mapping_key=f"worker_{i}", output_name="shares")
 
