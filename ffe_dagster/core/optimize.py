@@ -34,6 +34,7 @@ from optuna.storages import (
     RDBStorage,
     RetryHeartbeatStaleTrialCallback,
 )
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, Trial, TrialState
 from sqlalchemy.engine import make_url
@@ -330,13 +331,23 @@ def _tell(
 
 
 def _ask(
-    study: optuna.Study, dists: dict[str, BaseDistribution], n: int, config: StudyConfig
+    study: optuna.Study,
+    dists: dict[str, BaseDistribution],
+    n: int,
+    config: StudyConfig,
+    heartbeat: BaseHeartbeat | None,
 ) -> list[Trial]:
-    with quiet_heartbeat_warnings():
-        batch = [study.ask(dists) for _ in range(n)]
-    for trial in batch:
+    batch: list[Trial] = []
+    for _ in range(n):
+        with quiet_heartbeat_warnings():
+            trial = study.ask(dists)
+        if heartbeat is not None:
+            # At once: a trial with no heartbeat at all is never stale, so a worker killed
+            # before the batch's first beat would leave it RUNNING for good.
+            heartbeat.record_heartbeat(trial._trial_id)
         for key, value in config.trial_attrs:
             trial.set_user_attr(key, value)
+        batch.append(trial)
     return batch
 
 
@@ -400,7 +411,8 @@ def _run_study(
             # Trials of a dead worker are failed and, through the storage's callback, enqueued
             # again: the asks below take those WAITING retries first.
             fail_stale_trials(study)
-        batch = _ask(study, dists, min(config.batch_size, config.n_trials - finished), config)
+        n = min(config.batch_size, config.n_trials - finished)
+        batch = _ask(study, dists, n, config, heartbeat)
         # Optuna's own heartbeat thread covers one trial inside Study.optimize; a batch needs
         # all of its trials kept alive, through the tells too.
         beating = (

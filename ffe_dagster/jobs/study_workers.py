@@ -13,6 +13,7 @@ the DuckDB file; that is what lets workers run on other machines (deploy/WORKERS
 
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -39,6 +40,7 @@ from ffe_dagster.assets.loading import load_level_data
 from ffe_dagster.config import Universe
 from ffe_dagster.core.curriculum import CurriculumSpec, LevelSpec
 from ffe_dagster.core.evaluation import Period
+from ffe_dagster.core.heartbeat import fail_stale_trials, heartbeat_storage
 from ffe_dagster.core.levels import LevelData, level_evaluator, level_study_config
 from ffe_dagster.core.optimize import BatchObjective, TrialRecord, run_study
 from ffe_dagster.resources.studies import OptunaStorageResource
@@ -143,6 +145,41 @@ def share_trials(study_name: str, storage: str | optuna.storages.BaseStorage, la
     )
 
 
+def take_over_orphans(
+    study_name: str, storage: str | optuna.storages.BaseStorage, label: str
+) -> int:
+    """Fail the trials an earlier attempt of share ``label`` left RUNNING, once their heartbeat is
+    stale, so that they are retried (same parameters) by the asks that follow; returns how many.
+
+    An attempt runs again when Celery hands back the task of a killed process; the trials that
+    process held stop beating. If they keep beating past the grace period, another process is
+    running this share right now (a task delivered twice): raise rather than work twice.
+    """
+    beating = heartbeat_storage(storage)
+    if beating is None or not label:
+        return 0
+    interval = float(beating.get_heartbeat_interval() or 1)
+    grace = float(getattr(beating, "grace_period", None) or 0) or 2 * interval
+    study = optuna.load_study(study_name=study_name, storage=storage)
+
+    def orphans() -> list[int]:
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return [t.number for t in running if t.user_attrs.get(SHARE_ATTR) == label]
+
+    first = orphans()
+    deadline = time.monotonic() + grace + 3 * interval
+    while left := orphans():
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"share {label}: trials {left} of an earlier attempt still have live heartbeats "
+                f"after {grace:.0f} s; another process is running this share (the broker "
+                "delivered its task twice: raise the transport's visibility_timeout)"
+            )
+        fail_stale_trials(study)
+        time.sleep(interval)
+    return len(first)
+
+
 def worker_attrs(label: str) -> tuple[tuple[str, str], ...]:
     """The user attributes every trial of this worker carries: its share and its process."""
     return ((SHARE_ATTR, label), (WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}"))
@@ -160,7 +197,9 @@ def fill_share(
     # fail_stale_running=True would fail them as if their process had died.
     base = level_study_config(curriculum, share.study_name, storage, 0, fail_stale_running=False)
     base = replace(base, seed=share.seed, trial_attrs=worker_attrs(share.label))
-    # A redelivered step finds what its first attempt told; without a label nothing is counted.
+    # A redelivered step takes over what its first attempt left: the trials it told count, the
+    # ones it held are failed and retried.
+    take_over_orphans(share.study_name, storage, share.label)
     added = share_trials(share.study_name, storage, share.label) if share.label else 0
     seconds = 0.0
     reason = "trials"

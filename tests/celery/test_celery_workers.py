@@ -9,6 +9,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import optuna
 from dagster import DagsterEventType, JobExecutionResult
@@ -16,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ffe_dagster.jobs.study_workers import SHARE_ATTR, WORKER_ATTR
 from ffe_dagster.local_cluster import run_study_workers
-from tests.celery.conftest import Cluster
+from tests.celery.conftest import BATCH, Cluster
 
 LEVEL = 1
 MORE = 8  # trials each test adds: two workers, two batches of 4 each
@@ -58,6 +59,16 @@ def _trials_of_run(trials: list[FrozenTrial], run_id: str) -> list[FrozenTrial]:
     return [t for t in trials if str(t.user_attrs.get(SHARE_ATTR, "")).startswith(run_id)]
 
 
+def _celery_executions(cluster: Cluster, run_id: str) -> list[dict[str, Any]]:
+    """Metadata of the engine events a Celery task logs when it starts a step."""
+    out = []
+    for e in cluster.instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
+        meta = e.dagster_event.engine_event_data.metadata if e.dagster_event else None
+        if meta and "Celery worker" in meta:
+            out.append(dict(meta))
+    return out
+
+
 def test_two_celery_workers_fill_one_study(cluster: Cluster) -> None:
     before = _complete(_study_trials(cluster))
     result = _run(cluster, before + MORE)
@@ -75,10 +86,84 @@ def test_two_celery_workers_fill_one_study(cluster: Cluster) -> None:
     celery_pids = {int(p.rsplit(":", 1)[1]) for p in processes}
     assert os.getpid() not in celery_pids
     # The steps ran in Celery workers: Dagster records which one took each step.
-    hosts = {
-        str(e.dagster_event.engine_event_data.metadata["Celery worker"].value)  # type: ignore[union-attr]
-        for e in cluster.instance.all_logs(result.run_id, of_type=DagsterEventType.ENGINE_EVENT)
-        if e.dagster_event is not None
-        and "Celery worker" in (e.dagster_event.engine_event_data.metadata or {})
-    }
+    hosts = {meta["Celery worker"].value for meta in _celery_executions(cluster, result.run_id)}
     assert len(hosts) == 2, hosts  # two Celery workers (the plan op ran on one of them)
+
+
+def _wait_for_batches(cluster: Cluster, before: int, processes: int) -> dict[str, list[int]]:
+    """Wait until ``processes`` worker processes each hold a whole batch RUNNING (asked, tagged,
+    being evaluated); return their trial numbers by process."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        held: dict[str, list[int]] = {}
+        for t in _study_trials(cluster):
+            if t.state == TrialState.RUNNING and t.number >= before and WORKER_ATTR in t.user_attrs:
+                held.setdefault(str(t.user_attrs[WORKER_ATTR]), []).append(t.number)
+        full = {p: n for p, n in held.items() if len(n) == BATCH}
+        if len(full) >= processes:
+            return full
+        time.sleep(0.1)
+    raise TimeoutError("the workers never held a whole batch")
+
+
+def test_a_celery_worker_killed_mid_batch_its_trials_are_retried(cluster: Cluster) -> None:
+    trials = _study_trials(cluster)
+    before, first_number = _complete(trials), len(trials)
+    killed: dict[str, object] = {}
+
+    def kill_one() -> None:
+        process, numbers = next(iter(_wait_for_batches(cluster, first_number, 1).items()))
+        os.kill(int(process.rsplit(":", 1)[1]), signal.SIGKILL)
+        killed.update(process=process, numbers=numbers)
+
+    killer = _in_background(kill_one)
+    result = _run(cluster, before + MORE)
+    killer.join(timeout=5)
+    assert killed, "the worker was never killed"
+    # Celery handed the killed process's task back (task_reject_on_worker_lost) and the step ran
+    # again; the run succeeded with exactly the trials asked for.
+    assert result.success
+    trials = _study_trials(cluster)
+    _check_nothing_lost(trials, before + MORE)
+    by_number = {t.number: t for t in trials}
+    lost = [by_number[n] for n in killed["numbers"]]  # type: ignore[union-attr]
+    # Its batch was being evaluated when it died: those trials stopped beating and were failed...
+    assert [t.state for t in lost] == [TrialState.FAIL] * BATCH
+    # ...and each was retried, with the same parameters, by another process, and completed.
+    retries = {t.system_attrs.get("failed_trial"): t for t in trials if t.number >= first_number}
+    for trial in lost:
+        retry = retries[trial.number]
+        assert retry.state == TrialState.COMPLETE
+        assert retry.params == trial.params
+        assert retry.user_attrs[WORKER_ATTR] != killed["process"]
+    # The killed step ran twice: two Celery tasks executed it (Dagster logs each one).
+    share = str(lost[0].user_attrs[SHARE_ATTR]).rsplit("/", 1)[1]
+    executions = [
+        meta
+        for meta in _celery_executions(cluster, result.run_id)
+        if meta["step_keys"].value == f"run_study_worker[{share}]"
+    ]
+    assert len(executions) == 2
+
+
+def test_the_broker_restarted_mid_run_nothing_is_lost(cluster: Cluster) -> None:
+    trials = _study_trials(cluster)
+    before, first_number = _complete(trials), len(trials)
+    restarted: list[float] = []
+
+    def restart_broker() -> None:
+        _wait_for_batches(cluster, first_number, 2)  # both steps inside a batch
+        cluster.broker.restart(down_s=2.0)
+        restarted.append(time.monotonic())
+
+    restarter = _in_background(restart_broker)
+    result = _run(cluster, before + MORE)
+    restarter.join(timeout=60)
+    assert restarted, "the broker was never restarted"
+    if not result.success:
+        # A clear error naming the broker connection; then a re-run completes the study.
+        failures = cluster.instance.all_logs(result.run_id, of_type=DagsterEventType.RUN_FAILURE)
+        assert failures and "onnect" in str(failures[-1].message), failures
+        rerun = _run(cluster, before + MORE)
+        assert rerun.success
+    _check_nothing_lost(_study_trials(cluster), before + MORE)
