@@ -345,8 +345,14 @@ def _ask(
             # At once: a trial with no heartbeat at all is never stale, so a worker killed
             # before the batch's first beat would leave it RUNNING for good.
             heartbeat.record_heartbeat(trial._trial_id)
-        for key, value in config.trial_attrs:
-            trial.set_user_attr(key, value)
+        try:
+            for key, value in config.trial_attrs:
+                trial.set_user_attr(key, value)
+        except UpdateFinishedTrialError:
+            # Failed as stale by another worker already (this process stalled past the grace
+            # period, optuna/optuna#5582): its retry is queued; evaluating it would count twice.
+            _log.warning("trial %d was failed as stale before it was evaluated", trial.number)
+            continue
         batch.append(trial)
     return batch
 
@@ -413,6 +419,8 @@ def _run_study(
             fail_stale_trials(study)
         n = min(config.batch_size, config.n_trials - finished)
         batch = _ask(study, dists, n, config, heartbeat)
+        if not batch:
+            continue
         # Optuna's own heartbeat thread covers one trial inside Study.optimize; a batch needs
         # all of its trials kept alive, through the tells too.
         beating = (
