@@ -29,7 +29,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ffe_dagster.dashboard")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument(
+        "--production",
+        action="store_true",
+        help="start make run-postgres's private PostgreSQL server and serve its studies",
+    )
     args = parser.parse_args(argv)
+    if args.production:
+        # Local tooling only: the server of ``make run-postgres``, with its environment.
+        from ffe_dagster.local_production import PROJECT_DIR, run_in_production_mode
+
+        command = [sys.executable, "-m", "ffe_dagster.dashboard", "--host", args.host]
+        return run_in_production_mode(
+            PROJECT_DIR / "var" / "production", [*command, "--port", str(args.port)]
+        )
     settings = Settings.from_env()
     storage = open_storage(settings.studies_url, heartbeat_interval=None)
     print(
