@@ -90,20 +90,27 @@ def test_two_celery_workers_fill_one_study(cluster: Cluster) -> None:
     assert len(hosts) == 2, hosts  # two Celery workers (the plan op ran on one of them)
 
 
-def _wait_for_batches(cluster: Cluster, before: int, processes: int) -> dict[str, list[int]]:
-    """Wait until ``processes`` worker processes each hold a whole batch RUNNING (asked, tagged,
-    being evaluated); return their trial numbers by process."""
+def _wait_until_held(
+    cluster: Cluster, first_number: int, processes: int, batch: int
+) -> dict[str, list[int]]:
+    """Wait until ``processes`` worker processes each hold at least ``batch`` RUNNING trials
+    (asked and tagged with the process); return their trial numbers by process."""
+    storage = optuna.storages.RDBStorage(cluster.settings.studies_url)  # one engine for the polls
     deadline = time.monotonic() + WAIT_S
+    while not (names := optuna.get_all_study_names(storage)):
+        assert time.monotonic() < deadline, "no study was created"
+        time.sleep(0.2)
+    study = optuna.load_study(study_name=names[0], storage=storage)
     while time.monotonic() < deadline:
         held: dict[str, list[int]] = {}
-        for t in _study_trials(cluster):
-            if t.state == TrialState.RUNNING and t.number >= before and WORKER_ATTR in t.user_attrs:
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.number >= first_number and WORKER_ATTR in t.user_attrs:
                 held.setdefault(str(t.user_attrs[WORKER_ATTR]), []).append(t.number)
-        full = {p: n for p, n in held.items() if len(n) == BATCH}
+        full = {p: n for p, n in held.items() if len(n) >= batch}
         if len(full) >= processes:
             return full
-        time.sleep(0.1)
-    raise TimeoutError("the workers never held a whole batch")
+        time.sleep(0.05)
+    raise TimeoutError("the workers never held their trials")
 
 
 def test_a_celery_worker_killed_mid_batch_its_trials_are_retried(cluster: Cluster) -> None:
@@ -112,7 +119,8 @@ def test_a_celery_worker_killed_mid_batch_its_trials_are_retried(cluster: Cluste
     killed: dict[str, object] = {}
 
     def kill_one() -> None:
-        process, _ = next(iter(_wait_for_batches(cluster, first_number, 1).items()))
+        # A whole batch asked and tagged: the process is evaluating it (or telling it).
+        process, _ = next(iter(_wait_until_held(cluster, first_number, 1, BATCH).items()))
         os.kill(int(process.rsplit(":", 1)[1]), signal.SIGKILL)
         # What it held when it died: it may have told the first trials of the batch already.
         held = [
@@ -158,7 +166,7 @@ def test_the_broker_restarted_mid_run_nothing_is_lost(cluster: Cluster) -> None:
     restarted: list[float] = []
 
     def restart_broker() -> None:
-        _wait_for_batches(cluster, first_number, 2)  # both steps inside a batch
+        _wait_until_held(cluster, first_number, 2, 1)  # both steps are working on trials
         cluster.broker.restart(down_s=2.0)
         restarted.append(time.monotonic())
 
