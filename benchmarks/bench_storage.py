@@ -490,8 +490,10 @@ def main(argv: list[str]) -> None:
     }
     result["reading"] = _reading(result)
     result["benchmark_seconds"] = time.perf_counter() - begin
-    (RESULTS / "storage.json").write_text(json.dumps(result, indent=2))
-    (RESULTS / "storage.md").write_text(_markdown(result))
+    # A quick look with fewer trials does not overwrite the 500-trial results.
+    stem = "storage" if TRIALS == 500 else f"storage_{TRIALS}_trials"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / f"{stem}.md").write_text(_markdown(result))
     print(_markdown(result))
 
 
