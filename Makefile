@@ -13,7 +13,8 @@ export NUMBA_CACHE_DIR := $(CURDIR)/var/numba_cache
 export PYTHONWARNINGS := ignore::DeprecationWarning,ignore::UserWarning
 
 .PHONY: setup run run-full run-postgres test lint typecheck validate dev mlflow clean bench pg-server \
-	bench-ingest bench-postgres bench-cycle run-quick
+	bench-ingest bench-postgres bench-cycle run-quick broker-server run-cluster dashboard \
+	dashboard-postgres bench-integrity
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -53,7 +54,19 @@ validate: setup
 pg-server:  ## PostgreSQL server binaries for tests/postgres (Debian package, installed if missing)
 	scripts/ensure-postgres.sh
 
-test: lint typecheck validate pg-server
+broker-server:  ## Redis server binary for tests/celery and run-cluster (Debian package, installed if missing)
+	scripts/ensure-redis.sh
+
+run-cluster: setup pg-server broker-server  ## one level's study through 2 Celery workers (private PostgreSQL + Redis)
+	$(BIN)/python -m ffe_dagster.local_cluster
+
+dashboard: setup  ## optuna-dashboard over FFE_STUDIES_URL (default: the local journal), http://127.0.0.1:8080
+	$(BIN)/python -m ffe_dagster.dashboard
+
+dashboard-postgres: setup pg-server  ## the same over the studies of make run-postgres (its private PostgreSQL)
+	$(BIN)/python -m ffe_dagster.dashboard --production
+
+test: lint typecheck validate pg-server broker-server
 	$(BIN)/pytest -q
 
 bench: setup  ## engine throughput and the full curriculum vs the naive approach -> benchmarks/results/
@@ -65,7 +78,7 @@ bench-ingest: setup  ## backfill + incremental cycles from a local exchange at 1
 bench-cycle: setup pg-server  ## make run fresh/again/incremental, run-postgres, bookkeeping, grains -> benchmarks/results/
 	$(BIN)/python -m benchmarks.bench_cycle $(ARGS)
 
-bench-postgres: setup pg-server  ## 1/2/4 Optuna workers on one PostgreSQL study; storage overhead -> benchmarks/results/
+bench-postgres: setup pg-server  ## 1/2/4/8 Optuna workers on one PostgreSQL study; storage overhead -> benchmarks/results/
 	$(BIN)/python -m benchmarks.bench_storage
 
 dev: setup  ## Dagster UI with the project loaded, http://127.0.0.1:3000

@@ -4,8 +4,9 @@ Shape only: it builds ``study_workers_job`` with dagster-celery's and dagster-k8
 validates each file as run config (executor, ops, resources), then parses the Kubernetes volume
 and pod-spec fragments into the kubernetes client's models. It starts no broker, pod or run.
 
-dagster-celery and dagster-k8s are not project dependencies, so run it from a throwaway virtual
-environment that sees the project's packages (never install them into .venv):
+dagster-celery is a project dependency (the cluster of deploy/WORKERS.md runs it); dagster-k8s is
+not, so run this from a throwaway virtual environment that sees the project's packages (never
+install dagster-k8s into .venv):
 
     python3.11 -m venv /tmp/execvenv
     echo "$PWD/.venv/lib/python3.11/site-packages" \

@@ -34,6 +34,7 @@ from optuna.storages import (
     RDBStorage,
     RetryHeartbeatStaleTrialCallback,
 )
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, Trial, TrialState
 from sqlalchemy.engine import make_url
@@ -173,6 +174,9 @@ class StudyConfig:
     # whichever worker asks next, and retried with the same parameters. Without heartbeats
     # (journal storage, a bare URL) they stay RUNNING.
     fail_stale_running: bool = True
+    # User attributes written on every trial as it is asked (before it is evaluated), e.g. which
+    # worker process holds it: a RUNNING trial then says whose it is.
+    trial_attrs: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +330,33 @@ def _tell(
     return frozen
 
 
+def _ask(
+    study: optuna.Study,
+    dists: dict[str, BaseDistribution],
+    n: int,
+    config: StudyConfig,
+    heartbeat: BaseHeartbeat | None,
+) -> list[Trial]:
+    batch: list[Trial] = []
+    for _ in range(n):
+        with quiet_heartbeat_warnings():
+            trial = study.ask(dists)
+        if heartbeat is not None:
+            # At once: a trial with no heartbeat at all is never stale, so a worker killed
+            # before the batch's first beat would leave it RUNNING for good.
+            heartbeat.record_heartbeat(trial._trial_id)
+        try:
+            for key, value in config.trial_attrs:
+                trial.set_user_attr(key, value)
+        except UpdateFinishedTrialError:
+            # Failed as stale by another worker already (this process stalled past the grace
+            # period, optuna/optuna#5582): its retry is queued; evaluating it would count twice.
+            _log.warning("trial %d was failed as stale before it was evaluated", trial.number)
+            continue
+        batch.append(trial)
+    return batch
+
+
 def run_study(
     evaluate: BatchObjective,
     space: Sequence[ParamRange],
@@ -386,10 +417,10 @@ def _run_study(
             # Trials of a dead worker are failed and, through the storage's callback, enqueued
             # again: the asks below take those WAITING retries first.
             fail_stale_trials(study)
-        with quiet_heartbeat_warnings():
-            batch = [
-                study.ask(dists) for _ in range(min(config.batch_size, config.n_trials - finished))
-            ]
+        n = min(config.batch_size, config.n_trials - finished)
+        batch = _ask(study, dists, n, config, heartbeat)
+        if not batch:
+            continue
         # Optuna's own heartbeat thread covers one trial inside Study.optimize; a batch needs
         # all of its trials kept alive, through the tells too.
         beating = (

@@ -11,6 +11,9 @@ workers as an op output, so a worker needs the Optuna storage and the IO manager
 the DuckDB file; that is what lets workers run on other machines (deploy/WORKERS.md).
 """
 
+import os
+import socket
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -37,12 +40,17 @@ from ffe_dagster.assets.loading import load_level_data
 from ffe_dagster.config import Universe
 from ffe_dagster.core.curriculum import CurriculumSpec, LevelSpec
 from ffe_dagster.core.evaluation import Period
+from ffe_dagster.core.heartbeat import fail_stale_trials, heartbeat_storage
 from ffe_dagster.core.levels import LevelData, level_evaluator, level_study_config
 from ffe_dagster.core.optimize import BatchObjective, TrialRecord, run_study
 from ffe_dagster.resources.studies import OptunaStorageResource
 from ffe_dagster.resources.warehouse import WarehouseResource
 
 JOB_NAME = "study_workers_job"
+# Trial user attributes: the share a trial was added under, and the process ("host:pid") that
+# asked it (a RUNNING trial thus says which worker holds it).
+SHARE_ATTR = "share"
+WORKER_ATTR = "worker"
 
 
 class StudyWorkersConfig(Config):
@@ -57,13 +65,18 @@ class StudyWorkersConfig(Config):
 
 @dataclass(frozen=True, slots=True)
 class WorkerShare:
-    """One worker's assignment: its number (1-based), sampler seed and trials to add."""
+    """One worker's assignment: its number (1-based), sampler seed and trials to add.
+
+    ``label`` (run id and worker number) is written on every trial the worker adds, so a step that
+    runs again (its Celery task redelivered after its process was killed) counts what the first
+    attempt already added and adds only the rest."""
 
     study_name: str
     level: int
     worker: int
     seed: int
     trials: int
+    label: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +135,56 @@ def _refuse_skipped(spec: LevelSpec, previous_result: Mapping[str, Any] | None) 
         )
 
 
+def share_trials(study_name: str, storage: str | optuna.storages.BaseStorage, label: str) -> int:
+    """COMPLETE trials of the study added under the share ``label`` (by any attempt of it)."""
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get(SHARE_ATTR) == label
+    )
+
+
+def take_over_orphans(
+    study_name: str, storage: str | optuna.storages.BaseStorage, label: str
+) -> int:
+    """Fail the trials an earlier attempt of share ``label`` left RUNNING, once their heartbeat is
+    stale, so that they are retried (same parameters) by the asks that follow; returns how many.
+
+    An attempt runs again when Celery hands back the task of a killed process; the trials that
+    process held stop beating. If they keep beating past the grace period, another process is
+    running this share right now (a task delivered twice): raise rather than work twice.
+    """
+    beating = heartbeat_storage(storage)
+    if beating is None or not label:
+        return 0
+    interval = float(beating.get_heartbeat_interval() or 1)
+    grace = float(getattr(beating, "grace_period", None) or 0) or 2 * interval
+    study = optuna.load_study(study_name=study_name, storage=storage)
+
+    def orphans() -> list[int]:
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return [t.number for t in running if t.user_attrs.get(SHARE_ATTR) == label]
+
+    first = orphans()
+    deadline = time.monotonic() + grace + 3 * interval
+    while left := orphans():
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"share {label}: trials {left} of an earlier attempt still have live heartbeats "
+                f"after {grace:.0f} s; another process is running this share (the broker "
+                "delivered its task twice: raise the transport's visibility_timeout)"
+            )
+        fail_stale_trials(study)
+        time.sleep(interval)
+    return len(first)
+
+
+def worker_attrs(label: str) -> tuple[tuple[str, str], ...]:
+    """The user attributes every trial of this worker carries: its share and its process."""
+    return ((SHARE_ATTR, label), (WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}"))
+
+
 def fill_share(
     objective: BatchObjective,
     curriculum: CurriculumSpec,
@@ -133,7 +196,11 @@ def fill_share(
     # Every process on a shared study must leave the others' RUNNING trials alone:
     # fail_stale_running=True would fail them as if their process had died.
     base = level_study_config(curriculum, share.study_name, storage, 0, fail_stale_running=False)
-    added = 0
+    base = replace(base, seed=share.seed, trial_attrs=worker_attrs(share.label))
+    # A redelivered step takes over what its first attempt left: the trials it told count, the
+    # ones it held are failed and retried.
+    take_over_orphans(share.study_name, storage, share.label)
+    added = share_trials(share.study_name, storage, share.label) if share.label else 0
     seconds = 0.0
     reason = "trials"
     while added < share.trials:
@@ -144,7 +211,7 @@ def fill_share(
         outcome = run_study(
             objective,
             curriculum.parameters,
-            replace(base, n_trials=before + share.trials - added, seed=share.seed),
+            replace(base, n_trials=before + share.trials - added),
             on_trial=on_trial,
         )
         added += outcome.new_trials
@@ -222,6 +289,7 @@ def build_study_workers_job(
                 # Different seeds so the workers' samplers do not propose the same points.
                 seed=curriculum.seed + i,
                 trials=trials,
+                label=f"{context.run_id}/worker_{i}",
             )
             yield DynamicOutput(share, mapping_key=f"worker_{i}", output_name="shares")
 
