@@ -13,7 +13,7 @@ export NUMBA_CACHE_DIR := $(CURDIR)/var/numba_cache
 export PYTHONWARNINGS := ignore::DeprecationWarning,ignore::UserWarning
 
 .PHONY: setup run run-full run-postgres test lint typecheck validate dev mlflow clean bench pg-server \
-	bench-ingest bench-postgres
+	bench-ingest bench-postgres bench-integrity
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -62,6 +62,9 @@ bench-ingest: setup  ## backfill + incremental cycles from a local exchange at 1
 
 bench-postgres: setup pg-server  ## 1/2/4 Optuna workers on one PostgreSQL study; storage overhead -> benchmarks/results/
 	$(BIN)/python -m benchmarks.bench_storage
+
+bench-integrity: setup  ## false-promotion rate and power of the whole pipeline on null / planted-edge worlds -> benchmarks/results/
+	$(BIN)/python -m benchmarks.bench_integrity
 
 dev: setup  ## Dagster UI with the project loaded, http://127.0.0.1:3000
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
 import polars as pl
 import yaml
 
@@ -148,6 +149,7 @@ def _signal_file(frames: dict[str, pl.DataFrame], folder: Path) -> Path:
 def run_spec(args: tuple[WorldSpec, str, str]) -> WorldResult:
     """Build one world from its spec and run it (a pool task: arguments in one tuple)."""
     spec, profile, root = args
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per study is noise here
     bars = _real_bars()
     rng = np.random.default_rng(spec.seed)
     folder = temp_folder(Path(root), f"{spec.kind}{spec.index}")
@@ -200,7 +202,7 @@ def run_all(specs: Sequence[WorldSpec], profile: str, workers: int) -> list[Worl
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark and write its results."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="make bench-integrity")
     parser.add_argument("--scale", type=float, default=1.0, help="share of the world counts")
     parser.add_argument("--profile", default="quick", choices=["quick", "full"])
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
