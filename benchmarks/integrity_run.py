@@ -21,6 +21,7 @@ import polars as pl
 import yaml
 
 from benchmarks.common import UNIVERSE
+from ffe_dagster.assets.loading import load_level_data
 from ffe_dagster.assets.promotion import _regime_candidates  # pyright: ignore[reportPrivateUsage]
 from ffe_dagster.config import load_curriculum, load_universe
 from ffe_dagster.core.backtest import Direction
@@ -29,7 +30,6 @@ from ffe_dagster.core.evaluation import Params
 from ffe_dagster.core.levels import (
     LevelData,
     entry_strategy,
-    holdout_starts,
     level_study_config,
     outcome_to_dict,
     run_level,
@@ -99,18 +99,21 @@ def world_curriculum(strategy: str, signal_file: Path | None, folder: Path) -> C
     return load_curriculum(path)
 
 
-def world_level_data(bars: Mapping[str, pl.DataFrame], holdout_days: int) -> LevelData:
-    """Bars with their detected regimes and hold-outs, as ``assets/loading.py`` assembles them
-    from the warehouse (trading days per year from the universe file)."""
-    per_day = timedelta(days=1) / BAR_PERIOD
-    days = {i.key: i.trading_days_per_year for i in load_universe(UNIVERSE).instruments}
+def world_level_data(
+    bars: Mapping[str, pl.DataFrame], warehouse: WarehouseResource, holdout_days: int
+) -> LevelData:
+    """The world's bars stored as ``validated_bars``, their regimes detected and stored as the
+    ``market_regimes`` asset does, then read back by ``assets/loading.load_level_data``: the
+    level and promotion assets' own loader (hold-outs, bars per year)."""
     config = RegimeConfig()
-    return LevelData(
-        bars=dict(bars),
-        regimes={k: detect_regimes(b, config) for k, b in bars.items()},
-        periods_per_year={k: days[k] * per_day for k in bars},
-        holdout_start=holdout_starts(bars, holdout_days),
-    )
+    for instrument, frame in bars.items():
+        start, end = frame["ts"].min(), frame["ts"].max()
+        if not isinstance(start, datetime) or not isinstance(end, datetime):
+            raise ValueError(f"{instrument}: a world needs bars, got none")
+        warehouse.replace_window("validated_bars", instrument, start, end + BAR_PERIOD, frame)
+        stored = warehouse.read_bars("validated_bars", instrument)
+        warehouse.replace_regimes(instrument, detect_regimes(stored, config))
+    return load_level_data(warehouse, load_universe(UNIVERSE), holdout_days)
 
 
 def _run_curriculum(
@@ -160,8 +163,8 @@ def run_world(
     """The curriculum then one promotion cycle on ``bars``; every store lives in ``folder``."""
     started = datetime.now()
     curriculum = world_curriculum(strategy, signal_file, folder)
-    data = world_level_data(bars, curriculum.holdout_days)
     warehouse = WarehouseResource(path=str(folder / "warehouse.duckdb"))
+    data = world_level_data(bars, warehouse, curriculum.holdout_days)
     levels = _run_curriculum(curriculum, data, warehouse, profile)
     registry = ParameterRegistryResource(url=f"sqlite:///{folder / 'registry.db'}")
     market = Market(
@@ -216,7 +219,8 @@ def planted_sharpe(
     """The planted signals' own Sharpe after costs with ``DEFAULT_EXITS``, both directions:
     on the promotion hold-out (what COLD judges) and on the whole history."""
     curriculum = world_curriculum("file_signals", signal_file, folder)
-    data = world_level_data(bars, holdout_days)
+    warehouse = WarehouseResource(path=str(folder / "truth.duckdb"))
+    data = world_level_data(bars, warehouse, holdout_days)
     strategy = entry_strategy(curriculum)
 
     def sharpe(since: Mapping[str, datetime]) -> float:
