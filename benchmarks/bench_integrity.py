@@ -60,8 +60,8 @@ SEED = 20261201
 HORIZON = 24  # bars: the planted edge is on the sign of the next day's move
 HIT_RATES = (0.60, 0.67, 0.75)  # three edge sizes; 0.5 is no edge
 SHUFFLE_BLOCK = 168  # bars: one week of hourly bars per shuffled block
-COUNTS = {"random": 15, "shuffled": 15, "planted": 30}  # worlds per kind (planted: per size)
-DENSITY_DRAWS = 20  # random parameter sets per built-in strategy when measuring its density
+COUNTS = {"random": 15, "shuffled": 15, "planted": 10}  # worlds per kind (planted: per size)
+DENSITY_DRAWS = 8  # random parameter sets per built-in strategy when measuring its density
 
 
 @dataclass(frozen=True, slots=True)
