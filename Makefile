@@ -81,6 +81,9 @@ bench-cycle: setup pg-server  ## make run fresh/again/incremental, run-postgres,
 bench-postgres: setup pg-server  ## 1/2/4/8 Optuna workers on one PostgreSQL study; storage overhead -> benchmarks/results/
 	$(BIN)/python -m benchmarks.bench_storage
 
+bench-integrity: setup  ## false-promotion rate and power of the whole pipeline on null / planted-edge worlds -> benchmarks/results/
+	$(BIN)/python -m benchmarks.bench_integrity
+
 dev: setup  ## Dagster UI with the project loaded, http://127.0.0.1:3000
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
