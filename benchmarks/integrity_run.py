@@ -27,11 +27,11 @@ from ffe_dagster.config import load_curriculum, load_universe
 from ffe_dagster.core.backtest import Direction
 from ffe_dagster.core.curriculum import CurriculumSpec
 from ffe_dagster.core.evaluation import Params
+from ffe_dagster.core.level_records import outcome_to_dict
 from ffe_dagster.core.levels import (
     LevelData,
     entry_strategy,
     level_study_config,
-    outcome_to_dict,
     run_level,
     skipped_level_result,
 )

@@ -15,11 +15,11 @@ from ffe_dagster.core.promotion.performance import (
 )
 from ffe_dagster.core.strategies import get_strategy
 from ffe_dagster.promotion.cycle import (
-    CycleReport,
     Market,
     RegimeCandidates,
     run_promotion_cycle,
 )
+from ffe_dagster.promotion.report import CycleReport
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.settings import PACKAGE_DIR
 

@@ -18,7 +18,7 @@ from ffe_dagster.assets.reporting import publish_cycle_report
 from ffe_dagster.core.convergence import StepValue, best_feasible_so_far, trials_per_second
 from ffe_dagster.core.curriculum import bars_to_segment
 from ffe_dagster.core.datasets import StudyDataset, study_datasets
-from ffe_dagster.core.levels import trials_table
+from ffe_dagster.core.level_records import trials_table
 from ffe_dagster.core.optimize import StudyOutcome, TrialRecord
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.tracking_cycles import CycleRef, DatasetSource, cycle_parent

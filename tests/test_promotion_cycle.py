@@ -25,11 +25,11 @@ from ffe_dagster.core.promotion.performance import (
 from ffe_dagster.definitions import EXPORT_FILE
 from ffe_dagster.promotion.cycle import (
     Candidate,
-    CurrentChange,
     RegimeCandidates,
-    read_live_results,
 )
 from ffe_dagster.promotion.export import export_current
+from ffe_dagster.promotion.live_results import read_live_results
+from ffe_dagster.promotion.report import CurrentChange
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.warehouse import WarehouseResource

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from ffe_dagster.assets.reporting import publish_cycle_report
 from ffe_dagster.core.convergence import best_feasible_so_far
-from ffe_dagster.core.levels import trials_table
+from ffe_dagster.core.level_records import trials_table
 from ffe_dagster.core.optimize import StudyOutcome, TrialRecord
 from ffe_dagster.core.plots import StudyPlotData
 from ffe_dagster.resources.tracking import (

@@ -17,15 +17,14 @@ from ffe_dagster.config import Universe
 from ffe_dagster.core.convergence import best_feasible_so_far, trials_per_second
 from ffe_dagster.core.curriculum import CurriculumSpec, LevelSpec
 from ffe_dagster.core.datasets import StudyDataset, study_datasets
+from ffe_dagster.core.level_records import outcome_to_dict, trials_table
 from ffe_dagster.core.levels import (
     LevelData,
     level_evaluator,
     level_study_config,
     level_test_evaluator,
-    outcome_to_dict,
     run_level,
     skipped_level_result,
-    trials_table,
 )
 from ffe_dagster.core.metrics import spell_non_finite, split_non_finite
 from ffe_dagster.core.optimize import TrialRecord

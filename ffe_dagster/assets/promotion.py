@@ -24,13 +24,13 @@ from ffe_dagster.core.promotion.config import PromotionConfig, PromotionRegime, 
 from ffe_dagster.core.regimes import RegimeConfig, confirmed_regime
 from ffe_dagster.promotion.cycle import (
     Candidate,
-    DecisionRow,
     Market,
     RegimeCandidates,
-    read_live_results,
     run_promotion_cycle,
 )
 from ffe_dagster.promotion.export import publish_current
+from ffe_dagster.promotion.live_results import read_live_results
+from ffe_dagster.promotion.report import DecisionRow
 from ffe_dagster.promotion.verdicts import announce_verdict_changes
 from ffe_dagster.resources.registry import (
     ParameterRegistryResource,

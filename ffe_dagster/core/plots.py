@@ -3,7 +3,7 @@
 Pure: the functions take plain data and a folder and return the paths they wrote; nothing here
 knows about Dagster or MLflow. Inputs:
 
-- the trials table of ``ffe_dagster.core.levels.trials_table`` (``number``, ``param_*``,
+- the trials table of ``ffe_dagster.core.level_records.trials_table`` (``number``, ``param_*``,
   ``train_*`` metrics, ``feasible``, ``pareto``),
 - Optuna's parameter importance (``name -> importance``),
 - the chosen set's equity frame (``instrument``, ``ts``, ``equity``, ``drawdown_pct``).

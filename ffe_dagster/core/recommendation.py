@@ -1,8 +1,8 @@
 """The deployment recommendation of a cycle: one verdict per regime, in plain language.
 
 Pure: the functions here and in ``ffe_dagster.core.report`` read only what they are given,
-the level results as ``ffe_dagster.core.levels.outcome_to_dict`` (or ``skipped_level_result``)
-stores them and, optionally, this cycle's promotion decision per regime::
+the level results as ``ffe_dagster.core.level_records.outcome_to_dict`` (or
+``skipped_level_result``) stores them and, optionally, this cycle's promotion decision per regime::
 
     {"BULL": {"level": 1, "version": 3, "promoted": True, "reason": "COLD passed on ...",
               "stage": "COLD", "model_version": 7}, ...}

@@ -22,9 +22,8 @@ atomically as JSON for the trading system.
 """
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -36,14 +35,13 @@ from ffe_dagster.core.promotion.config import Outcome, PromotionConfig, Promotio
 from ffe_dagster.core.promotion.gates import choose_for_regime, cold_gate, limited_gate, warm_gate
 from ffe_dagster.core.promotion.performance import (
     Performance,
-    combine_live_results,
     live_performance,
-    normalize_live_results,
     paper_performance,
     watermark,
 )
 from ffe_dagster.core.promotion.safety import safety_gate
 from ffe_dagster.core.strategies import EntryStrategy
+from ffe_dagster.promotion.report import CurrentChange, CycleReport
 from ffe_dagster.resources.registry import (
     STATUS_SUPERSEDED,
     Marks,
@@ -53,20 +51,6 @@ from ffe_dagster.resources.registry import (
 WARMUP_BARS = 400
 AUTOMATIC_ROLLBACK = "automatic-rollback"
 _YEAR = timedelta(days=365)
-
-
-def read_live_results(directory: Path) -> pl.DataFrame:
-    """Every ``*.parquet`` and ``*.csv`` file in ``directory`` as one checked table (README,
-    "Promotion" describes the format). A missing directory means no results yet."""
-    if not directory.exists():
-        return combine_live_results([])
-    frames: list[pl.DataFrame] = []
-    for path in sorted(directory.iterdir()):
-        if path.suffix == ".parquet":
-            frames.append(normalize_live_results(pl.read_parquet(path), str(path)))
-        elif path.suffix == ".csv":
-            frames.append(normalize_live_results(pl.read_csv(path), str(path)))
-    return combine_live_results(frames)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,41 +100,6 @@ class Market:
     def last_days(self, days: int) -> dict[str, datetime]:
         """Marks that leave the last ``days`` days of every instrument."""
         return {k: v - timedelta(days=days) for k, v in watermark(self.bars).items()}
-
-
-@dataclass(frozen=True, slots=True)
-class DecisionRow:
-    """One line of the cycle's report."""
-
-    regime: str
-    version: int | None
-    stage: str
-    decision: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class CurrentChange:
-    """A change of a regime's current version (what the trading system and MLflow follow)."""
-
-    regime: str
-    action: str  # promote, rollback or suspend; blocked: no change, the level did not pass
-    version: int | None  # the new current version; None after a suspension
-    previous: int | None
-    reason: str
-    trigger: str
-
-
-@dataclass
-class CycleReport:
-    """What one promotion cycle decided."""
-
-    rows: list[DecisionRow] = field(default_factory=list)
-    changes: list[CurrentChange] = field(default_factory=list)
-
-    def add(self, regime: str, version: int | None, stage: str, decision: str, why: str) -> None:
-        """Append one decision."""
-        self.rows.append(DecisionRow(regime, version, stage, decision, why))
 
 
 @dataclass(frozen=True, slots=True)

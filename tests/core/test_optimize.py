@@ -25,9 +25,9 @@ from ffe_dagster.core.optimize import (
     StudyConfig,
     TrialRecord,
     open_storage,
-    rank_on_validation,
     run_study,
 )
+from ffe_dagster.core.selection import rank_on_validation
 
 REPO = Path(__file__).resolve().parents[2]
 

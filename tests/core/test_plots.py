@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ffe_dagster.core.levels import trials_table
+from ffe_dagster.core.level_records import trials_table
 from ffe_dagster.core.optimize import StudyOutcome, TrialRecord
 from ffe_dagster.core.plots import (
     StudyPlotData,
