@@ -23,7 +23,7 @@ from ffe_dagster.resources.webhook import WebhookResource
 from ffe_dagster.schedules import build_cycle_schedule
 from ffe_dagster.sensors import build_regime_sensor
 from ffe_dagster.sensors.cycle import build_cycle_chain_sensor
-from ffe_dagster.sensors.failure import build_failure_sensor, build_freshness
+from ffe_dagster.sensors.failure import build_failure_sensor, with_freshness
 from ffe_dagster.sensors.notify import build_notify_sensor, outbox_asset_spec
 from ffe_dagster.settings import WEBHOOK_ENV, Settings
 
@@ -49,13 +49,10 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     ]
     jobs = build_jobs(bars_partitions)
     links = UiLinks(dagster=settings.dagster_ui_url, mlflow=settings.mlflow_ui_url)
-    freshness_checks, freshness_sensor = build_freshness(
-        [spec.asset for spec in curriculum.levels] + ["promoted_parameters"],
-        cycle_interval(settings.cycle_cron),
-    )
+    fresh_keys = {spec.asset for spec in curriculum.levels} | {"promoted_parameters"}
+    interval = cycle_interval(settings.cycle_cron)
     return Definitions(
-        assets=[*assets, outbox_asset_spec()],
-        asset_checks=freshness_checks,
+        assets=[*(with_freshness(a, fresh_keys, interval) for a in assets), outbox_asset_spec()],
         jobs=[
             *jobs,
             build_rollback_job(settings.export_dir / EXPORT_FILE),
@@ -67,7 +64,6 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
             build_cycle_chain_sensor(jobs, [i.key for i in universe.instruments]),
             build_failure_sensor(links),
             build_notify_sensor(links),
-            freshness_sensor,
         ],
         resources={
             "warehouse": WarehouseResource(path=str(settings.warehouse_path)),

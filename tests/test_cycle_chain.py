@@ -65,5 +65,5 @@ def test_the_chain_watches_ingest_and_regimes(tiny_settings: Settings) -> None:
     sensor = defs.resolve_sensor_def("cycle_chain_sensor")
     assert sensor.name == "cycle_chain_sensor"
     assert {j.name for j in sensor.jobs} == {"regimes_job", "optimization_job"}
-    for name in ("run_failure_webhook", "freshness_checks_sensor", "regime_change_sensor"):
+    for name in ("run_failure_webhook", "regime_change_sensor"):
         assert defs.resolve_sensor_def(name).name == name

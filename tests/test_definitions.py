@@ -56,6 +56,23 @@ def test_asset_graph_snapshot(tiny_settings: Settings) -> None:
     assert all(graph.get(k).description for k in graph.get_all_asset_keys())
 
 
+def test_levels_and_the_export_carry_a_freshness_policy_of_one_cycle_plus_grace(
+    tiny_settings: Settings,
+) -> None:
+    defs = build_definitions(tiny_settings)
+    graph = defs.resolve_asset_graph()
+    windows: dict[str, timedelta] = {}
+    for key in graph.get_all_asset_keys():
+        window = getattr(graph.get(key).freshness_policy, "fail_window", None)
+        if window is not None:
+            windows[key.to_user_string()] = window.to_timedelta()
+    assert set(windows) == {k for k in EXPECTED_ASSETS if k.startswith("level_")} | {
+        "promoted_parameters"
+    }
+    # the default cycle is every 6 hours: stale after 7 hours
+    assert set(windows.values()) == {timedelta(hours=7)}
+
+
 def test_schedule_requests_the_newest_partition_of_every_instrument_in_one_run(
     tiny_settings: Settings,
 ) -> None:

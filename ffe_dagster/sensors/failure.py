@@ -1,22 +1,21 @@
 """Run failures notify the webhook (through the notification outbox); asset freshness shows in
-the UI as checks.
+the UI through freshness policies on the assets.
 
 The webhook URL often carries a token (Slack, Teams), so it comes from the environment
 (``FFE_WEBHOOK_URL`` through ``EnvVar``) and never appears in logs, metadata or errors.
 """
 
-from collections.abc import Sequence
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
 from dagster import (
-    AssetChecksDefinition,
-    AssetKey,
+    AssetsDefinition,
     DefaultSensorStatus,
+    FreshnessPolicy,
     RunFailureSensorContext,
     SensorDefinition,
     SkipReason,
-    build_last_update_freshness_checks,
-    build_sensor_for_freshness_checks,
+    apply_freshness_policy,
     run_failure_sensor,
 )
 
@@ -68,23 +67,20 @@ def build_failure_sensor(links: UiLinks, policy: DeliveryPolicy | None = None) -
     return run_failure_webhook
 
 
-def build_freshness(
-    asset_keys: Sequence[str], cycle_interval: timedelta
-) -> tuple[list[AssetChecksDefinition], SensorDefinition]:
-    """Freshness checks (shown on each asset in the UI) and the sensor that evaluates them.
+def with_freshness(
+    assets: AssetsDefinition, asset_keys: Collection[str], cycle_interval: timedelta
+) -> AssetsDefinition:
+    """``assets`` with a freshness policy on each of its keys named in ``asset_keys`` (the UI
+    shows each asset fresh or failing; the instance evaluates it, no sensor is needed).
 
-    An asset is stale when it was not updated within one cycle interval plus an hour of grace.
+    An asset fails freshness when it was not updated within one cycle interval plus an hour of
+    grace.
     """
-    checks = list(
-        build_last_update_freshness_checks(
-            assets=[AssetKey(k) for k in asset_keys],
-            lower_bound_delta=cycle_interval + timedelta(hours=1),
+    policy = FreshnessPolicy.time_window(fail_window=cycle_interval + timedelta(hours=1))
+    return assets.map_asset_specs(
+        lambda spec: (
+            apply_freshness_policy(spec, policy)
+            if spec.key.to_user_string() in asset_keys
+            else spec
         )
     )
-    sensor = build_sensor_for_freshness_checks(
-        freshness_checks=checks,
-        name="freshness_checks_sensor",
-        minimum_interval_seconds=600,
-        default_status=DefaultSensorStatus.RUNNING,
-    )
-    return checks, sensor
