@@ -106,7 +106,8 @@ def _roll_level(spec: LevelSpec, old_era: datetime, new_era: datetime, t: dateti
         clipped = _clip(grown, None, before)
         if clipped is not None:
             windows.append(clipped)
-    tests = [c for w in spec.test_windows if (c := _clip(w, new_era, t)) is not None]
+    last = t - timedelta(microseconds=1)
+    tests = [c for w in spec.test_windows if (c := _clip(w, new_era, last)) is not None]
     return replace(spec, windows=tuple(windows), test_windows=tuple(tests))
 
 
