@@ -99,8 +99,17 @@ def _actions(registry: ParameterRegistryResource) -> list[tuple[Any, ...]]:
     for regime in PromotionRegime:
         for v in registry.history(regime.value):
             out.append(
-                (regime.value, v["version"], v["level"], v["direction"], v["stage"], v["status"])
-                + (v["reason"], v["params"], v["metrics"])
+                (
+                    regime.value,
+                    v["version"],
+                    v["level"],
+                    v["direction"],
+                    v["stage"],
+                    v["status"],
+                    v["reason"],
+                    v["params"],
+                    v["metrics"],
+                )
             )
         for d in registry.regime_decisions(regime.value):
             out.append((regime.value, d["level"], d["stage"], d["action"], d["reason"]))
