@@ -14,7 +14,7 @@ export PYTHONWARNINGS := ignore::DeprecationWarning,ignore::UserWarning
 
 .PHONY: setup run run-full run-postgres test lint typecheck validate dev mlflow clean bench pg-server \
 	bench-ingest bench-postgres bench-cycle run-quick broker-server run-cluster dashboard \
-	dashboard-postgres bench-integrity
+	dashboard-postgres bench-integrity replay
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -74,6 +74,9 @@ bench: setup  ## engine throughput and the full curriculum vs the naive approach
 
 bench-ingest: setup  ## backfill + incremental cycles from a local exchange at 10 req/s (~5 min) -> benchmarks/results/
 	$(BIN)/python -m benchmarks.bench_ingest
+
+replay: setup  ## the system's cycles replayed monthly over 2022-01..2024-06 (quick trials) -> benchmarks/results/replay.*
+	$(BIN)/python -m ffe_dagster.replay --start 2022-01-01 --end 2024-07-01 --every monthly --profile quick $(ARGS)
 
 bench-cycle: setup pg-server  ## make run fresh/again/incremental, run-postgres, bookkeeping, grains -> benchmarks/results/
 	$(BIN)/python -m benchmarks.bench_cycle $(ARGS)

@@ -1,10 +1,9 @@
 """The ``promoted_parameters`` asset: one promotion step per cycle (``promotion.cycle``), then
 the MLflow alias, the JSON export and the cycle report."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from dagster import (
     AssetExecutionContext,
@@ -18,16 +17,13 @@ from ffe_dagster.assets.loading import load_level_data
 from ffe_dagster.assets.reporting import publish_cycle_report
 from ffe_dagster.config import Universe
 from ffe_dagster.core.bars import interval_to_timedelta
-from ffe_dagster.core.curriculum import CriterionResult, CurriculumSpec, LevelSpec, level_verdict
+from ffe_dagster.core.curriculum import CurriculumSpec
 from ffe_dagster.core.levels import entry_strategy
-from ffe_dagster.core.promotion.config import PromotionConfig, PromotionRegime, Stage
+from ffe_dagster.core.promotion.config import PromotionConfig, Stage
 from ffe_dagster.core.regimes import RegimeConfig, confirmed_regime
-from ffe_dagster.promotion.cycle import (
-    Candidate,
-    Market,
-    RegimeCandidates,
-    run_promotion_cycle,
-)
+from ffe_dagster.promotion.candidates import level_block as level_block  # re-exported
+from ffe_dagster.promotion.candidates import regime_candidates
+from ffe_dagster.promotion.cycle import Market, RegimeCandidates, run_promotion_cycle
 from ffe_dagster.promotion.export import publish_current
 from ffe_dagster.promotion.live_results import read_live_results
 from ffe_dagster.promotion.report import DecisionRow
@@ -41,57 +37,11 @@ from ffe_dagster.resources.warehouse import WarehouseResource
 from ffe_dagster.triggers import run_trigger
 
 
-def level_block(spec: LevelSpec, result: Mapping[str, Any]) -> str | None:
-    """Why the level's verdict keeps its candidates out of COLD, or None when it lets them in
-    (the level passed, or sets ``promote_without_pass``)."""
-    if result.get("passed") or spec.promote_without_pass:
-        return None
-    if result.get("skipped"):
-        return f"level {spec.level} did not pass: it was skipped, so nothing tested it"
-    criteria = [
-        CriterionResult(
-            c["name"],
-            float(c["threshold"]),
-            float(c["value"]),
-            bool(c["passed"]),
-            c.get("note", ""),
-        )
-        for c in result.get("criteria", [])
-    ]
-    return level_verdict(spec.level, result.get("chosen") is not None, criteria)
-
-
 def _regime_candidates(
     warehouse: WarehouseResource, curriculum: CurriculumSpec
 ) -> list[RegimeCandidates]:
-    out: list[RegimeCandidates] = []
-    for spec in curriculum.levels:
-        if not spec.promotes:
-            continue
-        result = warehouse.latest_level_result(spec.level)
-        if result is None:
-            raise ValueError(f"level {spec.level} has no result: materialize {spec.asset}")
-        blocked = level_block(spec, result)
-        candidates = [
-            Candidate(
-                params=c["params"],
-                validation_sharpe=float(c["validation"]["sharpe"]),
-                number=c.get("number"),
-            )
-            for c in result["candidates"]
-        ]
-        for regime in spec.promotes:
-            out.append(
-                RegimeCandidates(
-                    regime=PromotionRegime(regime),
-                    level=spec.level,
-                    direction=spec.direction,
-                    candidates=[] if blocked else candidates,
-                    source_run_id=result.get("mlflow_run_id"),
-                    blocked=blocked,
-                )
-            )
-    return out
+    # Kept for benchmarks/integrity_run.py, which reads candidates from a warehouse.
+    return regime_candidates(curriculum, warehouse.latest_level_result)
 
 
 def _active_regimes(warehouse: WarehouseResource, universe: Universe) -> dict[str, str | None]:

@@ -1,0 +1,1 @@
+"""Replay of the whole continuous-optimization process over history (README, "Replay")."""

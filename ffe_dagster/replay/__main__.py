@@ -1,0 +1,105 @@
+"""``python -m ffe_dagster.replay --start 2022-01-01 --end 2024-06-01 --every monthly``.
+
+Replays the system's cycles over the bundled history (or the validated bars of a warehouse,
+``--warehouse``), resumable in ``--folder``, and writes the report to ``--out``
+(``benchmarks/results`` by default) and to MLflow experiment ``ffe_replay``.
+"""
+
+import argparse
+import os
+import time
+from datetime import UTC, date, datetime
+from datetime import time as clock
+from pathlib import Path
+
+from ffe_dagster.assets.loading import load_level_data
+from ffe_dagster.config import load_curriculum, load_universe
+from ffe_dagster.core.levels import entry_strategy
+from ffe_dagster.core.replay import Cadence
+from ffe_dagster.core.replay_equity import Trading
+from ffe_dagster.replay.driver import ReplayConfig, bundled_history, history_of, run_replay
+from ffe_dagster.replay.report import EXPERIMENT, build_report, write_report
+from ffe_dagster.resources.tracking import MlflowTrackingResource
+from ffe_dagster.resources.warehouse import WarehouseResource
+from ffe_dagster.settings import PROJECT_DIR, TRIAL_PROFILES, Settings
+
+
+def _moment(text: str) -> datetime:
+    return datetime.combine(date.fromisoformat(text), clock(0), tzinfo=UTC)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ffe_dagster.replay", description=__doc__)
+    p.add_argument("--start", type=_moment, required=True, help="first cycle (UTC day)")
+    p.add_argument("--end", type=_moment, required=True, help="end of the last period")
+    p.add_argument("--every", type=Cadence, choices=list(Cadence), default=Cadence.WEEKLY)
+    p.add_argument("--profile", choices=TRIAL_PROFILES, default="quick", help="trial counts")
+    p.add_argument("--test-days", type=int, default=180, help="each cycle's test era, days")
+    p.add_argument("--folder", type=Path, help="replay state (default: var/replay/...)")
+    p.add_argument("--warehouse", type=Path, help="read validated_bars from this DuckDB file")
+    p.add_argument("--out", type=Path, default=PROJECT_DIR / "benchmarks" / "results")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the replay the arguments describe and write its report."""
+    args = _parser().parse_args(argv)
+    settings = Settings.from_env()
+    curriculum = load_curriculum(settings.curriculum_path)
+    universe = load_universe(settings.universe_path)
+    if args.warehouse:
+        stored = load_level_data(WarehouseResource(path=str(args.warehouse)), universe, 0)
+        history = history_of(dict(stored.bars), universe)
+    else:
+        history = bundled_history(universe, settings.samples_dir)
+    name = f"{args.start:%Y%m%d}-{args.end:%Y%m%d}-{args.every}-{args.profile}-{args.test_days}"
+    config = ReplayConfig(
+        start=args.start,
+        end=args.end,
+        every=args.every,
+        folder=args.folder or settings.var_dir / "replay" / name,
+        trial_profile=args.profile,
+        test_days=args.test_days,
+    )
+    started = time.monotonic()
+    resumed_cycles: list[int] = []
+
+    def progress(index: int, total: int, record: dict, resumed: bool) -> None:
+        if resumed:
+            resumed_cycles.append(index)
+        done = "stored" if resumed else f"{time.monotonic() - started:.0f} s"
+        passed = [k for k, v in record["levels"].items() if v["passed"]]
+        changes = [f"{c['regime']} {c['action']}" for c in record["changes"]]
+        print(f"cycle {index + 1}/{total} {record['t'][:10]} ({done}): levels passed "
+              f"{passed or 'none'}; {changes or 'no change'}", flush=True)  # fmt: skip
+
+    records = run_replay(config, curriculum, universe, history, on_cycle=progress)
+    trading = Trading(entry_strategy(curriculum), curriculum.costs, history.periods_per_year)
+    report, curves = build_report(
+        records,
+        history,
+        trading,
+        end=args.end,
+        settings={
+            "start": f"{args.start:%Y-%m-%d}",
+            "end": f"{args.end:%Y-%m-%d}",
+            "every": str(args.every),
+            "trial_profile": args.profile,
+            "test_days": args.test_days,
+            "seconds": time.monotonic() - started,
+            "cycles_resumed_from_store": len(resumed_cycles),
+            "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "source": str(args.warehouse or settings.samples_dir.relative_to(PROJECT_DIR)),
+        },
+    )
+    tracking = MlflowTrackingResource(
+        tracking_uri=settings.mlflow_tracking_uri,
+        artifact_dir=str(settings.mlflow_artifact_dir),
+        experiment=EXPERIMENT,
+    )
+    paths = write_report(report, curves, args.out, tracking)
+    print(f"report: {paths['md']}")
+
+
+if __name__ == "__main__":
+    main()
