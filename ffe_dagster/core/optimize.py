@@ -218,6 +218,16 @@ class StudyOutcome:
     seconds: float = 0.0
 
 
+def complete_trial_count(study_name: str, storage: str | BaseStorage) -> int | None:
+    """How many complete trials the stored study ``study_name`` holds; None when there is none."""
+    with _reachable(storage, study_name):
+        try:
+            study = optuna.load_study(study_name=study_name, storage=storage)
+        except KeyError:
+            return None
+        return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
 def build_distributions(space: Sequence[ParamRange]) -> dict[str, BaseDistribution]:
     """Optuna distributions for the parameter ranges of the curriculum."""
     dists: dict[str, BaseDistribution] = {}
@@ -457,7 +467,12 @@ def _run_study(
         study.enqueue_trial(_clip_to_space(warm_start, dists), skip_if_exists=True)
     started = time.monotonic()
     reason = "trials"
-    while finished < config.n_trials:
+    # A study that already converged for this trial target stays converged: resuming it must not
+    # restart the patience count and add trials a run with the same inputs would not have added.
+    converged = f"ffe:converged:{config.n_trials}:{config.patience}"
+    if config.patience is not None and converged in study.user_attrs:
+        reason = "converged"
+    while reason == "trials" and finished < config.n_trials:
         if config.timeout_s is not None and time.monotonic() - started > config.timeout_s:
             reason = "timeout"
             break
@@ -479,6 +494,8 @@ def _run_study(
             tracker.add(record)
             if on_trial is not None:
                 on_trial(record, finished)
+    if reason == "converged" and converged not in study.user_attrs:
+        study.set_user_attr(converged, finished)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return StudyOutcome(
         study_name=config.study_name,

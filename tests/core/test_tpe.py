@@ -2,8 +2,8 @@
 
 import optuna
 import pytest
-from optuna.samplers._tpe import sampler as optuna_tpe
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.samplers._tpe import sampler as optuna_tpe
 
 from ffe_dagster.core.tpe import SplitOnceTPESampler
 
@@ -27,9 +27,7 @@ def _values(params: dict) -> tuple[list[float], list[float]]:
 
 
 def _run(sampler: optuna.samplers.BaseSampler, n: int, batch: int) -> list[dict]:
-    study = optuna.create_study(
-        directions=["maximize", "maximize", "minimize"], sampler=sampler
-    )
+    study = optuna.create_study(directions=["maximize", "maximize", "minimize"], sampler=sampler)
     drawn: list[dict] = []
     while len(drawn) < n:
         asked = [study.ask(DISTS) for _ in range(min(batch, n - len(drawn)))]
