@@ -14,7 +14,7 @@ export PYTHONWARNINGS := ignore::DeprecationWarning,ignore::UserWarning
 
 .PHONY: setup run run-full run-postgres test lint typecheck validate dev mlflow clean bench pg-server \
 	bench-ingest bench-postgres bench-cycle run-quick broker-server run-cluster dashboard \
-	dashboard-postgres bench-integrity replay
+	dashboard-postgres bench-integrity replay bench-optimization
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -71,6 +71,9 @@ test: lint typecheck validate pg-server broker-server
 
 bench: setup  ## engine throughput and the full curriculum vs the naive approach -> benchmarks/results/
 	$(BIN)/python -m benchmarks.bench_engine
+
+bench-optimization: setup  ## the Dagster optimization job vs the engine path, same bars and trials -> benchmarks/results/
+	$(BIN)/python -m benchmarks.bench_optimization
 
 bench-ingest: setup  ## backfill + incremental cycles from a local exchange at 10 req/s (~5 min) -> benchmarks/results/
 	$(BIN)/python -m benchmarks.bench_ingest

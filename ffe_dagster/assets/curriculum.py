@@ -1,8 +1,9 @@
 """The curriculum: one asset per level, all made by ``build_level_asset`` from curriculum.yaml."""
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from dagster import (
     AssetExecutionContext,
@@ -18,6 +19,7 @@ from ffe_dagster.core.convergence import best_feasible_so_far, trials_per_second
 from ffe_dagster.core.curriculum import CurriculumSpec, LevelSpec
 from ffe_dagster.core.datasets import StudyDataset, study_datasets
 from ffe_dagster.core.level_records import outcome_to_dict, trials_table
+from ffe_dagster.core.level_reuse import REUSE_KEY, reusable, reuse_key
 from ffe_dagster.core.levels import (
     LevelData,
     level_evaluator,
@@ -27,7 +29,7 @@ from ffe_dagster.core.levels import (
     skipped_level_result,
 )
 from ffe_dagster.core.metrics import spell_non_finite, split_non_finite
-from ffe_dagster.core.optimize import TrialRecord
+from ffe_dagster.core.optimize import TrialRecord, complete_trial_count
 from ffe_dagster.core.plots import StudyPlotData
 from ffe_dagster.core.study_identity import (
     BAR_COLUMNS,
@@ -64,7 +66,7 @@ def study_fingerprint(spec: LevelSpec, curriculum: CurriculumSpec, data: LevelDa
     )
 
 
-def _criteria_markdown(result: dict) -> str:
+def _criteria_markdown(result: Mapping[str, Any]) -> str:
     lines = ["| criterion | threshold | test value | passed |", "|---|---|---|---|"]
     for c in result["criteria"]:
         lines.append(f"| {c['name']} | {c['threshold']:g} | {c['value']:.3f} | {c['passed']} |")
@@ -96,6 +98,32 @@ def _datasets(
         validation_fraction=evaluator.validation_fraction,
         test_segments=test_segments,
     )
+
+
+def _level_metadata(result: Mapping[str, Any]) -> dict[str, Any]:
+    # The level's materialization metadata, from its stored result (a reused one too).
+    chosen = result["chosen"] or {}
+    tries = result.get("tries") or [{}]
+    return {
+        "passed": result["passed"],
+        "reused": bool(result.get("reused")),
+        "study_name": result["study_name"],
+        "trials": result["n_trials"],
+        "new_trials": result["new_trials"],
+        "feasible_trials": result["feasible_trials"],
+        "chosen_params": MetadataValue.json(chosen.get("params") or {}),
+        "validation": MetadataValue.json(spell_non_finite(chosen.get("validation") or {})),
+        "test": MetadataValue.json(spell_non_finite(result["test"])),
+        "pass_criteria": MetadataValue.md(_criteria_markdown(result)),
+        "parameter_shift_vs_previous": MetadataValue.json(result["parameter_shift"]),
+        "progression": MetadataValue.json(result["progression"]),
+        "tries": MetadataValue.json(result["tries"]),
+        "stop_reason": result["stop_reason"],
+        "study_seconds": round(float(tries[-1].get("seconds", 0.0)), 2),
+        "analysis": MetadataValue.json(spell_non_finite(result["analysis"])),
+        "segments": MetadataValue.json(result["segments"]),
+        "mlflow_run_id": result["mlflow_run_id"],
+    }
 
 
 def build_level_asset(
@@ -143,6 +171,31 @@ def build_level_asset(
             )
         fingerprint = study_fingerprint(spec, curriculum, data)
         study_name = f"{spec.asset}-{fingerprint}"
+        storage = optuna_storage.storage()
+        walk_forward_trials = curriculum.robustness.walk_forward_trials[trial_profile]
+        chain_trials = int((previous_result or {}).get("chain_trials", 0))
+        version = code_version(git_commit())
+        key = reuse_key(
+            spec,
+            curriculum,
+            study_name=study_name,
+            n_trials=n_trials,
+            walk_forward_trials=walk_forward_trials,
+            warm_start=warm.get("params"),
+            chain_trials=chain_trials,
+            code_version=version,
+        )
+        stored = warehouse.latest_level_result(spec.level)
+        if reusable(stored, key, complete_trial_count(study_name, storage)):
+            # Same study, same trials, same everything else: the same result, already logged to
+            # MLflow (its run holds the plots and tables). Stored again for this run's records.
+            result = {**(stored or {}), "new_trials": 0, "reused": True}
+            warehouse.save_level_result(spec.level, spec.asset, context.run.run_id, result)
+            context.log.info(
+                f"{spec.asset}: inputs and study unchanged ({result['n_trials']} trials); "
+                f"reusing its result, MLflow run {result['mlflow_run_id']}"
+            )
+            return MaterializeResult(metadata=_level_metadata(result))
         step = max(1, n_trials // 5)
         bar = TrialProgress(f"L{spec.level} {spec.name}", n_trials)
         finished_at: dict[int, float] = {}  # trial number -> clock, for the trial rate
@@ -159,13 +212,11 @@ def build_level_asset(
                 spec,
                 curriculum,
                 data,
-                study=level_study_config(
-                    curriculum, study_name, optuna_storage.storage(), n_trials
-                ),
+                study=level_study_config(curriculum, study_name, storage, n_trials),
                 warm_start=warm.get("params"),
                 on_trial=progress,
-                walk_forward_trials=curriculum.robustness.walk_forward_trials[trial_profile],
-                chain_trials=int((previous_result or {}).get("chain_trials", 0)),
+                walk_forward_trials=walk_forward_trials,
+                chain_trials=chain_trials,
             )
         finally:
             bar.close()
@@ -224,7 +275,7 @@ def build_level_asset(
             ),
             data_range=_data_range(outcome.segments),
             partition=context.partition_key if context.has_partition_key else "unpartitioned",
-            code_version=code_version(git_commit()),
+            code_version=version,
             data_fingerprint=fingerprint,
             cycle=cycle_ref(context.run.tags, context.run.run_id),
             datasets=_datasets(spec, curriculum, data),
@@ -235,30 +286,11 @@ def build_level_asset(
             ),
         )
         result["mlflow_run_id"] = run_id
+        result[REUSE_KEY] = key
         warehouse.save_level_result(spec.level, spec.asset, context.run.run_id, result)
         verdict = "passed" if outcome.passed else "did not pass"
         context.log.info(f"{spec.asset} {verdict}; MLflow run {run_id}")
-        return MaterializeResult(
-            metadata={
-                "passed": outcome.passed,
-                "study_name": study_name,
-                "trials": len(outcome.study.trials),
-                "new_trials": outcome.study.new_trials,
-                "feasible_trials": result["feasible_trials"],
-                "chosen_params": MetadataValue.json(chosen.get("params") or {}),
-                "validation": MetadataValue.json(spell_non_finite(chosen.get("validation") or {})),
-                "test": MetadataValue.json(spell_non_finite(outcome.test)),
-                "pass_criteria": MetadataValue.md(_criteria_markdown(result)),
-                "parameter_shift_vs_previous": MetadataValue.json(result["parameter_shift"]),
-                "progression": MetadataValue.json(result["progression"]),
-                "tries": MetadataValue.json(result["tries"]),
-                "stop_reason": outcome.study.stop_reason,
-                "study_seconds": round(outcome.study.seconds, 2),
-                "analysis": MetadataValue.json(spell_non_finite(result["analysis"])),
-                "segments": MetadataValue.json(result["segments"]),
-                "mlflow_run_id": run_id,
-            }
-        )
+        return MaterializeResult(metadata=_level_metadata(result))
 
     return _level
 

@@ -1,0 +1,50 @@
+"""The level reuse key changes with every input of a level's result besides its trials."""
+
+from dataclasses import replace
+
+from ffe_dagster.config import load_curriculum
+from ffe_dagster.core.level_reuse import REUSE_KEY, reusable, reuse_key
+from ffe_dagster.settings import PACKAGE_DIR
+
+CURRICULUM = load_curriculum(PACKAGE_DIR / "config" / "curriculum.yaml")
+SPEC = CURRICULUM.levels[0]
+BASE = {
+    "study_name": "level_1-abc",
+    "n_trials": 100,
+    "walk_forward_trials": 48,
+    "warm_start": {"fast_window": 10},
+    "chain_trials": 0,
+    "code_version": "0.1+abc",
+}
+
+
+def _key(**changes: object) -> str:
+    return reuse_key(SPEC, CURRICULUM, **{**BASE, **changes})  # type: ignore[arg-type]
+
+
+def test_every_input_changes_the_key() -> None:
+    base = _key()
+    assert base == _key()  # deterministic
+    changed = [
+        _key(study_name="level_1-def"),
+        _key(n_trials=101),
+        _key(walk_forward_trials=8),
+        _key(warm_start={"fast_window": 11}),
+        _key(chain_trials=100),
+        _key(code_version="0.1+def"),
+        reuse_key(replace(SPEC, pass_criteria={}), CURRICULUM, **BASE),  # type: ignore[arg-type]
+        reuse_key(SPEC, replace(CURRICULUM, holdout_days=CURRICULUM.holdout_days + 1), **BASE),  # type: ignore[arg-type]
+    ]
+    assert base not in changed and len(set(changed)) == len(changed)
+
+
+def test_a_result_is_reused_only_with_its_key_its_trials_and_its_mlflow_run() -> None:
+    key = _key()
+    stored = {REUSE_KEY: key, "n_trials": 100, "mlflow_run_id": "r1"}
+    assert reusable(stored, key, 100)
+    assert not reusable(stored, key, 101)  # a trial added since
+    assert not reusable(stored, key, None)  # the study is gone
+    assert not reusable(stored, _key(n_trials=150), 100)
+    assert not reusable({**stored, "mlflow_run_id": None}, key, 100)
+    assert not reusable({**stored, "skipped": True}, key, 100)
+    assert not reusable(None, key, 100)

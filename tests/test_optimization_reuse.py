@@ -1,0 +1,89 @@
+"""A level whose inputs and study did not change reuses its stored result: no trial, no
+recomputation, no second MLflow run; any change (here: a trial added to its study) runs it again.
+Real DuckDB warehouse, Optuna journal, MLflow store and Dagster materializations, on the bundled
+BTC/USDT hourly bars (the fixture of ``tests/test_study_workers.py``)."""
+
+import optuna
+from dagster import materialize
+from mlflow.tracking import MlflowClient
+
+from ffe_dagster.assets.curriculum import build_level_asset
+from ffe_dagster.config import load_curriculum, load_universe
+from ffe_dagster.resources.studies import OptunaStorageResource
+from ffe_dagster.resources.tracking import MlflowTrackingResource
+from ffe_dagster.resources.warehouse import WarehouseResource
+from ffe_dagster.settings import Settings
+from tests.test_study_workers import LEVEL, TRIALS, settings  # noqa: F401  (the fixture)
+
+
+def _materialize(settings: Settings) -> dict:  # noqa: F811
+    curriculum = load_curriculum(settings.curriculum_path)
+    asset = build_level_asset(
+        curriculum.levels[LEVEL - 1],
+        None,
+        curriculum,
+        load_universe(settings.universe_path),
+        "quick",
+    )
+    result = materialize(
+        [asset],
+        resources={
+            "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
+            "optuna_storage": OptunaStorageResource(url=settings.studies_url),
+            "mlflow_tracking": MlflowTrackingResource(
+                tracking_uri=settings.mlflow_tracking_uri,
+                artifact_dir=str(settings.mlflow_artifact_dir),
+                experiment=settings.mlflow_experiment,
+            ),
+        },
+    )
+    assert result.success
+    (event,) = result.asset_materializations_for_node(asset.key.path[-1])
+    return {k: getattr(v, "value", v) for k, v in event.metadata.items()}
+
+
+def _runs(settings: Settings) -> int:  # noqa: F811
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    experiment = client.get_experiment_by_name(settings.mlflow_experiment)
+    assert experiment is not None
+    # The level's runs (a cycle's parent run is logged beside them).
+    return len(client.search_runs([experiment.experiment_id], f"tags.level = '{LEVEL}'"))
+
+
+def test_an_unchanged_level_reuses_its_result_and_a_changed_study_runs_it_again(
+    settings: Settings,  # noqa: F811
+) -> None:
+    warehouse = WarehouseResource(path=str(settings.warehouse_path))
+    first = _materialize(settings)
+    assert (first["reused"], first["trials"]) == (False, TRIALS)
+    assert first["new_trials"] == TRIALS
+    stored = warehouse.latest_level_result(LEVEL)
+    assert stored is not None and stored["reuse_key"]
+    assert _runs(settings) == 1
+
+    second = _materialize(settings)
+    assert (second["reused"], second["new_trials"], second["trials"]) == (True, 0, TRIALS)
+    assert second["mlflow_run_id"] == first["mlflow_run_id"]
+    assert _runs(settings) == 1  # nothing logged again: the first run holds the same result
+    again = warehouse.latest_level_result(LEVEL)
+    assert again is not None and again["reused"] is True
+    for key in ("chosen", "test", "criteria", "progression", "analysis", "study_name"):
+        assert again[key] == stored[key]
+
+    # One more trial in the study (as a study worker adds them): the result is stale.
+    storage = OptunaStorageResource(url=settings.studies_url).storage()
+    study = optuna.load_study(study_name=stored["study_name"], storage=storage)
+    last = study.trials[-1]
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=last.params,
+            distributions=last.distributions,
+            values=last.values,
+            user_attrs=last.user_attrs,
+            system_attrs=last.system_attrs,  # its constraint values
+        )
+    )
+    third = _materialize(settings)
+    assert (third["reused"], third["trials"], third["new_trials"]) == (False, TRIALS + 1, 0)
+    assert third["mlflow_run_id"] != first["mlflow_run_id"]
+    assert _runs(settings) == 2
