@@ -1,9 +1,12 @@
 """``python -m ffe_dagster.cli run-cycle``: materialize the whole graph once, as ``make run`` does.
 
-The cycle runs as three Dagster runs in the project's instance (DAGSTER_HOME), exactly what the
-UI would launch: a single-run backfill of every bar partition, the regimes of every instrument,
-then the curriculum and promotion. Each run is visible afterwards in ``make dev``, with every
-Dagster event; the terminal shows progress bars and a summary (``-v`` adds Dagster's events).
+The cycle runs as up to three Dagster runs in the project's instance (DAGSTER_HOME), exactly
+what the UI would launch: a single-run backfill of the bar partitions that are due (changed
+since their last passing validation, or open; see ``ingest_plan``), the regimes of every
+instrument, then the curriculum and promotion. With nothing due there is no ingest run, and no
+regimes run while every instrument's regimes are materialized. Each run is visible afterwards
+in ``make dev``, with every Dagster event; the terminal shows progress bars and a summary
+(``-v`` adds Dagster's events).
 """
 
 import argparse
