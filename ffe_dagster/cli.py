@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from dagster import AssetKey, BetaWarning, DagsterInstance, Definitions, PreviewWarning
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    BetaWarning,
+    DagsterInstance,
+    Definitions,
+    PreviewWarning,
+)
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -150,13 +157,31 @@ def cycle_steps(
             **tags,
             **_range_tags(f"{first}|{instruments[0]}", f"{last}|{instruments[-1]}"),
         }
-    regimes_done = instance.get_materialized_partitions(AssetKey("market_regimes"))
-    if steps or not set(instruments) <= regimes_done:
+    if steps or not _regimes_current(instance, instruments):
         steps["regimes_job"] = {**tags, **_range_tags(instruments[0], instruments[-1])}
     else:
-        _say("regimes: bars unchanged and regimes materialized for every instrument, skipped")
+        _say("regimes: no bars ingested, every instrument's regimes newer than its bars, skipped")
     steps["optimization_job"] = tags
     return steps
+
+
+def _regimes_current(instance: DagsterInstance, instruments: Sequence[str]) -> bool:
+    """True when every instrument's regimes were materialized after the newest validated bars
+    (a regimes run that failed after an ingest leaves them older, and they are computed again)."""
+    bars = instance.get_latest_materialization_event(AssetKey("validated_bars"))
+    if bars is None:
+        return False
+    return all(
+        instance.fetch_materializations(
+            AssetRecordsFilter(
+                asset_key=AssetKey("market_regimes"),
+                asset_partitions=[instrument],
+                after_timestamp=bars.timestamp,
+            ),
+            limit=1,
+        ).records
+        for instrument in instruments
+    )
 
 
 def _say(line: str) -> None:

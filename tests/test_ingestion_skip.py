@@ -262,3 +262,18 @@ def test_the_open_window_is_refreshed_every_cycle(tmp_path: Path) -> None:
         newest = warehouse.last_bar("raw_bars", "BTC_USDT")
         assert newest is not None and newest[0] == datetime(2024, 6, 15, 12, tzinfo=UTC)
         assert date(2024, 6, 1) not in {s.date() for s in warehouse.partition_states("BTC_USDT")}
+
+
+def test_regimes_older_than_the_bars_are_computed_again(
+    cycle: tuple[Settings, DagsterInstance],
+) -> None:
+    settings, instance = cycle
+    _ingest(settings, instance)
+    assert list(cycle_steps(settings, instance, NOW)) == ["optimization_job"]
+    # Bars ingested again (a run from the UI, or a cycle whose regimes run then failed):
+    # nothing is due for ingest, but the regimes are older than the bars.
+    steps = cycle_steps(settings, instance, NOW, everything=True)
+    build_definitions(settings).resolve_job_def("ingest_job").execute_in_process(
+        instance=instance, tags=steps["ingest_job"]
+    )
+    assert list(cycle_steps(settings, instance, NOW)) == ["regimes_job", "optimization_job"]
