@@ -4,8 +4,10 @@ Each measurement is ``python -m ffe_dagster.cli run-cycle`` (what ``make run`` r
 process and its own temporary ``var/`` and ``DAGSTER_HOME``, timed from outside (wall, Python
 start and imports included; the install is not):
 
+0. ``startup``: the fixed costs every command pays: importing the package, building the
+   Definitions, ``dagster definitions validate``.
 1. ``fresh``: a fresh clone's first ``make run`` (empty stores, empty numba cache).
-2. ``again``: ``make run`` once more, no new bars.
+2. ``again``: ``make run`` once more, no new bars (no bar partition is due, so no ingest run).
 3. ``incremental``: the 6-hour cycle: the bundled history first loaded without its last 6 hours
    of bars, then the files complete again and ``run-cycle --incremental`` ingests the newest
    partition of every instrument (what the schedule requests), then regimes, curriculum and
@@ -16,10 +18,12 @@ start and imports included; the install is not):
 5. Dagster's bookkeeping of the first backfill (``ingest_job``): its wall minus the time inside
    the asset bodies (their ``compute_s`` metadata), on SQLite and on PostgreSQL.
 6. The optimization job against ``make bench``'s engine path on the same bars and trial counts.
-7. The partition grain: one instrument-year of bars ingested as day, week and month partitions.
+7. With ``--grains``: one instrument-year of bars ingested as day, week and month partitions.
 
-Results: ``benchmarks/results/cycle.json`` and ``cycle.md``. ``make test``'s time is not measured
-here (run it from a fresh clone).
+Every cycle is stopped after ``--timeout`` seconds (default 900) and recorded as timed out, so
+one run ends in bounded time: at most 6 cycles, the start-up probes and the engine path.
+Results: ``benchmarks/results/cycle.json`` and ``cycle.md``. ``make test``'s time is not
+measured here (run it from a fresh clone).
 """
 
 import argparse
@@ -30,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,29 +64,49 @@ def _load() -> str:
 
 
 def _cycle(
-    folder: Path, env: Mapping[str, str], *extra: str, postgres: bool = False
+    folder: Path,
+    env: Mapping[str, str],
+    *extra: str,
+    postgres: bool = False,
+    timeout_s: float | None = None,
 ) -> dict[str, Any]:
-    """One ``run-cycle`` in a child process; its report plus the wall seen from outside."""
+    """One ``run-cycle`` in a child process; its report plus the wall seen from outside (or,
+    past ``timeout_s``, the time it was given)."""
     report = folder / f"report-{time.monotonic_ns()}.json"
     command = [sys.executable, "-m", "ffe_dagster.cli", "run-cycle", "--report", str(report)]
     load = _load()
     started = time.monotonic()
-    if postgres:
-        from ffe_dagster.local_production import run_in_production_mode
+    try:
+        if postgres:
+            from ffe_dagster.local_production import run_in_production_mode
 
-        code = run_in_production_mode(folder / "production", [*command, *extra], env)
-    else:
-        code = subprocess.run(
-            [*command, *extra], env={**os.environ, **env}, cwd=PROJECT_DIR, check=False
-        ).returncode
+            code = run_in_production_mode(
+                folder / "production", [*command, *extra], env, timeout_s=timeout_s
+            )
+        else:
+            code = subprocess.run(
+                [*command, *extra],
+                env={**os.environ, **env},
+                cwd=PROJECT_DIR,
+                check=False,
+                timeout=timeout_s,
+            ).returncode
+    except subprocess.TimeoutExpired:
+        return {"timed_out_after_s": timeout_s, "load_before": load, "load_after": _load()}
     wall = time.monotonic() - started
     if code != 0:
         raise RuntimeError(f"run-cycle {' '.join(extra)} failed with exit code {code}")
-    out = json.loads(report.read_text())
+    return _run_record(json.loads(report.read_text()), wall, load, _load())
+
+
+def _run_record(out: Mapping[str, Any], wall: float, load: str, load_after: str) -> dict[str, Any]:
     return {
         "wall_s": round(wall, 1),
+        "cycle_s": round(out["cycle_s"], 1),
+        # interpreter start, imports, build_definitions, planning and the summary
+        "outside_runs_s": round(wall - sum(out["seconds"].values()), 1),
         "load_before": load,
-        "load_after": _load(),
+        "load_after": load_after,
         "steps_s": {k: round(v, 1) for k, v in out["seconds"].items()},
         "compute_s": {
             k: v if v is None else round(v, 1) for k, v in out["compute_seconds"].items()
@@ -90,6 +114,43 @@ def _cycle(
         "trials": {r["level"]: r["n_trials"] for r in out["level_results"]},
         "new_trials": {r["level"]: r.get("new_trials") for r in out["level_results"]},
     }
+
+
+def startup(env: Mapping[str, str]) -> dict[str, Any]:
+    """Seconds (wall, median of 3, each in a new interpreter) to import the package, to build
+    its Definitions, and for ``dagster definitions validate``."""
+    commands = {
+        "python_start_s": [sys.executable, "-c", "pass"],
+        "import_definitions_s": [sys.executable, "-c", "import ffe_dagster.definitions"],
+        "build_definitions_s": [
+            sys.executable,
+            "-c",
+            "from ffe_dagster.definitions import build_definitions; build_definitions()",
+        ],
+        "definitions_validate_s": [
+            str(Path(sys.executable).parent / "dagster"),
+            "definitions",
+            "validate",
+            "-w",
+            "workspace.yaml",
+        ],
+    }
+    out: dict[str, Any] = {"load_before": _load()}
+    for name, command in commands.items():
+        times = []
+        for _ in range(3):
+            started = time.monotonic()
+            subprocess.run(
+                command,
+                env={**os.environ, **env},
+                cwd=PROJECT_DIR,
+                check=True,
+                capture_output=True,
+            )
+            times.append(time.monotonic() - started)
+        out[name] = round(sorted(times)[1], 2)
+    out["load_after"] = _load()
+    return out
 
 
 def collect(root: Path) -> dict[str, Any]:
@@ -103,21 +164,9 @@ def collect(root: Path) -> dict[str, Any]:
         out = []
         for path in paths:
             rep = json.loads(path.read_text())
-            out.append(
-                {
-                    "wall_s": round(rep["cycle_s"], 1),
-                    "wall_note": "cycle_s inside the CLI (collected from a stopped run)",
-                    "load_before": load,
-                    "load_after": load,
-                    "steps_s": {k: round(v, 1) for k, v in rep["seconds"].items()},
-                    "compute_s": {
-                        k: v if v is None else round(v, 1)
-                        for k, v in rep["compute_seconds"].items()
-                    },
-                    "trials": {r["level"]: r["n_trials"] for r in rep["level_results"]},
-                    "new_trials": {r["level"]: r.get("new_trials") for r in rep["level_results"]},
-                }
-            )
+            record = _run_record(rep, rep["cycle_s"], load, load)
+            record["wall_note"] = "cycle_s inside the CLI (collected from a stopped run)"
+            out.append(record)
         return out
 
     r: dict[str, Any] = {
@@ -153,6 +202,8 @@ def _env(folder: Path, numba: Path) -> dict[str, str]:
 
 
 def _bookkeeping(run: Mapping[str, Any]) -> dict[str, Any]:
+    if "steps_s" not in run or "ingest_job" not in run["steps_s"]:
+        return {"not measured": "the cycle timed out or ran no ingest"}
     wall = run["steps_s"]["ingest_job"]
     body = run["compute_s"]["ingest_job"] or 0.0
     return {"ingest_wall_s": wall, "asset_bodies_s": body, "share": round(1 - body / wall, 3)}
@@ -171,15 +222,16 @@ def _truncated_samples(folder: Path, hours: int) -> Path:
     return samples
 
 
-def incremental(folder: Path, numba: Path) -> dict[str, Any]:
+def incremental(folder: Path, numba: Path, timeout_s: float) -> dict[str, Any]:
     """The history without its last 6 hours, then the 6-hour cycle once they arrive."""
     samples = _truncated_samples(folder, 6)
     env = {**_env(folder, numba), "FFE_SAMPLES_DIR": str(samples)}
-    first = _cycle(folder, env)
+    first = _cycle(folder, env, timeout_s=timeout_s)
     for name in os.listdir(SAMPLES):
         if name.endswith(".parquet"):
             shutil.copy(SAMPLES / name, samples / name)  # the 6 hours arrive
-    return {"backfill_without_last_6h": first, "cycle": _cycle(folder, env, "--incremental")}
+    cycle = _cycle(folder, env, "--incremental", timeout_s=timeout_s)
+    return {"backfill_without_last_6h": first, "cycle": cycle}
 
 
 def engine_path() -> dict[str, Any]:
@@ -232,18 +284,32 @@ def _markdown(r: dict[str, Any]) -> str:
         f"in cycle.json ({r.get('load_range', '?')} over this benchmark): the machine is shared "
         "with other processes, so every time here is inflated by them.",
         "",
-        "| what | wall (s) | steps (s) | load before/after | target |",
-        "|---|---|---|---|---|",
+        "| what | wall (s) | runs (s) | outside the runs (s) | load before/after | target |",
+        "|---|---|---|---|---|---|",
     ]
     for label, path, target in rows:
         run = _wall(r, *path)
-        if isinstance(run, Mapping):
+        if isinstance(run, Mapping) and "wall_s" in run:
             steps = ", ".join(f"{k} {v}" for k, v in run["steps_s"].items())
             load = f"{run['load_before']} / {run['load_after']}"
-            lines.append(f"| {label} | {run['wall_s']} | {steps} | {load} | {target} |")
+            outside = run.get("outside_runs_s", "")
+            lines.append(f"| {label} | {run['wall_s']} | {steps} | {outside} | {load} | {target} |")
+        elif isinstance(run, Mapping):
+            lines.append(
+                f"| {label} | timed out after {run['timed_out_after_s']} s | | | | {target} |"
+            )
         else:
-            lines.append(f"| {label} | not measured | | | {target} |")
+            lines.append(f"| {label} | not measured | | | | {target} |")
     lines.append("")
+    if "startup" in r:
+        up = r["startup"]
+        lines.append(
+            "- start-up, new interpreter each, median of 3 (load "
+            f"{up['load_before']} / {up['load_after']}): Python {up['python_start_s']} s, "
+            f"`import ffe_dagster.definitions` {up['import_definitions_s']} s, "
+            f"that and `build_definitions()` {up['build_definitions_s']} s, "
+            f"`dagster definitions validate` {up['definitions_validate_s']} s"
+        )
     for key, text in (
         ("postgres_ratio", "PostgreSQL / SQLite, both numba-warm"),
         ("bookkeeping", "Dagster's share of the first backfill (ingest_job wall - asset bodies)"),
@@ -281,9 +347,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="benchmarks.bench_cycle")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folders")
     parser.add_argument(
-        "--skip-grains",
+        "--grains",
         action="store_true",
-        help="leave out the partition-grain comparison (about 5 minutes; see bench_grain)",
+        help="also compare the partition grains (about 5 minutes; see bench_grain)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=900.0, help="seconds one cycle may take (default 900)"
     )
     parser.add_argument("--collect", type=Path, help="only collect a stopped --keep run's reports")
     args = parser.parse_args(argv)
@@ -292,50 +361,74 @@ def main(argv: list[str] | None = None) -> None:
         return
     root = Path(tempfile.mkdtemp(prefix="bench-cycle-"))
     numba = root / "numba_cache"  # empty: a fresh clone has compiled nothing yet
+    limit = args.timeout
     r: dict[str, Any] = {
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "targets": TARGETS,
+        "timeout_per_cycle_s": limit,
     }
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("start-up costs", lambda: r.update(startup=startup(_env(root / "startup", numba)))),
+        ("fresh make run", lambda: _fresh(r, root, numba, limit)),
+        (
+            "again",
+            lambda: r.update(
+                again=_cycle(root / "fresh", _env(root / "fresh", numba), timeout_s=limit)
+            ),
+        ),
+        (
+            "incremental 6-hour cycle",
+            lambda: r.update(incremental=incremental(root / "incremental", numba, limit)),
+        ),
+        (
+            "fresh, numba warm",
+            lambda: r.update(
+                fresh_warm=_cycle(root / "warm", _env(root / "warm", numba), timeout_s=limit)
+            ),
+        ),
+        ("postgres", lambda: _postgres(r, root, numba, limit)),
+        ("engine path", lambda: _optimization(r)),
+    ]
+    if args.grains:
+        steps.append(("partition grains", lambda: r.update(grains=grains(root / "grains"))))
     try:
-        print("fresh make run ...", file=sys.stderr, flush=True)
-        r["fresh"] = _cycle(root / "fresh", _env(root / "fresh", numba))
-        r["bookkeeping"] = {"sqlite": _bookkeeping(r["fresh"])}
-        _write(r)
-        print("again ...", file=sys.stderr, flush=True)
-        r["again"] = _cycle(root / "fresh", _env(root / "fresh", numba))
-        _write(r)
-        print("incremental 6-hour cycle ...", file=sys.stderr, flush=True)
-        r["incremental"] = incremental(root / "incremental", numba)
-        _write(r)
-        print("fresh, numba warm ...", file=sys.stderr, flush=True)
-        r["fresh_warm"] = _cycle(root / "warm", _env(root / "warm", numba))
-        _write(r)
-        print("postgres ...", file=sys.stderr, flush=True)
-        (root / "pg").mkdir()
-        pg_env = {"NUMBA_CACHE_DIR": str(numba), "FFE_TRIAL_PROFILE": "full"}
-        r["postgres"] = _cycle(root / "pg", pg_env, postgres=True)
-        r["postgres_ratio"] = round(r["postgres"]["wall_s"] / r["fresh_warm"]["wall_s"], 3)
-        r["bookkeeping"]["postgres"] = _bookkeeping(r["postgres"])
-        _write(r)
-        print("engine path ...", file=sys.stderr, flush=True)
-        engine = engine_path()
-        job = r["fresh_warm"]["steps_s"]["optimization_job"]
-        r["optimization"] = {
-            "job_s": job,
-            "engine_s": engine["seconds"],
-            "trials": engine["trials"],
-            "ratio": round(job / engine["seconds"], 3),
-        }
-        _write(r)
-        if not args.skip_grains:
-            print("partition grains ...", file=sys.stderr, flush=True)
-            r["grains"] = grains(root / "grains")
+        for label, step in steps:
+            print(f"{label} ...", file=sys.stderr, flush=True)
+            step()
             _write(r)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     print(_markdown(r))
+
+
+def _fresh(r: dict[str, Any], root: Path, numba: Path, limit: float) -> None:
+    r["fresh"] = _cycle(root / "fresh", _env(root / "fresh", numba), timeout_s=limit)
+    r["bookkeeping"] = {"sqlite": _bookkeeping(r["fresh"])}
+
+
+def _postgres(r: dict[str, Any], root: Path, numba: Path, limit: float) -> None:
+    (root / "pg").mkdir()
+    pg_env = {"NUMBA_CACHE_DIR": str(numba), "FFE_TRIAL_PROFILE": "full"}
+    r["postgres"] = _cycle(root / "pg", pg_env, postgres=True, timeout_s=limit)
+    if "wall_s" in r["postgres"] and "wall_s" in r.get("fresh_warm", {}):
+        r["postgres_ratio"] = round(r["postgres"]["wall_s"] / r["fresh_warm"]["wall_s"], 3)
+    r.setdefault("bookkeeping", {})["postgres"] = _bookkeeping(r["postgres"])
+
+
+def _optimization(r: dict[str, Any]) -> None:
+    job = r.get("fresh_warm", {}).get("steps_s", {}).get("optimization_job")
+    if job is None:
+        r["optimization"] = "not measured: the warm fresh cycle timed out"
+        return
+    engine = engine_path()
+    r["optimization"] = {
+        "job_s": job,
+        "engine_s": engine["seconds"],
+        "trials": engine["trials"],
+        "ratio": round(job / engine["seconds"], 3),
+    }
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """``python -m ffe_dagster.cli run-cycle``: materialize the whole graph once, as ``make run`` does.
 
-The cycle runs as three Dagster runs in the project's instance (DAGSTER_HOME), exactly what the
-UI would launch: a single-run backfill of every bar partition, the regimes of every instrument,
-then the curriculum and promotion. Each run is visible afterwards in ``make dev``, with every
-Dagster event; the terminal shows progress bars and a summary (``-v`` adds Dagster's events).
+The cycle runs as up to three Dagster runs in the project's instance (DAGSTER_HOME), exactly
+what the UI would launch: a single-run backfill of the bar partitions that are due (changed
+since their last passing validation, or open; see ``ingest_plan``), the regimes of every
+instrument, then the curriculum and promotion. With nothing due there is no ingest run, and no
+regimes run while every instrument's regimes are materialized. Each run is visible afterwards
+in ``make dev``, with every Dagster event; the terminal shows progress bars and a summary
+(``-v`` adds Dagster's events).
 """
 
 import argparse
@@ -19,15 +22,24 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from dagster import BetaWarning, DagsterInstance, Definitions, PreviewWarning
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    BetaWarning,
+    DagsterInstance,
+    Definitions,
+    PreviewWarning,
+)
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from ffe_dagster.config import load_curriculum, load_universe
+from ffe_dagster.config import Universe, load_curriculum, load_universe
 from ffe_dagster.definitions import EXPORT_FILE, build_definitions
+from ffe_dagster.ingest_plan import plan_ingest
 from ffe_dagster.partitions import DATE_DIM, INSTRUMENT_DIM, bar_partitions
+from ffe_dagster.resources.market_data import market_data_resource
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.warehouse import WarehouseResource
 from ffe_dagster.schedules import cycle_windows
@@ -77,35 +89,23 @@ def run_cycle(
     *,
     verbose: bool = False,
     incremental: bool = False,
+    everything: bool = False,
 ) -> dict:
     """Materialize every asset once; return run ids, step times, level outcomes and the export
-    path. ``incremental`` ingests only what the cycle schedule would (the newest window of
-    every instrument, see ``cycle_windows``) instead of the whole history."""
+    path. The ingest requests only the bar partitions that changed since their last passing
+    validation, and the open one (``plan_ingest``); ``incremental`` requests what the cycle
+    schedule would (the newest window of every instrument, see ``cycle_windows``) and
+    ``everything`` the whole history. When no partition is due, the ingest run is not launched,
+    nor the regimes run if every instrument's regimes are already materialized."""
     defs = build_definitions(settings)
-    bars_partitions = bar_partitions(load_universe(settings.universe_path))
-    keys = bars_partitions.get_partition_keys()
-    windows = bars_partitions.get_partitions_def_for_dimension(DATE_DIM).get_partition_keys()
-    if incremental:
-        windows = cycle_windows(bars_partitions, datetime.now(UTC))
-    instruments = bars_partitions.get_partitions_def_for_dimension(
-        INSTRUMENT_DIM
-    ).get_partition_keys()
-    print(
-        f"cycle: {len(windows)} time windows x {len(instruments)} instruments "
-        f"(of {len(keys)} bar partitions)",
-        file=sys.stderr,
-        flush=True,
+    steps = cycle_steps(
+        settings,
+        instance,
+        datetime.now(UTC),
+        trigger,
+        incremental=incremental,
+        everything=everything,
     )
-    # The CLI drives every step itself, so the cycle chain sensor must not start them again.
-    tags = {"ffe/trigger": trigger, "ffe/no_chain": "1"}
-    steps = {
-        "ingest_job": {
-            **tags,
-            **_range_tags(f"{windows[0]}|{instruments[0]}", f"{windows[-1]}|{instruments[-1]}"),
-        },
-        "regimes_job": {**tags, **_range_tags(instruments[0], instruments[-1])},
-        "optimization_job": tags,
-    }
     timings = {job: _execute(defs, job, instance, t, verbose) for job, t in steps.items()}
     warehouse = WarehouseResource(path=str(settings.warehouse_path))
     levels = [
@@ -128,6 +128,93 @@ def run_cycle(
         "level_results": levels,
         "export": str(settings.export_dir / EXPORT_FILE),
     }
+
+
+def cycle_steps(
+    settings: Settings,
+    instance: DagsterInstance,
+    now: datetime,
+    trigger: str = "manual",
+    *,
+    incremental: bool = False,
+    everything: bool = False,
+) -> dict[str, dict[str, str]]:
+    """The runs a cycle at ``now`` launches, in order, each job with its tags: the ingest over
+    the partitions that are due (none: no ingest run), the regimes (left out when nothing was
+    ingested and every instrument's regimes are materialized), the optimization."""
+    universe = load_universe(settings.universe_path)
+    instruments = (
+        bar_partitions(universe)
+        .get_partitions_def_for_dimension(INSTRUMENT_DIM)
+        .get_partition_keys()
+    )
+    first, last = _ingest_range(settings, universe, instance, now, incremental, everything)
+    # The CLI drives every step itself, so the cycle chain sensor must not start them again.
+    tags = {"ffe/trigger": trigger, "ffe/no_chain": "1"}
+    steps: dict[str, dict[str, str]] = {}
+    if first is not None and last is not None:
+        steps["ingest_job"] = {
+            **tags,
+            **_range_tags(f"{first}|{instruments[0]}", f"{last}|{instruments[-1]}"),
+        }
+    if steps or not _regimes_current(instance, instruments):
+        steps["regimes_job"] = {**tags, **_range_tags(instruments[0], instruments[-1])}
+    else:
+        _say("regimes: no bars ingested, every instrument's regimes newer than its bars, skipped")
+    steps["optimization_job"] = tags
+    return steps
+
+
+def _regimes_current(instance: DagsterInstance, instruments: Sequence[str]) -> bool:
+    """True when every instrument's regimes were materialized after the newest validated bars
+    (a regimes run that failed after an ingest leaves them older, and they are computed again)."""
+    bars = instance.get_latest_materialization_event(AssetKey("validated_bars"))
+    if bars is None:
+        return False
+    return all(
+        instance.fetch_materializations(
+            AssetRecordsFilter(
+                asset_key=AssetKey("market_regimes"),
+                asset_partitions=[instrument],
+                after_timestamp=bars.timestamp,
+            ),
+            limit=1,
+        ).records
+        for instrument in instruments
+    )
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _ingest_range(
+    settings: Settings,
+    universe: Universe,
+    instance: DagsterInstance,
+    now: datetime,
+    incremental: bool,
+    everything: bool,
+) -> tuple[str | None, str | None]:
+    """The first and last time window the ingest run requests (every instrument of each), or
+    (None, None) when nothing is due."""
+    bars_partitions = bar_partitions(universe)
+    windows = bars_partitions.get_partitions_def_for_dimension(DATE_DIM).get_partition_keys()
+    n = len(bars_partitions.get_partition_keys())
+    if incremental or everything:
+        if incremental:
+            windows = cycle_windows(bars_partitions, now)
+        _say(f"ingest: windows {windows[0]} .. {windows[-1]} of {n} bar partitions requested")
+        return windows[0], windows[-1]
+    plan = plan_ingest(
+        universe,
+        WarehouseResource(path=str(settings.warehouse_path)),
+        market_data_resource(universe, settings.samples_dir),
+        materialized=instance.get_materialized_partitions(AssetKey("validated_bars")),
+        now=now,
+    )
+    _say(plan.describe())
+    return plan.first_window, plan.last_window
 
 
 def regime_lines(
@@ -189,6 +276,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="ingest only the newest window of every instrument, as the 6-hour schedule does",
     )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        dest="everything",
+        help="ingest every bar partition again, changed or not",
+    )
     parser.add_argument("--report", type=Path, help="also write the cycle's report here (JSON)")
     args = parser.parse_args(argv)
     if not args.verbose:
@@ -201,7 +294,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings.from_env()
     started = time.monotonic()
     with DagsterInstance.get() as instance:
-        report = run_cycle(settings, instance, verbose=args.verbose, incremental=args.incremental)
+        report = run_cycle(
+            settings,
+            instance,
+            verbose=args.verbose,
+            incremental=args.incremental,
+            everything=args.everything,
+        )
     seconds = time.monotonic() - started
     with open(report["export"]) as fh:
         export = json.load(fh)

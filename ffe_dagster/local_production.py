@@ -60,9 +60,15 @@ def prepare(server: PostgresServer, var_dir: Path) -> dict[str, str]:
 
 
 def run_in_production_mode(
-    var_dir: Path, command: Sequence[str], extra_env: Mapping[str, str] | None = None
+    var_dir: Path,
+    command: Sequence[str],
+    extra_env: Mapping[str, str] | None = None,
+    timeout_s: float | None = None,
 ) -> int:
-    """Start the private server, run ``command`` with the production environment, stop it."""
+    """Start the private server, run ``command`` with the production environment, stop it.
+
+    With ``timeout_s`` a command still running then is killed and ``TimeoutExpired`` raised
+    (the server is stopped all the same)."""
     var_dir.mkdir(parents=True, exist_ok=True)
     print(f"production mode: PostgreSQL cluster in {var_dir / 'postgres'}", flush=True)
     with running_postgres(var_dir / "postgres") as server:
@@ -73,7 +79,9 @@ def run_in_production_mode(
         )
         env = {**os.environ, **prepare(server, var_dir), **(extra_env or {})}
         started = time.monotonic()
-        code = subprocess.run(list(command), env=env, cwd=PROJECT_DIR, check=False).returncode
+        code = subprocess.run(
+            list(command), env=env, cwd=PROJECT_DIR, check=False, timeout=timeout_s
+        ).returncode
         print(f"production mode: finished in {time.monotonic() - started:.0f}s", flush=True)
         return code
 

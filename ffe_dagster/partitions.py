@@ -128,5 +128,17 @@ def windows_by_instrument(
     return windows
 
 
+def split_windows(start: datetime, end: datetime, grain: str) -> list[tuple[datetime, datetime]]:
+    """``[start, end)`` cut at the ``grain`` windows' boundaries: one piece per partition
+    (the first and last clipped to ``start`` and ``end``)."""
+    pieces: list[tuple[datetime, datetime]] = []
+    a = start
+    while a < end:
+        b = min(_midnight(next_window(window_start(a.date(), grain), grain)), end)
+        pieces.append((a, b))
+        a = b
+    return pieces
+
+
 def _midnight(d: date) -> datetime:
     return datetime(d.year, d.month, d.day, tzinfo=UTC)

@@ -44,9 +44,10 @@ from ffe_dagster.assets.ingestion_checks import (
 )
 from ffe_dagster.config import Universe
 from ffe_dagster.core.bars import floor_time, interval_to_timedelta
+from ffe_dagster.core.partition_state import PartitionState, bars_fingerprint, rules_key
 from ffe_dagster.core.resample import resample_bars
 from ffe_dagster.core.validation import ValidationResult, validate_bars
-from ffe_dagster.partitions import windows_by_instrument
+from ffe_dagster.partitions import split_windows, windows_by_instrument
 from ffe_dagster.resources.market_data import MarketDataResource
 from ffe_dagster.resources.warehouse import WarehouseResource
 from ffe_dagster.sources.base import SourceError
@@ -217,10 +218,24 @@ def build_ingestion_assets(
                     warehouse, universe, key, start, end, result, cutoff, context.run.run_id
                 )
                 tally.add(key, result)
-                for partition in failing_gap_partitions(
+                gap_failures = failing_gap_partitions(
                     result, key, step, config.max_open_gap, universe.partition_grain
-                ):
+                )
+                for partition in gap_failures:
                     tally.fail(SPACING_CHECK, partition)
+                passed = (
+                    result.suite_success_on_valid
+                    and result.quarantine_fraction <= universe.validation.max_quarantine_fraction
+                    and not gap_failures
+                    and (result.staleness is None or result.staleness.fresh)
+                )
+                warehouse.record_partition_states(
+                    key,
+                    start,
+                    end,
+                    _partition_states(universe, key, raw, start, end, now) if passed else [],
+                    context.run.run_id,
+                )
             mine = tally.by_instrument.get(key, {})
             context.log.info(
                 f"validated_bars {key}: {mine.get('rows_checked', 0)} rows checked, "
@@ -231,6 +246,30 @@ def build_ingestion_assets(
         )
 
     return [raw_bars, validated_bars]
+
+
+def _partition_states(
+    universe: Universe,
+    key: str,
+    raw: pl.DataFrame,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+) -> list[PartitionState]:
+    """What this validation saw, per closed partition of ``[start, end)`` (the window passed
+    every check): the cycle planner (``ffe_dagster.ingest_plan``) skips these until they change.
+    """
+    rules = rules_key(
+        universe.validation_config(key), universe.derived_intervals(key), universe.bar_interval
+    )
+    source = source_kind(universe.source_spec(key))
+    states: list[PartitionState] = []
+    for a, b in split_windows(start, end, universe.partition_grain):
+        if b > now:
+            continue  # the open partition is refreshed by every cycle anyway
+        bars = raw.filter((pl.col("ts") >= a) & (pl.col("ts") < b))
+        states.append(PartitionState(key, a, b, source, bars_fingerprint(bars), rules, bars.height))
+    return states
 
 
 def _store_validated(

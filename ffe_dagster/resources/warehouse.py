@@ -23,6 +23,7 @@ import polars as pl
 from dagster import ConfigurableResource, get_dagster_logger
 
 from ffe_dagster.core.bars import OHLCV_SCHEMA
+from ffe_dagster.core.partition_state import PartitionState
 
 # Strict JSON has no infinity (a profit factor without losses is inf): such floats are stored as
 # {"$float": "inf"} / {"$float": "-inf"} / {"$float": "nan"} and read back as floats.
@@ -80,6 +81,12 @@ _DDL = (
     "CREATE TABLE IF NOT EXISTS ingest_progress (instrument VARCHAR NOT NULL, day DATE NOT NULL, "
     "source VARCHAR NOT NULL, bars INTEGER NOT NULL, fetched_until TIMESTAMPTZ NOT NULL, "
     "fetched_at TIMESTAMPTZ NOT NULL, run_id VARCHAR, PRIMARY KEY (instrument, day))",
+    # Per bar partition: what its last passing validation saw (``core.partition_state``), so a
+    # cycle requests only partitions whose bars or rules changed.
+    "CREATE TABLE IF NOT EXISTS partition_state (instrument VARCHAR NOT NULL, "
+    "window_start TIMESTAMPTZ NOT NULL, window_end TIMESTAMPTZ NOT NULL, source VARCHAR NOT NULL, "
+    "raw_fingerprint VARCHAR NOT NULL, rules_key VARCHAR NOT NULL, rows INTEGER NOT NULL, "
+    "validated_at TIMESTAMPTZ NOT NULL, run_id VARCHAR, PRIMARY KEY (instrument, window_start))",
 )
 _DAY = timedelta(days=1)
 # DuckDB's message when another process holds the file (an IOException); any other error of
@@ -374,6 +381,57 @@ class WarehouseResource(ConfigurableResource):
         with self.connect() as con:
             row = con.execute(f"SELECT count(*) FROM {table} {where}", params).fetchone()
         return int(row[0]) if row else 0
+
+    def record_partition_states(
+        self,
+        instrument: str,
+        start: datetime,
+        end: datetime,
+        states: list[PartitionState],
+        run_id: str | None,
+    ) -> None:
+        """Replace the partition states of ``instrument`` with a window start in ``[start,
+        end)`` by ``states`` (none: the window did not pass, so it stays due for ingest)."""
+        frame = pl.DataFrame(
+            [
+                {
+                    "window_start": s.window_start,
+                    "window_end": s.window_end,
+                    "source": s.source,
+                    "raw_fingerprint": s.raw_fingerprint,
+                    "rules_key": s.rules_key,
+                    "rows": s.rows,
+                    "validated_at": datetime.now(UTC),
+                    "run_id": run_id,
+                }
+                for s in states
+            ],
+            schema={
+                "window_start": pl.Datetime("us", "UTC"),
+                "window_end": pl.Datetime("us", "UTC"),
+                "source": pl.Utf8,
+                "raw_fingerprint": pl.Utf8,
+                "rules_key": pl.Utf8,
+                "rows": pl.Int64,
+                "validated_at": pl.Datetime("us", "UTC"),
+                "run_id": pl.Utf8,
+            },
+        )
+        self._replace(
+            "partition_state",
+            instrument,
+            "window_start >= ? AND window_start < ?",
+            [instrument, start, end],
+            frame,
+        )
+
+    def partition_states(self, instrument: str) -> dict[datetime, PartitionState]:
+        """The recorded state of every bar partition of ``instrument``, by window start."""
+        frame = self.read_table(
+            "SELECT * EXCLUDE (validated_at, run_id) FROM partition_state WHERE instrument = ?",
+            [instrument],
+        )
+        return {row["window_start"]: PartitionState(**row) for row in frame.iter_rows(named=True)}
 
     def replace_regimes(self, instrument: str, frame: pl.DataFrame) -> int:
         """Replace the whole regime history of ``instrument``."""
