@@ -21,7 +21,9 @@ $(UV):
 	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
 
 $(STAMP): uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen --python $(PYTHON)
+	# Bytecode is compiled at install: with PYTHONDONTWRITEBYTECODE set (as on CI machines) every
+	# process would otherwise recompile every module it imports.
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
 	touch $(STAMP)
 
 setup: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
