@@ -15,6 +15,7 @@ from ffe_dagster.core.evaluation import Params
 from ffe_dagster.core.levels import choose_candidates
 from ffe_dagster.core.metrics import Metrics
 from ffe_dagster.core.optimize import StudyOutcome, TrialRecord
+from ffe_dagster.core.study_identity import study_identity
 from ffe_dagster.settings import PROJECT_DIR
 
 CURRICULUM = PROJECT_DIR / "ffe_dagster" / "config" / "curriculum.yaml"
@@ -102,3 +103,21 @@ def test_plateau_parses_and_bad_values_are_refused(tmp_path: Path) -> None:
 def test_an_unknown_rule_on_a_hand_built_spec_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown selection rule 'median'"):
         choose_candidates(_validate([]), _outcome(), _spec("median"))
+
+
+def test_the_rule_is_not_part_of_a_study_identity() -> None:
+    spec = load_curriculum(CURRICULUM)
+    level = spec.levels[0]
+
+    def identity(selection: str) -> str:
+        chosen = replace(spec, selection=selection)
+        return study_identity(
+            level, chosen, bars={"X": "b"}, regimes={"X": "r"}, signal_file_sha256=None
+        )
+
+    assert identity("best") == identity("plateau")
+    # while an input of the trials does change it (the check can fail)
+    seeded = replace(spec, seed=spec.seed + 1)
+    assert identity("best") != study_identity(
+        level, seeded, bars={"X": "b"}, regimes={"X": "r"}, signal_file_sha256=None
+    )
