@@ -81,7 +81,7 @@ bench-ingest: setup  ## backfill + incremental cycles from a local exchange at 1
 	$(BIN)/python -m benchmarks.bench_ingest
 
 replay: setup  ## the system's cycles replayed monthly over 2022-01..2024-06 (quick trials) -> benchmarks/results/replay.*
-	$(BIN)/python -m ffe_dagster.replay --start 2022-01-01 --end 2024-07-01 --every monthly --profile quick $(ARGS)
+	$(BIN)/python -m ffe_dagster.replay --start 2022-01-01 --end 2024-07-01 --every monthly --profile quick --selection best plateau $(ARGS)
 
 bench-cycle: setup pg-server  ## make run fresh/again/incremental, run-postgres, bookkeeping, grains -> benchmarks/results/
 	$(BIN)/python -m benchmarks.bench_cycle $(ARGS)

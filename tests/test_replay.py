@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 from dagster import materialize
 
@@ -182,3 +183,31 @@ def test_a_replay_never_sees_a_bar_at_or_after_its_cycle_and_resumes(
         config, CURRICULUM, UNIVERSE, history, on_cycle=lambda i, n, r, s: seen.append((i, s))
     )
     assert resumed == whole and seen == [(0, True), (1, False)]
+
+
+def test_selection_rules_share_studies_but_never_a_cycle_record(
+    history: LevelData, tmp_path: Path
+) -> None:
+    studies = tmp_path / "optuna" / "studies.journal"
+    config = ReplayConfig(
+        start=T,
+        end=datetime(2022, 5, 1, tzinfo=UTC),
+        every=Cadence.MONTHLY,
+        folder=tmp_path / "replay",
+        studies=studies,
+    )
+    best = run_replay(config, replace(CURRICULUM, selection="best"), UNIVERSE, history)
+    names = set(optuna.get_all_study_names(open_storage(f"journal:///{studies}")))
+    assert names  # the levels' studies are in the shared journal
+    seen: list[tuple[int, bool]] = []
+    plateau = run_replay(
+        config,
+        replace(CURRICULUM, selection="plateau"),
+        UNIVERSE,
+        history,
+        on_cycle=lambda i, n, r, s: seen.append((i, s)),
+    )
+    # best's stored record is not taken for plateau's cycle: the rule is part of its key ...
+    assert seen == [(0, False)] and plateau[0]["key"] != best[0]["key"]
+    # ... while the studies are the same ones (the rule is not part of a study's identity)
+    assert set(optuna.get_all_study_names(open_storage(f"journal:///{studies}"))) == names

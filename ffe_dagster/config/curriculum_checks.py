@@ -8,6 +8,7 @@ from typing import Any
 from ffe_dagster.config.errors import Problems
 from ffe_dagster.core.curriculum import (
     PASS_CRITERIA,
+    SELECTION_RULES,
     Constraints,
     CurriculumSpec,
     LevelSpec,
@@ -176,6 +177,9 @@ def curriculum_problems(spec: CurriculumSpec, raw: Mapping[str, Any]) -> list[st
     p.at_least("holdout_days", spec.holdout_days, 0)
     p.at_least("min_segment_bars", spec.min_segment_bars, 2)
     p.at_least("seed", spec.seed, 0)
+    p.one_of("selection", spec.selection, SELECTION_RULES)
+    if not 0.0 < spec.plateau_fraction < 1.0:
+        p.add(f"plateau_fraction must be in (0, 1), got {spec.plateau_fraction:g}")
     _constraints(p, spec.constraints)
     _parameters(p, spec, raw)
     _optimizer(p, spec.optimizer)

@@ -128,10 +128,19 @@ class CurriculumSpec:
     # Bars before it are the train/validation era, bars from it to the hold-out the test era
     # (docs/eras.md). Empty: no eras (only for code that builds a spec by hand).
     test_era_start: Mapping[str, datetime] = field(default_factory=dict)
+    # How a level picks its validation candidate among the study's Pareto front (SELECTION_RULES):
+    # "best" the top validation Sharpe, "plateau" the set whose neighbourhood (each numeric
+    # parameter moved by ``plateau_fraction`` of its range) keeps the best mean validation Sharpe.
+    # It changes the choice after the study, not the trials: not part of the study identity.
+    selection: str = "best"
+    plateau_fraction: float = 0.05
 
     def era_start(self, instrument: str) -> datetime | None:
         """The first instant of ``instrument``'s test era, or None without eras."""
         return self.test_era_start.get(instrument, self.test_era_start.get("*"))
+
+
+SELECTION_RULES = ("best", "plateau")
 
 
 def _day_start(value: date | str) -> datetime:
@@ -149,6 +158,14 @@ def _test_era(raw: Mapping[str, Any]) -> dict[str, datetime]:
     out = {"*": _day_start(raw["start"])}
     out.update({str(k): _day_start(v) for k, v in (raw.get("instruments") or {}).items()})
     return out
+
+
+def _number(raw: Mapping[str, Any], key: str, default: float) -> float:
+    value = raw.get(key, default)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be a number, got {value!r}") from None
 
 
 def parse_curriculum(raw: Mapping[str, Any]) -> CurriculumSpec:
@@ -215,6 +232,8 @@ def parse_curriculum(raw: Mapping[str, Any]) -> CurriculumSpec:
             signal_file=(raw.get("strategy_options") or {}).get("path"),
             strategy_options=dict(raw.get("strategy_options") or {}),
             test_era_start=_test_era(raw["test_era"]),
+            selection=str(raw.get("selection", "best")),
+            plateau_fraction=_number(raw, "plateau_fraction", 0.05),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"invalid curriculum configuration: {exc!r}") from exc

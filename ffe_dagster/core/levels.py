@@ -34,14 +34,16 @@ from ffe_dagster.core.level_robustness import (
     walk_forward,
 )
 from ffe_dagster.core.lookahead import lookahead_analysis
+from ffe_dagster.core.metrics import Metrics
 from ffe_dagster.core.optimize import (
+    BatchObjective,
     StudyConfig,
     StudyOutcome,
     TrialRecord,
     run_study,
 )
 from ffe_dagster.core.progression import Decision, Progression, decide, next_trial_count
-from ffe_dagster.core.selection import Candidate, rank_on_validation
+from ffe_dagster.core.selection import Candidate, rank_by_plateau, rank_on_validation
 from ffe_dagster.core.strategies import EntryStrategy, get_strategy
 
 MAX_CANDIDATES = 5
@@ -135,16 +137,41 @@ def entry_strategy(curriculum: CurriculumSpec) -> EntryStrategy:
     return get_strategy(curriculum.strategy, signal_file=path)
 
 
-def _choose(
-    evaluator: LevelEvaluator, outcome: StudyOutcome, curriculum: CurriculumSpec
+def choose_candidates(
+    validate: BatchObjective, outcome: StudyOutcome, curriculum: CurriculumSpec
 ) -> list[Candidate]:
+    """The study's Pareto candidates in the order the curriculum's selection rule prefers them
+    (at most ``MAX_CANDIDATES``), judged only by ``validate``: ``run_level`` passes the
+    level's validation-period objective, so the test era and the hold-out play no part.
+
+    ``best``: feasible on validation first, then validation Sharpe (``rank_on_validation``).
+    ``plateau``: the same candidates re-ordered by the mean validation Sharpe of each one and
+    its neighbourhood (``rank_by_plateau``), so a lone spike whose neighbours collapse falls
+    behind a broad plateau.
+    """
     share = curriculum.validation_fraction / curriculum.train_fraction
-    return rank_on_validation(
+    ranked = rank_on_validation(
         outcome,
-        lambda batch: evaluator.evaluate_many(batch, Period.VALIDATION),
+        validate,
         curriculum.constraints,
         min_validation_trades=max(5, int(curriculum.constraints.min_trades * share)),
-    )[:MAX_CANDIDATES]
+    )
+    if curriculum.selection == "plateau":
+        # Every candidate's neighbours are scored in one batched call of ``validate``.
+        scores = rank_by_plateau(
+            ranked, validate, curriculum.parameters, fraction=curriculum.plateau_fraction
+        )
+        ranked = [s.candidate for s in scores]
+    elif curriculum.selection != "best":
+        raise ValueError(f"unknown selection rule {curriculum.selection!r}")
+    return ranked[:MAX_CANDIDATES]
+
+
+def _validation(evaluator: LevelEvaluator) -> BatchObjective:
+    def validate(batch: Sequence[Params]) -> Sequence[Metrics]:
+        return evaluator.evaluate_many(batch, Period.VALIDATION)
+
+    return validate
 
 
 def level_study_config(
@@ -307,7 +334,7 @@ def run_level(
             warm_start=warm_start,
             on_trial=on_trial,
         )
-        candidates = _choose(evaluator, outcome, curriculum)
+        candidates = choose_candidates(_validation(evaluator), outcome, curriculum)
         chosen = candidates[0] if candidates else None
         shift = parameter_shift(
             warm_start, chosen.params if chosen else None, curriculum.parameters

@@ -1,24 +1,36 @@
 """``python -m ffe_dagster.replay --start 2022-01-01 --end 2024-06-01 --every monthly``.
 
 Replays the system's cycles over the bundled history (or the validated bars of a warehouse,
-``--warehouse``), resumable in ``--folder``, and writes the report to ``--out``
+``--warehouse``), once per ``--selection`` rule (the curriculum's own by default; ``--selection
+best plateau`` replays both on the same history, sharing their Optuna studies), resumable in
+``--folder``, and writes one report of all of them side by side to ``--out``
 (``benchmarks/results`` by default) and to MLflow experiment ``ffe_replay``.
 """
 
 import argparse
 import os
 import time
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from datetime import time as clock
 from pathlib import Path
+from typing import Any
 
 from ffe_dagster.assets.loading import load_level_data
-from ffe_dagster.config import load_curriculum, load_universe
+from ffe_dagster.config import Universe, load_curriculum, load_universe
+from ffe_dagster.core.curriculum import SELECTION_RULES, CurriculumSpec
+from ffe_dagster.core.eras import LevelData
 from ffe_dagster.core.levels import entry_strategy
 from ffe_dagster.core.replay import Cadence
 from ffe_dagster.core.replay_equity import Trading
 from ffe_dagster.replay.driver import ReplayConfig, bundled_history, history_of, run_replay
-from ffe_dagster.replay.report import EXPERIMENT, build_report, write_report
+from ffe_dagster.replay.report import (
+    EXPERIMENT,
+    RuleCurve,
+    build_report,
+    combine_selections,
+    write_report,
+)
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.warehouse import WarehouseResource
 from ffe_dagster.settings import PROJECT_DIR, TRIAL_PROFILES, Settings
@@ -37,8 +49,66 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--test-days", type=int, default=180, help="each cycle's test era, days")
     p.add_argument("--folder", type=Path, help="replay state (default: var/replay/...)")
     p.add_argument("--warehouse", type=Path, help="read validated_bars from this DuckDB file")
+    p.add_argument(
+        "--selection",
+        nargs="+",
+        choices=SELECTION_RULES,
+        help="selection rule(s) to replay, one after another (default: the curriculum's)",
+    )
     p.add_argument("--out", type=Path, default=PROJECT_DIR / "benchmarks" / "results")
     return p
+
+
+def _replay_one(
+    args: argparse.Namespace,
+    curriculum: CurriculumSpec,
+    universe: Universe,
+    history: LevelData,
+    base: Path,
+    source: str,
+) -> tuple[dict[str, Any], dict[str, RuleCurve]]:
+    # One selection rule's replay in its own folder (records, registry), on the shared studies.
+    config = ReplayConfig(
+        start=args.start,
+        end=args.end,
+        every=args.every,
+        folder=base / curriculum.selection,
+        trial_profile=args.profile,
+        test_days=args.test_days,
+        studies=base / "optuna" / "studies.journal",
+    )
+    started = time.monotonic()
+    resumed_cycles: list[int] = []
+
+    def progress(index: int, total: int, record: dict, resumed: bool) -> None:
+        if resumed:
+            resumed_cycles.append(index)
+        done = "stored" if resumed else f"{time.monotonic() - started:.0f} s"
+        passed = [k for k, v in record["levels"].items() if v["passed"]]
+        changes = [f"{c['regime']} {c['action']}" for c in record["changes"]]
+        rule = curriculum.selection
+        print(f"[{rule}] cycle {index + 1}/{total} {record['t'][:10]} ({done}): levels passed "
+              f"{passed or 'none'}; {changes or 'no change'}", flush=True)  # fmt: skip
+
+    records = run_replay(config, curriculum, universe, history, on_cycle=progress)
+    trading = Trading(entry_strategy(curriculum), curriculum.costs, history.periods_per_year)
+    return build_report(
+        records,
+        history,
+        trading,
+        end=args.end,
+        settings={
+            "start": f"{args.start:%Y-%m-%d}",
+            "end": f"{args.end:%Y-%m-%d}",
+            "every": str(args.every),
+            "trial_profile": args.profile,
+            "test_days": args.test_days,
+            "seconds": time.monotonic() - started,
+            "cycles_resumed_from_store": len(resumed_cycles),
+            "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "source": source,
+        },
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,45 +123,15 @@ def main(argv: list[str] | None = None) -> None:
     else:
         history = bundled_history(universe, settings.samples_dir)
     name = f"{args.start:%Y%m%d}-{args.end:%Y%m%d}-{args.every}-{args.profile}-{args.test_days}"
-    config = ReplayConfig(
-        start=args.start,
-        end=args.end,
-        every=args.every,
-        folder=args.folder or settings.var_dir / "replay" / name,
-        trial_profile=args.profile,
-        test_days=args.test_days,
-    )
-    started = time.monotonic()
-    resumed_cycles: list[int] = []
-
-    def progress(index: int, total: int, record: dict, resumed: bool) -> None:
-        if resumed:
-            resumed_cycles.append(index)
-        done = "stored" if resumed else f"{time.monotonic() - started:.0f} s"
-        passed = [k for k, v in record["levels"].items() if v["passed"]]
-        changes = [f"{c['regime']} {c['action']}" for c in record["changes"]]
-        print(f"cycle {index + 1}/{total} {record['t'][:10]} ({done}): levels passed "
-              f"{passed or 'none'}; {changes or 'no change'}", flush=True)  # fmt: skip
-
-    records = run_replay(config, curriculum, universe, history, on_cycle=progress)
-    trading = Trading(entry_strategy(curriculum), curriculum.costs, history.periods_per_year)
-    report, curves = build_report(
-        records,
-        history,
-        trading,
-        end=args.end,
-        settings={
-            "start": f"{args.start:%Y-%m-%d}",
-            "end": f"{args.end:%Y-%m-%d}",
-            "every": str(args.every),
-            "trial_profile": args.profile,
-            "test_days": args.test_days,
-            "seconds": time.monotonic() - started,
-            "cycles_resumed_from_store": len(resumed_cycles),
-            "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-            "source": str(args.warehouse or settings.samples_dir.relative_to(PROJECT_DIR)),
-        },
-    )
+    source = str(args.warehouse or settings.samples_dir.relative_to(PROJECT_DIR))
+    base = args.folder or settings.var_dir / "replay" / name
+    by_selection = {
+        rule: _replay_one(
+            args, replace(curriculum, selection=rule), universe, history, base, source
+        )
+        for rule in dict.fromkeys(args.selection or [curriculum.selection])
+    }
+    report, curves = combine_selections(by_selection)
     tracking = MlflowTrackingResource(
         tracking_uri=settings.mlflow_tracking_uri,
         artifact_dir=str(settings.mlflow_artifact_dir),

@@ -45,6 +45,10 @@ class ReplayConfig:
     folder: Path
     trial_profile: str = "quick"
     test_days: int = 180  # the test era of each cycle: these days before its hold-out
+    # The Optuna journal (default ``<folder>/optuna/studies.journal``). Replays that differ only
+    # in the selection rule share one: their studies have the same identity, so the second
+    # replay resumes the first one's trials instead of running them again.
+    studies: Path | None = None
 
 
 def bundled_history(universe: Universe, samples_dir: Path) -> LevelData:
@@ -108,9 +112,11 @@ def run_replay(
     folder = config.folder
     (folder / "cycles").mkdir(parents=True, exist_ok=True)
     registry_file = folder / "registry.db"
+    studies = config.studies or folder / "optuna" / "studies.journal"
+    studies.parent.mkdir(parents=True, exist_ok=True)
     inputs = CycleInputs(
         registry=ParameterRegistryResource(url=f"sqlite:///{registry_file}"),
-        storage=open_storage(f"journal:///{folder / 'optuna' / 'studies.journal'}"),
+        storage=open_storage(f"journal:///{studies}"),
         trial_profile=config.trial_profile,
         promotion=promotion,
         trading=Trading(

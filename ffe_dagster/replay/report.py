@@ -170,15 +170,76 @@ def build_report(
     return report, curves
 
 
+SHARED_RULES = ("buy_and_hold", "flat")  # baselines no selection rule changes
+
+
+def combine_selections(
+    by_selection: Mapping[str, tuple[Mapping[str, Any], Mapping[str, RuleCurve]]],
+) -> tuple[dict[str, Any], dict[str, RuleCurve]]:
+    """One report of replays that differ only in the curriculum's selection rule: the rules
+    that depend on the choice (system, no_gates, fixed) once per selection, ``name (selection)``,
+    the baselines once; the gates' decisions, the deflated Sharpe and the cycles per selection."""
+    first_report, first_curves = next(iter(by_selection.values()))
+    curves: dict[str, RuleCurve] = {}
+    rules: dict[str, Any] = {}
+    for selection, (report, own) in by_selection.items():
+        for name, curve in own.items():
+            if name not in SHARED_RULES:
+                curves[f"{name} ({selection})"] = curve
+                rules[f"{name} ({selection})"] = report["rules"][name]
+    for name in SHARED_RULES:
+        curves[name] = first_curves[name]
+        rules[name] = first_report["rules"][name]
+    settings = {k: v for k, v in first_report["settings"].items() if k != "seconds"}
+    combined = {
+        "settings": settings,
+        "cycles": first_report["cycles"],
+        "rules": rules,
+        "selections": {
+            selection: {
+                "seconds": report["settings"]["seconds"],
+                "trials": report["trials"],
+                "decisions": report["decisions"],
+                "deflated_sharpe": report["deflated_sharpe"],
+                "per_cycle": report["per_cycle"],
+            }
+            for selection, (report, _) in by_selection.items()
+        },
+    }
+    return combined, curves
+
+
+def _selection_lines(selection: str, part: Mapping[str, Any]) -> list[str]:
+    dsr = part["deflated_sharpe"]
+    value = f"{dsr['dsr']:.3f}" if dsr["dsr"] is not None else f"undefined ({dsr['why_not']})"
+    lines = [
+        "",
+        f"## Selection `{selection}`",
+        "",
+        f"{part['trials']} trials in all; {part['seconds']:.0f} s. Deflated Sharpe of the "
+        f"system's daily returns over {dsr['n_trials']} trials: {value}",
+        "",
+        "| gate decision | count |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v} |" for k, v in part["decisions"].items()]
+    lines += ["", "| cycle | levels passed | system trades | decisions |", "|---|---|---|---|"]
+    for c in part["per_cycle"]:
+        trades = ", ".join(f"{k}: {v or 'flat'}" for k, v in c["system"].items())
+        decisions = ", ".join(f"{k} x{v}" for k, v in c["decisions"].items())
+        lines.append(f"| {c['t'][:10]} | {c['levels_passed'] or '-'} | {trades} | {decisions} |")
+    return lines
+
+
 def markdown(report: Mapping[str, Any]) -> str:
-    """The report's tables in Markdown."""
+    """The combined report's tables (``combine_selections``) in Markdown."""
     s = report["settings"]
     lines = [
         "# Replay",
         "",
         f"{s['start']} .. {s['end']}, {s['every']} cycles ({report['cycles']}), trial profile "
-        f"`{s['trial_profile']}` ({report['trials']} trials in all), test era {s['test_days']} "
-        f"days per cycle; {s['seconds']:.0f} s with load `{s['load']}`.",
+        f"`{s['trial_profile']}`, test era {s['test_days']} days per cycle, selection rules "
+        f"{', '.join(f'`{k}`' for k in report['selections'])}; load `{s['load']}` at the end.",
         "",
         "| rule | total return % | Sharpe | Sortino | max drawdown % | trades |",
         "|---|---|---|---|---|---|",
@@ -188,21 +249,8 @@ def markdown(report: Mapping[str, Any]) -> str:
             f"| {name} | {m['total_return_pct']:.3f} | {m['sharpe']:.2f} | {m['sortino']:.2f} | "
             f"{m['max_drawdown_pct']:.3f} | {int(m['trades'])} |"
         )
-    dsr = report["deflated_sharpe"]
-    value = f"{dsr['dsr']:.3f}" if dsr["dsr"] is not None else f"undefined ({dsr['why_not']})"
-    lines += [
-        "",
-        f"Deflated Sharpe of the system's daily returns over {dsr['n_trials']} trials: {value}",
-        "",
-        "| gate decision | count |",
-        "|---|---|",
-    ]
-    lines += [f"| {k} | {v} |" for k, v in report["decisions"].items()]
-    lines += ["", "| cycle | levels passed | system trades | decisions |", "|---|---|---|---|"]
-    for c in report["per_cycle"]:
-        trades = ", ".join(f"{k}: {v or 'flat'}" for k, v in c["system"].items())
-        decisions = ", ".join(f"{k} x{v}" for k, v in c["decisions"].items())
-        lines.append(f"| {c['t'][:10]} | {c['levels_passed'] or '-'} | {trades} | {decisions} |")
+    for selection, part in report["selections"].items():
+        lines += _selection_lines(selection, part)
     return "\n".join(lines) + "\n"
 
 
@@ -247,8 +295,9 @@ def write_report(
             tracking.experiment_id(client), run_name=f"replay {report['settings']['start']}"
         )
         for name, values in report["rules"].items():
+            key = name.replace(" (", "_").replace(")", "")  # MLflow names: no parentheses
             for metric, value in values.items():
-                client.log_metric(run.info.run_id, f"{name}_{metric}", float(value))
+                client.log_metric(run.info.run_id, f"{key}_{metric}", float(value))
         for key, value in report["settings"].items():
             client.log_param(run.info.run_id, key, str(value))
         for path in paths.values():
