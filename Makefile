@@ -60,7 +60,7 @@ broker-server:  ## Redis server binary for tests/celery and run-cluster (Debian 
 	scripts/ensure-redis.sh
 
 run-cluster: setup pg-server broker-server  ## one level's study through 2 Celery workers (private PostgreSQL + Redis)
-	$(BIN)/python -m ffe_dagster.local_cluster
+	$(BIN)/python -m ffe_dagster.local_cluster $(ARGS)
 
 dashboard: setup  ## optuna-dashboard over FFE_STUDIES_URL (default: the local journal), http://127.0.0.1:8080
 	$(BIN)/python -m ffe_dagster.dashboard

@@ -26,6 +26,7 @@ disk as ``var/``. Results go to ``benchmarks/results/storage.json`` and ``storag
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -321,9 +322,15 @@ def _overheads(single_runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so the private PostgreSQL server is stopped."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str]) -> None:
     """Run everything, or one internal part (``single ARGS``, ``worker ARGS``)."""
     global TRIALS
+    signal.signal(signal.SIGTERM, _interrupt)
     if argv and argv[0] in ("single", "worker"):
         part = single if argv[0] == "single" else worker
         print(json.dumps(part(json.loads(argv[1]))))

@@ -60,7 +60,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"{TRIALS} / workers trials (near-equal shares) with its own seed; the study is created "
         "once by the parent.",
         "",
-        f"## Per-trial cost of each storage, 1 worker, {TRIALS} trials",
+        f"## Per-trial cost of each storage, 1 worker, {result['trials']} trials",
         "",
         "| storage | sampler | wall s | ms / trial | overhead vs in-memory, ms / trial | "
         "client CPU ms / trial |",

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import optuna
 import yaml
 from dagster import DagsterInstance, JobExecutionResult, execute_job, reconstructable
 from dagster._core.storage.tags import (
@@ -33,10 +34,12 @@ from sqlalchemy.engine import make_url
 from ffe_dagster.cluster import DEFAULT_QUEUE, WAREHOUSE_QUEUE, cluster_study_workers_job
 from ffe_dagster.config import load_universe
 from ffe_dagster.definitions import build_definitions
+from ffe_dagster.jobs.study_workers import WORKER_ATTR
 from ffe_dagster.local_broker import RedisServer, running_redis
 from ffe_dagster.local_postgres import PostgresServer, running_postgres
 from ffe_dagster.partitions import DATE_DIM, INSTRUMENT_DIM, bar_partitions
 from ffe_dagster.settings import PROJECT_DIR, Settings
+from ffe_dagster.terminal import console_run_config
 
 RUN_CONFIG = PROJECT_DIR / "deploy" / "executors" / "celery.yaml"
 WORKER_CONFIG_DIR = PROJECT_DIR / "deploy" / "celery"
@@ -179,9 +182,12 @@ def celery_workers(
             w.stop()
 
 
-def run_config(level: int, workers: int, trials: int | None = None) -> dict[str, Any]:
-    """deploy/executors/celery.yaml with the level, the worker count and the trial target."""
-    config = yaml.safe_load(RUN_CONFIG.read_text())
+def run_config(
+    level: int, workers: int, trials: int | None = None, verbose: bool = True
+) -> dict[str, Any]:
+    """deploy/executors/celery.yaml with the level, the worker count and the trial target
+    (and the console logger at WARNING unless ``verbose``: every event stays in the instance)."""
+    config = {**yaml.safe_load(RUN_CONFIG.read_text()), **console_run_config(verbose)}
     ops = {"level": level, "workers": workers}
     config["ops"]["plan_level_study"]["config"] = (
         ops if trials is None else {**ops, "trials": trials}
@@ -190,19 +196,23 @@ def run_config(level: int, workers: int, trials: int | None = None) -> dict[str,
 
 
 def run_study_workers(
-    instance: DagsterInstance, level: int, workers: int, trials: int | None = None
+    instance: DagsterInstance,
+    level: int,
+    workers: int,
+    trials: int | None = None,
+    verbose: bool = True,
 ) -> JobExecutionResult:
     """Run the Celery ``study_workers_job`` in this process (the run coordinator): each step is
     a Celery task; this process only submits them and follows their results."""
     return execute_job(
         reconstructable(cluster_study_workers_job),
         instance=instance,
-        run_config=run_config(level, workers, trials),
+        run_config=run_config(level, workers, trials, verbose),
         raise_on_error=False,
     )
 
 
-def fill_warehouse(instance: DagsterInstance) -> None:
+def fill_warehouse(instance: DagsterInstance, verbose: bool = True) -> None:
     """Ingest the universe's bars and detect regimes, as ``make run`` does: the plan op reads the
     level's data from the warehouse."""
     settings = Settings.from_env()
@@ -221,8 +231,35 @@ def fill_warehouse(instance: DagsterInstance) -> None:
             ASSET_PARTITION_RANGE_START_TAG: first,
             ASSET_PARTITION_RANGE_END_TAG: last,
         }
-        defs.resolve_job_def(job).execute_in_process(instance=instance, tags=tags)
+        defs.resolve_job_def(job).execute_in_process(
+            instance=instance, tags=tags, run_config=console_run_config(verbose)
+        )
         print(f"  {job} done", flush=True)
+
+
+def trials_by_celery_worker(
+    studies_url: str, study_name: str, workers: Sequence[CeleryWorker]
+) -> dict[str, int]:
+    """COMPLETE and FAIL trials of the study per Celery worker, from each trial's ``worker``
+    attribute (``host:pid`` of the pool process that asked it); a pool process belongs to the
+    worker whose process group it is in. Call while the workers run (their pids must exist)."""
+    groups = {w.process.pid: w.name for w in workers}
+    counts: dict[str, int] = {}
+    study = optuna.load_study(study_name=study_name, storage=studies_url)
+    for trial in study.get_trials(deepcopy=False):
+        pid = int(str(trial.user_attrs.get(WORKER_ATTR, "?:0")).rsplit(":", 1)[-1] or 0)
+        try:
+            name = groups.get(os.getpgid(pid), f"pid {pid}") if pid else "unknown"
+        except ProcessLookupError:
+            name = f"pid {pid} (exited)"
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (e.g. from a CI timeout) unwinds like Ctrl-C, so every server and worker this
+    process started is stopped by the context managers that started them."""
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -232,7 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--level", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
     parser.add_argument("--trials", type=int, default=None, help="COMPLETE trials to reach")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Dagster's events too")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     var_dir: Path = args.var_dir.resolve()
     var_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -249,16 +288,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         instance = stack.enter_context(DagsterInstance.get())
         if not (var_dir / "warehouse.duckdb").is_file():
             print("cluster: filling the warehouse (ingest_job, regimes_job) ...", flush=True)
-            fill_warehouse(instance)
+            fill_warehouse(instance, args.verbose)
         workers = stack.enter_context(celery_workers(env, args.workers, var_dir / "celery"))
         print(f"cluster: {len(workers)} Celery workers ready: {[w.name for w in workers]}")
-        result = run_study_workers(instance, args.level, args.workers, args.trials)
+        run_started = time.monotonic()
+        result = run_study_workers(instance, args.level, args.workers, args.trials, args.verbose)
+        seconds = time.monotonic() - run_started
         if result.success:
             with result:
                 summary = result.output_for_node("summarize_study_workers")
-            print(f"cluster: run {result.run_id} succeeded: {summary}", flush=True)
+            by_worker = trials_by_celery_worker(
+                env["FFE_STUDIES_URL"], summary["study_name"], workers
+            )
+            print(
+                f"cluster: run {result.run_id} succeeded in {seconds:.0f} s: study "
+                f"{summary['study_name']} holds {summary['trials']} COMPLETE trials "
+                f"({summary['new_trials']} new)",
+                flush=True,
+            )
+            for step, row in summary["per_worker"].items():
+                print(f"  step {step}: {row['added']} trials in {row['seconds']:.0f} s", flush=True)
+            for name, count in sorted(by_worker.items()):
+                print(f"  Celery worker {name}: {count} trials of the study", flush=True)
         else:
-            print(f"cluster: run {result.run_id} FAILED", flush=True)
+            print(f"cluster: run {result.run_id} FAILED after {seconds:.0f} s", flush=True)
     print(f"cluster: stopped everything it started; {time.monotonic() - started:.0f} s in all")
     return 0 if result.success else 1
 
