@@ -12,7 +12,7 @@ export DAGSTER_HOME := $(CURDIR)/var/dagster_home
 export NUMBA_CACHE_DIR := $(CURDIR)/var/numba_cache
 export PYTHONWARNINGS := ignore::DeprecationWarning,ignore::UserWarning
 
-.PHONY: setup run run-full run-postgres test lint typecheck validate dev mlflow clean bench pg-server \
+.PHONY: setup run run-full run-postgres test lint typecheck validate pytest dev mlflow clean bench pg-server \
 	bench-ingest bench-postgres bench-cycle run-quick broker-server run-cluster dashboard \
 	dashboard-postgres bench-integrity replay bench-optimization
 
@@ -21,8 +21,9 @@ $(UV):
 	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
 
 $(STAMP): uv.lock pyproject.toml | $(UV)
-	# Bytecode is compiled at install: with PYTHONDONTWRITEBYTECODE set (as on CI machines) every
-	# process would otherwise recompile every module it imports.
+	# Bytecode compiled at install: with PYTHONDONTWRITEBYTECODE set (as on this machine) every
+	# process, test workers and the subprocesses of the tests included, would compile dagster,
+	# mlflow and great_expectations from source at each import.
 	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
 	touch $(STAMP)
 
@@ -68,8 +69,15 @@ dashboard: setup  ## optuna-dashboard over FFE_STUDIES_URL (default: the local j
 dashboard-postgres: setup pg-server  ## the same over the studies of make run-postgres (its private PostgreSQL)
 	$(BIN)/python -m ffe_dagster.dashboard --production
 
-test: lint typecheck validate pg-server broker-server
-	$(BIN)/pytest -q
+# pytest-xdist workers (`auto`: one per core); tests sharing a module set-up share a worker
+# (tests/conftest.py). The checks run beside the tests: much of the tests' time is spent waiting.
+TEST_WORKERS ?= auto
+test: setup pg-server broker-server
+	$(MAKE) --no-print-directory -j4 --output-sync=target lint typecheck validate pytest
+
+pytest: setup  ## the test suite alone, in parallel (TEST_WORKERS=0: in one process)
+	$(BIN)/python -m compileall -q ffe_dagster tests benchmarks
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 bench: setup  ## engine throughput and the full curriculum vs the naive approach -> benchmarks/results/
 	$(BIN)/python -m benchmarks.bench_engine

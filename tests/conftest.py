@@ -23,3 +23,36 @@ def tiny_settings(tmp_path: Path) -> Settings:
             "FFE_TRIAL_PROFILE": "quick",
         }
     )
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups from the markers
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep the tests sharing a module-scoped fixture on one pytest-xdist worker.
+
+    ``make test`` runs ``pytest -n ... --dist loadgroup``: an ungrouped test goes to whichever
+    worker is free, so a module's expensive set-up (a venue with stored days, an MLflow server,
+    the Celery cluster) would be built again on every worker that draws one of its tests. A
+    test using such a fixture joins its module's group (per venue for the fault runs, whose
+    module fixture is parametrized), so each set-up is built once, as in a serial run.
+    """
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)  # pytest's per-test fixture closure
+        if info is None:
+            continue
+        shared = [
+            name
+            for name, defs in info.name2fixturedefs.items()
+            if defs and defs[-1].scope == "module"
+        ]
+        if not shared:
+            continue
+        group = item.nodeid.split("::", 1)[0]
+        callspec = getattr(item, "callspec", None)
+        params = sorted(
+            f"{name}={callspec.params[name]}"
+            for name in shared
+            if callspec is not None and name in callspec.params
+        )
+        if params:
+            group += "[" + ",".join(params) + "]"
+        item.add_marker(pytest.mark.xdist_group(group))
