@@ -72,8 +72,11 @@ dashboard-postgres: setup pg-server  ## the same over the studies of make run-po
 # pytest-xdist workers (`auto`: one per core); tests sharing a module set-up share a worker
 # (tests/conftest.py). The checks run beside the tests: much of the tests' time is spent waiting.
 TEST_WORKERS ?= auto
+# The static checks run side by side first (their output kept apart), then the tests, whose
+# progress shows as they run.
 test: setup pg-server broker-server
-	$(MAKE) --no-print-directory -j4 --output-sync=target lint typecheck validate pytest
+	$(MAKE) --no-print-directory -j3 --output-sync=target lint typecheck validate
+	$(MAKE) --no-print-directory pytest
 
 pytest: setup  ## the test suite alone, in parallel (TEST_WORKERS=0: in one process)
 	$(BIN)/python -m compileall -q ffe_dagster tests benchmarks

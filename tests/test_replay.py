@@ -24,8 +24,8 @@ from ffe_dagster.core.promotion.config import PromotionConfig, PromotionRegime
 from ffe_dagster.core.regimes import RegimeConfig, detect_regimes
 from ffe_dagster.core.replay import Cadence, curriculum_at, level_data_before, rows_before
 from ffe_dagster.core.replay_equity import Trading
-from ffe_dagster.replay.cycle import CycleInputs, replay_cycle
 from ffe_dagster.replay.driver import ReplayConfig, bundled_history, history_of, run_replay
+from ffe_dagster.replay.replay_cycle import CycleInputs, replay_cycle
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.studies import OptunaStorageResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource

@@ -30,7 +30,7 @@ from ffe_dagster.core.regimes import RegimeConfig, detect_regimes
 from ffe_dagster.core.replay import Cadence, curriculum_at, cycle_times, level_data_before
 from ffe_dagster.core.replay_equity import Trading
 from ffe_dagster.core.study_identity import BAR_COLUMNS, frame_fingerprint
-from ffe_dagster.replay.cycle import CycleInputs, replay_cycle
+from ffe_dagster.replay.replay_cycle import CycleInputs, replay_cycle
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.sources.files import FileSource
 

@@ -26,7 +26,7 @@ from ffe_dagster.promotion.candidates import regime_candidates
 from ffe_dagster.promotion.cycle import Market, run_promotion_cycle, stage_since
 from ffe_dagster.promotion.export import export_current
 from ffe_dagster.promotion.live_results import read_live_results
-from ffe_dagster.replay.levels import run_levels
+from ffe_dagster.replay.level_chain import run_levels
 from ffe_dagster.resources.registry import ParameterRegistryResource
 
 TRIGGER = "schedule"  # the replay stands in for the cycle schedule; run ids say "replay-"
