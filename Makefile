@@ -109,6 +109,8 @@ dev: setup  ## Dagster UI with the project loaded, http://127.0.0.1:3000
 MLFLOW_PORT ?= 5000
 mlflow: setup  ## MLflow UI over the local tracking store, http://127.0.0.1:5000 (MLFLOW_PORT=... for another)
 	mkdir -p var/mlflow
+	$(BIN)/python -m ffe_dagster.mlflow_links --tracking-uri sqlite:///$(CURDIR)/var/mlflow/mlflow.db \
+		--url http://127.0.0.1:$(MLFLOW_PORT)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/var/mlflow/mlflow.db \
 		--default-artifact-root $(CURDIR)/var/mlflow/artifacts -h 127.0.0.1 -p $(MLFLOW_PORT)
 
