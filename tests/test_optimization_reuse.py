@@ -63,8 +63,21 @@ def test_an_unchanged_level_reuses_its_result_and_a_changed_study_runs_it_again(
 
     second = _materialize(settings)
     assert (second["reused"], second["new_trials"], second["trials"]) == (True, 0, TRIALS)
-    assert second["mlflow_run_id"] == first["mlflow_run_id"]
-    assert _runs(settings) == 1  # nothing logged again: the first run holds the same result
+    # The cycle's MLflow parent lists the level through a reference run: the first run's
+    # params, metrics and datasets, tagged with its id, without its artifacts (not re-uploaded).
+    assert second["mlflow_run_id"] != first["mlflow_run_id"]
+    assert _runs(settings) == 2
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    source = client.get_run(first["mlflow_run_id"])
+    reference = client.get_run(second["mlflow_run_id"])
+    assert reference.data.tags["reused_from"] == source.info.run_id
+    finals = {k: v for k, v in source.data.metrics.items() if not k.startswith("convergence/")}
+    assert reference.data.metrics == finals and finals  # the step series stay with the source
+    assert reference.data.params == source.data.params
+    assert reference.inputs is not None and source.inputs is not None
+    assert len(reference.inputs.dataset_inputs) == len(source.inputs.dataset_inputs)
+    assert client.list_artifacts(reference.info.run_id) == []
+    assert client.list_artifacts(source.info.run_id) != []
     again = warehouse.latest_level_result(LEVEL)
     assert again is not None and again["reused"] is True
     for key in ("chosen", "test", "criteria", "progression", "analysis", "study_name"):
@@ -85,5 +98,6 @@ def test_an_unchanged_level_reuses_its_result_and_a_changed_study_runs_it_again(
     )
     third = _materialize(settings)
     assert (third["reused"], third["trials"], third["new_trials"]) == (False, TRIALS + 1, 0)
-    assert third["mlflow_run_id"] != first["mlflow_run_id"]
-    assert _runs(settings) == 2
+    assert third["mlflow_run_id"] not in {first["mlflow_run_id"], second["mlflow_run_id"]}
+    assert _runs(settings) == 3
+    assert "reused_from" not in client.get_run(third["mlflow_run_id"]).data.tags

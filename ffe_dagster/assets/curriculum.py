@@ -40,6 +40,7 @@ from ffe_dagster.core.study_identity import (
 from ffe_dagster.resources.studies import OptunaStorageResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource, code_version, git_commit
 from ffe_dagster.resources.tracking_cycles import DatasetSource, cycle_ref
+from ffe_dagster.resources.tracking_reuse import log_reused_study
 from ffe_dagster.resources.warehouse import WarehouseResource
 from ffe_dagster.terminal import TrialProgress
 
@@ -190,10 +191,19 @@ def build_level_asset(
             # Same study, same trials, same everything else: the same result, already logged to
             # MLflow (its run holds the plots and tables). Stored again for this run's records.
             result = {**(stored or {}), "new_trials": 0, "reused": True}
+            source_run = str(result.get("reused_from_run") or result["mlflow_run_id"])
+            # This cycle's MLflow parent still lists the level: a reference run to the source.
+            result["reused_from_run"] = source_run
+            result["mlflow_run_id"] = log_reused_study(
+                mlflow_tracking,
+                source_run,
+                cycle_ref(context.run.tags, context.run.run_id),
+                context.run.run_id,
+            )
             warehouse.save_level_result(spec.level, spec.asset, context.run.run_id, result)
             context.log.info(
                 f"{spec.asset}: inputs and study unchanged ({result['n_trials']} trials); "
-                f"reusing its result, MLflow run {result['mlflow_run_id']}"
+                f"reusing the result of MLflow run {source_run}"
             )
             return MaterializeResult(metadata=_level_metadata(result))
         step = max(1, n_trials // 5)
