@@ -31,7 +31,8 @@ from ffe_dagster.core.backtest import Direction, Segment, simulate
 from ffe_dagster.core.curriculum import build_segments
 from ffe_dagster.core.evaluation import LevelEvaluator, Params, Period, trade_params
 from ffe_dagster.core.levels import entry_strategy, level_windows, run_level
-from ffe_dagster.core.optimize import StudyConfig, build_distributions, open_storage
+from ffe_dagster.core.optimize import StudyConfig, open_storage
+from ffe_dagster.core.search_space import build_distributions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATASETS: dict[str, tuple[tuple[str, str], ...]] = {

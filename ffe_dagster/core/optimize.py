@@ -23,9 +23,6 @@ import optuna
 import sqlalchemy.exc
 from optuna.distributions import (
     BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
 )
 from optuna.exceptions import ExperimentalWarning, StorageInternalError, UpdateFinishedTrialError
 from optuna.storages import (
@@ -48,6 +45,11 @@ from ffe_dagster.core.heartbeat import (
     quiet_heartbeat_warnings,
 )
 from ffe_dagster.core.metrics import Metrics
+from ffe_dagster.core.search_space import (
+    build_distributions,
+    clip_to_space,
+    constraint_violations,
+)
 from ffe_dagster.core.tpe import SplitOnceTPESampler
 
 DIRECTIONS = ("maximize", "maximize", "minimize")
@@ -228,33 +230,6 @@ def complete_trial_count(study_name: str, storage: str | BaseStorage) -> int | N
         return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
-def build_distributions(space: Sequence[ParamRange]) -> dict[str, BaseDistribution]:
-    """Optuna distributions for the parameter ranges of the curriculum."""
-    dists: dict[str, BaseDistribution] = {}
-    for p in space:
-        if p.choices:
-            dists[p.name] = CategoricalDistribution(list(p.choices))
-        elif p.step is not None and float(p.step).is_integer() and float(p.low).is_integer():
-            dists[p.name] = IntDistribution(int(p.low), int(p.high), step=int(p.step))
-        else:
-            dists[p.name] = FloatDistribution(p.low, p.high)
-    return dists
-
-
-def constraint_violations(metrics: Metrics, constraints: Constraints) -> dict[str, float]:
-    """Constraint values in Optuna's convention: <= 0 is satisfied, > 0 by how much it is not."""
-    return {
-        "min_trades": float(constraints.min_trades - metrics.n_trades),
-        "max_drawdown_pct": metrics.max_drawdown_pct - constraints.max_drawdown_pct,
-        "min_win_rate_pct": constraints.min_win_rate_pct - metrics.win_rate_pct,
-    }
-
-
-def is_feasible(metrics: Metrics, constraints: Constraints) -> bool:
-    """True when every constraint holds."""
-    return all(v <= 0.0 for v in constraint_violations(metrics, constraints).values())
-
-
 def _record(trial: FrozenTrial) -> TrialRecord:
     constraints = trial.constraints
     return TrialRecord(
@@ -263,21 +238,6 @@ def _record(trial: FrozenTrial) -> TrialRecord:
         metrics={k: float(v) for k, v in trial.user_attrs.get("metrics", {}).items()},
         feasible=all(v <= 0.0 for v in constraints.values()),
     )
-
-
-def _clip_to_space(params: Params, dists: Mapping[str, BaseDistribution]) -> dict[str, ParamValue]:
-    out: dict[str, ParamValue] = {}
-    for name, dist in dists.items():
-        if name not in params:
-            continue
-        value = params[name]
-        if isinstance(dist, CategoricalDistribution):
-            if value in dist.choices:
-                out[name] = value
-        elif isinstance(dist, IntDistribution | FloatDistribution):
-            clipped = min(max(float(value), dist.low), dist.high)
-            out[name] = round(clipped) if isinstance(dist, IntDistribution) else clipped
-    return out
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -464,7 +424,7 @@ def _run_study(
     finished, tracker = _resume(study, config)
     resumed = finished
     if warm_start is not None and finished == 0:
-        study.enqueue_trial(_clip_to_space(warm_start, dists), skip_if_exists=True)
+        study.enqueue_trial(clip_to_space(warm_start, dists), skip_if_exists=True)
     started = time.monotonic()
     reason = "trials"
     # A study that already converged for this trial target stays converged: resuming it must not

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 
 from ffe_dagster.core.curriculum import Constraints, ParamRange
 from ffe_dagster.core.evaluation import ParamValue
-from ffe_dagster.core.optimize import BatchObjective, StudyOutcome, is_feasible
+from ffe_dagster.core.optimize import BatchObjective, StudyOutcome
+from ffe_dagster.core.search_space import is_feasible
 
 
 @dataclass(frozen=True, slots=True)

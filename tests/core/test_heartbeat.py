@@ -23,10 +23,10 @@ from ffe_dagster.core.metrics import Metrics
 from ffe_dagster.core.optimize import (
     DIRECTIONS,
     StudyConfig,
-    build_distributions,
     open_storage,
     run_study,
 )
+from ffe_dagster.core.search_space import build_distributions
 from tests.core.test_optimize import CONSTRAINTS, SPACE, fake_batch
 
 
