@@ -6,7 +6,6 @@ them, each change one transaction that also appends its row to the audit trail
 (``parameter_transitions``).
 """
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -21,7 +20,6 @@ from ffe_dagster.resources.registry_queries import (
     current_number,
     decision,
     explicit_target,
-    find_version,
     in_flight_row,
     insert_version,
     next_version,
@@ -31,27 +29,23 @@ from ffe_dagster.resources.registry_queries import (
     transition,
     update_version,
 )
+from ffe_dagster.resources.registry_reads import RegistryReads
 from ffe_dagster.resources.registry_records import (
-    cold_bars_query,
-    cold_tested_query,
     insert_cold_bars,
     insert_regime_decision,
 )
 from ffe_dagster.resources.registry_schema import (
     METADATA,
-    REGIME_DECISIONS,
     STAGES,
     STATUS_CANDIDATE,
     STATUS_CURRENT,
     STATUS_REJECTED,
     STATUS_ROLLED_BACK,
     STATUS_SUPERSEDED,
-    TRANSITIONS,
     TRIGGERS,
     VERSIONS,
     Marks,
     add_missing_columns,
-    decode,
     marks_json,
     to_json,
 )
@@ -69,7 +63,7 @@ __all__ = [
 ]
 
 
-class ParameterRegistryResource(ConfigurableResource):
+class ParameterRegistryResource(RegistryReads, ConfigurableResource):
     """SQL registry (SQLite by default, PostgreSQL in production) of parameter versions."""
 
     url: str
@@ -91,10 +85,6 @@ class ParameterRegistryResource(ConfigurableResource):
         finally:
             engine.dispose()
 
-    def _rows(self, query: sa.Select[Any]) -> list[dict[str, Any]]:
-        with self._connect(write=False) as con:
-            return [decode(r) for r in con.execute(query).mappings()]
-
     def outbox(self) -> Outbox:
         """The notification outbox in this registry's database."""
         return Outbox(self._connect)
@@ -112,69 +102,6 @@ class ParameterRegistryResource(ConfigurableResource):
             f"notifications are required and undelivered since {made:%Y-%m-%d %H:%M} UTC "
             f"({error or 'not tried yet'}): promotion to LIMITED and FULL waits for delivery"
         )
-
-    # --- reading -------------------------------------------------------------------------------
-
-    def current(self, regime: str) -> dict[str, Any] | None:
-        """The current (FULL) version of ``regime``, or None when there is none."""
-        with self._connect(write=False) as con:
-            row = find_version(con, regime, status=STATUS_CURRENT)
-        return decode(row) if row else None
-
-    def version(self, regime: str, version: int) -> dict[str, Any]:
-        """One version of ``regime``; ``KeyError`` when it does not exist."""
-        with self._connect(write=False) as con:
-            row = find_version(con, regime, version=version)
-        if row is None:
-            raise KeyError(f"regime {regime} has no version {version}")
-        return decode(row)
-
-    def in_flight(self, regime: str) -> list[dict[str, Any]]:
-        """The versions of ``regime`` in flight (stage WARM or LIMITED), oldest first."""
-        return self._rows(
-            sa.select(VERSIONS)
-            .where(VERSIONS.c.regime == regime, VERSIONS.c.status == STATUS_CANDIDATE)
-            .order_by(VERSIONS.c.version)
-        )
-
-    def history(self, regime: str | None = None) -> list[dict[str, Any]]:
-        """Every version (of one regime when given), by regime then version."""
-        query = sa.select(VERSIONS).order_by(VERSIONS.c.regime, VERSIONS.c.version)
-        if regime is not None:
-            query = query.where(VERSIONS.c.regime == regime)
-        return self._rows(query)
-
-    def transitions(self, regime: str | None = None) -> list[dict[str, Any]]:
-        """The audit trail (of one regime when given), oldest first."""
-        query = sa.select(TRANSITIONS).order_by(TRANSITIONS.c.id)
-        if regime is not None:
-            query = query.where(TRANSITIONS.c.regime == regime)
-        return self._rows(query)
-
-    def regime_decisions(self, regime: str | None = None) -> list[dict[str, Any]]:
-        """Decisions that stored no version (``blocked``, ``wait``, ``skip``), oldest first."""
-        query = sa.select(REGIME_DECISIONS).order_by(REGIME_DECISIONS.c.id)
-        if regime is not None:
-            query = query.where(REGIME_DECISIONS.c.regime == regime)
-        return self._rows(query)
-
-    def cold_bars_used(self, regime: str) -> dict[str, datetime]:
-        """Per instrument, the newest bar an earlier COLD test of ``regime`` judged."""
-        with self._connect(write=False) as con:
-            rows = con.execute(cold_bars_query(regime)).all()
-        # SQLite hands back naive datetimes; every time stored here is UTC.
-        return {str(k): v if v.tzinfo else v.replace(tzinfo=UTC) for k, v in rows}
-
-    def cold_tested(self, regime: str) -> list[dict[str, Any]]:
-        """Every parameter set a COLD test of ``regime`` judged (each is judged once)."""
-        with self._connect(write=False) as con:
-            rows = con.execute(cold_tested_query(regime)).all()
-        out: list[dict[str, Any]] = []
-        for (text,) in rows:  # one row per instrument: the same sets repeat
-            for params in json.loads(text or "[]"):
-                if params not in out:
-                    out.append(params)
-        return out
 
     # --- writing -------------------------------------------------------------------------------
 
