@@ -27,12 +27,12 @@ import optuna
 import pandas as pd
 
 from benchmarks.common import curriculum, level_data
-from ffe_dagster.core.backtest import Direction, Segment, simulate
-from ffe_dagster.core.curriculum import build_segments
-from ffe_dagster.core.evaluation import LevelEvaluator, Params, Period, trade_params
-from ffe_dagster.core.levels import entry_strategy, level_windows, run_level
-from ffe_dagster.core.optimize import StudyConfig, open_storage
-from ffe_dagster.core.search_space import build_distributions
+from ffe_dagster.core.backtest.reference import Direction, Segment, simulate
+from ffe_dagster.core.study.evaluation import LevelEvaluator, Params, Period, trade_params
+from ffe_dagster.core.study.level_specs import build_segments
+from ffe_dagster.core.study.levels import entry_strategy, level_windows, run_level
+from ffe_dagster.core.study.optimize import StudyConfig, open_storage
+from ffe_dagster.core.study.search_space import build_distributions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATASETS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -285,7 +285,7 @@ def _naive_objective(
     cur: Any,
     dists: dict[str, Any],
 ) -> Callable[[optuna.Trial], tuple[float, float, float]]:
-    from ffe_dagster.core.curriculum import split_bounds
+    from ffe_dagster.core.study.level_specs import split_bounds
 
     def objective(trial: optuna.Trial) -> tuple[float, float, float]:
         params = {name: trial._suggest(name, dist) for name, dist in dists.items()}

@@ -50,8 +50,8 @@ from benchmarks.integrity_worlds import (
     planted_signals,
     random_signals,
 )
-from ffe_dagster.core.curriculum import bars_to_segment
-from ffe_dagster.core.strategies import STRATEGIES
+from ffe_dagster.core.backtest.strategies import STRATEGIES
+from ffe_dagster.core.study.level_specs import bars_to_segment
 
 RESULTS = Path(__file__).resolve().parent / "results"
 INSTRUMENTS = ("BTC_USDT", "ETH_USDT", "EUR_USD")

@@ -3,7 +3,7 @@
 The curriculum: ``run_level`` per level in order, each study warm-started from the previous
 level's choice and a level skipped when the previous one met the skip rule, as
 ``assets/curriculum.py`` does; every result is stored with ``WarehouseResource`` on a temporary
-DuckDB file. Promotion: ``assets/promotion._regime_candidates`` reads those results and
+DuckDB file. Promotion: ``promotion/asset._regime_candidates`` reads those results and
 ``promotion.cycle.run_promotion_cycle`` takes each regime's candidates through the COLD gate
 with a ``ParameterRegistryResource`` on a temporary SQLite file. Nothing here re-implements a
 gate, a selection or a verdict; it only wires the same calls without Dagster's run machinery.
@@ -22,23 +22,23 @@ import yaml
 
 from benchmarks.common import UNIVERSE
 from ffe_dagster.assets.loading import load_level_data
-from ffe_dagster.assets.promotion import _regime_candidates  # pyright: ignore[reportPrivateUsage]
 from ffe_dagster.config import load_curriculum, load_universe
-from ffe_dagster.core.backtest import Direction
-from ffe_dagster.core.curriculum import CurriculumSpec
-from ffe_dagster.core.evaluation import Params
-from ffe_dagster.core.level_records import outcome_to_dict
-from ffe_dagster.core.levels import (
+from ffe_dagster.core.backtest.reference import Direction
+from ffe_dagster.core.promotion.config import PromotionConfig, Stage
+from ffe_dagster.core.promotion.performance import combine_live_results, paper_performance
+from ffe_dagster.core.regimes.detection import RegimeConfig, detect_regimes
+from ffe_dagster.core.study.evaluation import Params
+from ffe_dagster.core.study.level_records import outcome_to_dict
+from ffe_dagster.core.study.level_specs import CurriculumSpec
+from ffe_dagster.core.study.levels import (
     LevelData,
     entry_strategy,
     level_study_config,
     run_level,
     skipped_level_result,
 )
-from ffe_dagster.core.promotion.config import PromotionConfig, Stage
-from ffe_dagster.core.promotion.performance import combine_live_results, paper_performance
-from ffe_dagster.core.regimes import RegimeConfig, detect_regimes
-from ffe_dagster.promotion.cycle import Market, run_promotion_cycle
+from ffe_dagster.promotion.asset import _regime_candidates  # pyright: ignore[reportPrivateUsage]
+from ffe_dagster.promotion.state_machine import Market, run_promotion_cycle
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.warehouse import WarehouseResource
 from ffe_dagster.settings import PACKAGE_DIR

@@ -32,7 +32,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['load_average_1min']['after']:.2f} after (other work on the machine counts); "
         f"benchmark, workers and server ran at niceness {result['niceness']}.",
         "",
-        f"Every run: {TRIALS} trials through `ffe_dagster.core.optimize.run_study`, "
+        f"Every run: {TRIALS} trials through `ffe_dagster.core.study.optimize.run_study`, "
         f'multi-objective TPE (`sampler="tpe"`, constant liar) unless marked random, batches of '
         f"{BATCH}, the curriculum's {result['parameters']} parameters and constraints.",
         f"Objective: {OBJECTIVE}",

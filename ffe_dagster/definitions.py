@@ -8,12 +8,12 @@ from dagster._utils.schedules import cron_string_iterator
 
 from ffe_dagster.assets.curriculum import build_curriculum_assets
 from ffe_dagster.assets.ingestion import build_ingestion_assets
-from ffe_dagster.assets.promotion import build_promotion_asset
-from ffe_dagster.assets.regimes import build_regime_asset
+from ffe_dagster.assets.market_regimes import build_regime_asset
 from ffe_dagster.config import load_curriculum, load_universe, require_credentials
-from ffe_dagster.core.notifications import UiLinks
+from ffe_dagster.core.reporting.notifications import UiLinks
 from ffe_dagster.jobs import build_jobs, build_rollback_job, build_study_workers_job
 from ffe_dagster.partitions import bar_partitions, instrument_partitions
+from ffe_dagster.promotion.asset import build_promotion_asset
 from ffe_dagster.resources.market_data import market_data_resource
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.studies import OptunaStorageResource

@@ -15,8 +15,8 @@ import polars as pl
 
 from ffe_dagster.assets.acquisition import source_kind
 from ffe_dagster.config import Universe
-from ffe_dagster.core.bars import deduplicate_bars
-from ffe_dagster.core.partition_state import (
+from ffe_dagster.core.data.bars import deduplicate_bars
+from ffe_dagster.core.data.partition_state import (
     WindowPlan,
     bars_fingerprint,
     rules_key,

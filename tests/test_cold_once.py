@@ -8,12 +8,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ffe_dagster.core.backtest import CostModel, Direction
+from ffe_dagster.core.backtest.reference import CostModel, Direction
 from ffe_dagster.core.promotion.config import PromotionRegime
 from ffe_dagster.core.promotion.performance import paper_performance
-from ffe_dagster.promotion.cycle import Candidate, RegimeCandidates
+from ffe_dagster.promotion.state_machine import Candidate, RegimeCandidates
 from ffe_dagster.resources.registry import ParameterRegistryResource
-from tests.promotion_helpers import (
+from tests.promotion_cycle_helpers import (
     LOSER,
     PPY,
     STRATEGY,
@@ -52,7 +52,7 @@ def test_a_set_judged_at_cold_is_never_judged_again(history, tmp_path: Path) -> 
     assert decisions(report) == [("DEFAULT", 1, "COLD", "reject")]
     assert registry.cold_tested("DEFAULT") == [B, LOSER]
     assert registry.cold_bars_used("DEFAULT") == {"BTC_USDT": T0, "ETH_USDT": T0}
-    # 16 days later B would pass COLD on the newest bars (tests/promotion_helpers.py), but it
+    # 16 days later B would pass COLD on the newest bars (tests/promotion_cycle_helpers.py), but it
     # had its test: neither set is judged again
     t2 = T0 + timedelta(days=16)
     report = run_cycle(registry, upto(history, t2), t2 + FIVE, "c2", _level4(B, LOSER))

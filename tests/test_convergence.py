@@ -6,10 +6,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ffe_dagster.core.convergence import StepValue, best_feasible_so_far, trials_per_second
-from ffe_dagster.core.curriculum import bars_to_segment
-from ffe_dagster.core.datasets import DataWindow, study_datasets
-from ffe_dagster.core.optimize import TrialRecord
+from ffe_dagster.core.study.convergence import StepValue, best_feasible_so_far, trials_per_second
+from ffe_dagster.core.study.datasets import DataWindow, study_datasets
+from ffe_dagster.core.study.level_specs import bars_to_segment
+from ffe_dagster.core.study.optimize import TrialRecord
 
 
 def trial(number: int, feasible: bool, sharpe: float, win: float, dd: float) -> TrialRecord:

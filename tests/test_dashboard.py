@@ -14,8 +14,8 @@ from typing import Any
 import optuna
 
 from ffe_dagster.config import load_curriculum
-from ffe_dagster.core.metrics import Metrics
-from ffe_dagster.core.optimize import StudyConfig, open_storage, run_study
+from ffe_dagster.core.backtest.metrics import Metrics
+from ffe_dagster.core.study.optimize import StudyConfig, open_storage, run_study
 from ffe_dagster.dashboard import shown_url
 from ffe_dagster.settings import PACKAGE_DIR, PROJECT_DIR
 

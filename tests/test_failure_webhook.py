@@ -17,7 +17,7 @@ from dagster import (
     op,
 )
 
-from ffe_dagster.core.notifications import UiLinks
+from ffe_dagster.core.reporting.notifications import UiLinks
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.webhook import WebhookError, WebhookResource
 from ffe_dagster.sensors.failure import build_failure_sensor

@@ -14,12 +14,12 @@ import polars as pl
 import pytest
 from mlflow.entities import Run
 
-from ffe_dagster.assets.reporting import publish_cycle_report
-from ffe_dagster.core.convergence import StepValue, best_feasible_so_far, trials_per_second
-from ffe_dagster.core.curriculum import bars_to_segment
-from ffe_dagster.core.datasets import StudyDataset, study_datasets
-from ffe_dagster.core.level_records import trials_table
-from ffe_dagster.core.optimize import StudyOutcome, TrialRecord
+from ffe_dagster.core.study.convergence import StepValue, best_feasible_so_far, trials_per_second
+from ffe_dagster.core.study.datasets import StudyDataset, study_datasets
+from ffe_dagster.core.study.level_records import trials_table
+from ffe_dagster.core.study.level_specs import bars_to_segment
+from ffe_dagster.core.study.optimize import StudyOutcome, TrialRecord
+from ffe_dagster.promotion.cycle_report import publish_cycle_report
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.tracking_cycles import CycleRef, DatasetSource, cycle_parent
 

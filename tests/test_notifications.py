@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ffe_dagster.core.notifications import (
+from ffe_dagster.core.promotion.checks import GateCheck, GateDecision, at_least, at_most
+from ffe_dagster.core.promotion.config import Outcome, Stage
+from ffe_dagster.core.reporting.notifications import (
     Kind,
     ParamChange,
     UiLinks,
@@ -16,8 +18,6 @@ from ffe_dagster.core.notifications import (
     retry_delay_s,
     verdict_change,
 )
-from ffe_dagster.core.promotion.checks import GateCheck, GateDecision, at_least, at_most
-from ffe_dagster.core.promotion.config import Outcome, Stage
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.warehouse import WarehouseResource
 from ffe_dagster.resources.webhook import WebhookResource

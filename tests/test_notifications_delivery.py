@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from dagster import DagsterInstance, build_run_status_sensor_context, build_sensor_context, job, op
 
-from ffe_dagster.core.notifications import UiLinks
+from ffe_dagster.core.reporting.notifications import UiLinks
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.webhook import WebhookResource
 from ffe_dagster.sensors.failure import build_failure_sensor

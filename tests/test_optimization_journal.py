@@ -12,7 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from ffe_dagster.core.optimize import StudyConfig, open_storage, run_study
+from ffe_dagster.core.study.optimize import StudyConfig, open_storage, run_study
 from ffe_dagster.resources.studies import (
     BatchedJournalStorage,
     ConcurrentJournalWriteError,
@@ -90,7 +90,7 @@ KILL_SCRIPT = """
 import os, signal, sys
 from pathlib import Path
 import optuna
-from ffe_dagster.core.optimize import StudyConfig, run_study
+from ffe_dagster.core.study.optimize import StudyConfig, run_study
 from ffe_dagster.resources.studies import BatchedJournalStorage
 from tests.core.test_optimize import CONSTRAINTS, SPACE, fake_batch
 

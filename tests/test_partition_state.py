@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from ffe_dagster.core.bars import OHLCV_SCHEMA
-from ffe_dagster.core.partition_state import PartitionState, bars_fingerprint, stale_windows
+from ffe_dagster.core.data.bars import OHLCV_SCHEMA
+from ffe_dagster.core.data.partition_state import PartitionState, bars_fingerprint, stale_windows
 from ffe_dagster.partitions import split_windows
 
 NOW = datetime(2024, 7, 15, tzinfo=UTC)

@@ -13,9 +13,8 @@ import polars as pl
 import pytest
 from dagster import materialize
 
-from ffe_dagster.assets.promotion import build_promotion_asset
 from ffe_dagster.config import load_curriculum, load_universe
-from ffe_dagster.core.backtest import CostModel, Direction
+from ffe_dagster.core.backtest.reference import CostModel, Direction
 from ffe_dagster.core.promotion.config import LimitedGateConfig, PromotionRegime
 from ffe_dagster.core.promotion.performance import (
     LIVE_RESULT_COLUMNS,
@@ -23,19 +22,20 @@ from ffe_dagster.core.promotion.performance import (
     watermark,
 )
 from ffe_dagster.definitions import EXPORT_FILE
-from ffe_dagster.promotion.cycle import (
+from ffe_dagster.promotion.asset import build_promotion_asset
+from ffe_dagster.promotion.decisions import CurrentChange
+from ffe_dagster.promotion.export import export_current
+from ffe_dagster.promotion.live_results import read_live_results
+from ffe_dagster.promotion.state_machine import (
     Candidate,
     RegimeCandidates,
 )
-from ffe_dagster.promotion.export import export_current
-from ffe_dagster.promotion.live_results import read_live_results
-from ffe_dagster.promotion.report import CurrentChange
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.warehouse import WarehouseResource
 from ffe_dagster.settings import Settings
 from ffe_dagster.triggers import run_trigger
-from tests.promotion_helpers import (
+from tests.promotion_cycle_helpers import (
     HOUR,
     PPY,
     STRATEGY,

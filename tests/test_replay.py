@@ -13,17 +13,17 @@ import pytest
 from dagster import materialize
 
 from ffe_dagster.assets.curriculum import build_curriculum_assets
-from ffe_dagster.assets.promotion import build_promotion_asset
 from ffe_dagster.config import load_curriculum, load_universe
-from ffe_dagster.core.bars import interval_to_timedelta
-from ffe_dagster.core.curriculum import CurriculumSpec
-from ffe_dagster.core.eras import LevelData
-from ffe_dagster.core.levels import entry_strategy
-from ffe_dagster.core.optimize import open_storage
+from ffe_dagster.core.data.bars import interval_to_timedelta
 from ffe_dagster.core.promotion.config import PromotionConfig, PromotionRegime
-from ffe_dagster.core.regimes import RegimeConfig, detect_regimes
-from ffe_dagster.core.replay import Cadence, curriculum_at, level_data_before, rows_before
-from ffe_dagster.core.replay_equity import Trading
+from ffe_dagster.core.regimes.detection import RegimeConfig, detect_regimes
+from ffe_dagster.core.replay.equity import Trading
+from ffe_dagster.core.replay.timeline import Cadence, curriculum_at, level_data_before, rows_before
+from ffe_dagster.core.study.eras import LevelData
+from ffe_dagster.core.study.level_specs import CurriculumSpec
+from ffe_dagster.core.study.levels import entry_strategy
+from ffe_dagster.core.study.optimize import open_storage
+from ffe_dagster.promotion.asset import build_promotion_asset
 from ffe_dagster.replay.driver import ReplayConfig, bundled_history, history_of, run_replay
 from ffe_dagster.replay.replay_cycle import CycleInputs, replay_cycle
 from ffe_dagster.resources.registry import ParameterRegistryResource

@@ -6,8 +6,8 @@ from datetime import timedelta
 import polars as pl
 import pytest
 
-from ffe_dagster.core.bars import OHLCV_SCHEMA
-from ffe_dagster.core.resample import resample_bars
+from ffe_dagster.core.data.bars import OHLCV_SCHEMA
+from ffe_dagster.core.data.resample import resample_bars
 from tests.fakes.harness import between, real_bars, utc
 
 START = utc(2024, 1, 1)

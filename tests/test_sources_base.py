@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from ffe_dagster.config import CcxtSourceSpec, OandaSourceSpec
-from ffe_dagster.core.bars import OHLCV_SCHEMA, MarketKind, MarketSchedule
+from ffe_dagster.core.data.bars import OHLCV_SCHEMA, MarketKind, MarketSchedule
 from ffe_dagster.resources.market_data import CcxtSourceConfig, OandaSourceConfig
 from ffe_dagster.sources.base import (
     DEFAULT_DEADLINE_S,

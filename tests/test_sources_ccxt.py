@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ffe_dagster.core.bars import Instrument, MarketKind
+from ffe_dagster.core.data.bars import Instrument, MarketKind
 from ffe_dagster.sources.base import (
     PermanentSourceError,
     RetriesExhaustedError,

@@ -6,7 +6,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ffe_dagster.core.bars import OHLCV_SCHEMA, Instrument, MarketKind
+from ffe_dagster.core.data.bars import OHLCV_SCHEMA, Instrument, MarketKind
 from ffe_dagster.sources.base import fetch_all
 from ffe_dagster.sources.files import FileSource
 from tests.fakes.harness import SAMPLES, between, real_bars, utc

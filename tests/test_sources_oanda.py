@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ffe_dagster.core.bars import Instrument, MarketKind
+from ffe_dagster.core.data.bars import Instrument, MarketKind
 from ffe_dagster.sources.base import FetchStats, PermanentSourceError, RetryPolicy, fetch_all
 from ffe_dagster.sources.oanda import OandaSource, granularity, parse_candles
 from tests.fakes.harness import FAST, between, oanda, real_bars, utc

@@ -20,8 +20,8 @@ import polars as pl
 import pytest
 from dagster import DagsterEventType
 
+from ffe_dagster.core.backtest.strategies import FileSignals
 from ffe_dagster.core.promotion.config import LimitedGateConfig
-from ffe_dagster.core.strategies import FileSignals
 from ffe_dagster.definitions import build_definitions
 from ffe_dagster.promotion.export import ensure_export_writable, export_current
 from ffe_dagster.resources.registry import ParameterRegistryResource

@@ -14,11 +14,11 @@ import pytest
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from ffe_dagster.assets.reporting import publish_cycle_report
-from ffe_dagster.core.convergence import best_feasible_so_far
-from ffe_dagster.core.level_records import trials_table
-from ffe_dagster.core.optimize import StudyOutcome, TrialRecord
-from ffe_dagster.core.plots import StudyPlotData
+from ffe_dagster.core.reporting.plots import StudyPlotData
+from ffe_dagster.core.study.convergence import best_feasible_so_far
+from ffe_dagster.core.study.level_records import trials_table
+from ffe_dagster.core.study.optimize import StudyOutcome, TrialRecord
+from ffe_dagster.promotion.cycle_report import publish_cycle_report
 from ffe_dagster.resources.tracking import (
     MlflowTrackingResource,
     code_version,

@@ -16,7 +16,7 @@ import polars as pl
 from dagster import MetadataValue
 
 from ffe_dagster.config import CcxtSourceSpec, OandaSourceSpec, SourceSpec
-from ffe_dagster.core.bars import (
+from ffe_dagster.core.data.bars import (
     Instrument,
     MarketSchedule,
     deduplicate_bars,

@@ -15,12 +15,20 @@ from dagster import (
 
 from ffe_dagster.assets.loading import load_level_data
 from ffe_dagster.config import Universe
-from ffe_dagster.core.convergence import best_feasible_so_far, trials_per_second
-from ffe_dagster.core.curriculum import CurriculumSpec, LevelSpec
-from ffe_dagster.core.datasets import StudyDataset, study_datasets
-from ffe_dagster.core.level_records import outcome_to_dict, trials_table
-from ffe_dagster.core.level_reuse import REUSE_KEY, reusable, reuse_key
-from ffe_dagster.core.levels import (
+from ffe_dagster.core.backtest.metrics import spell_non_finite, split_non_finite
+from ffe_dagster.core.reporting.plots import StudyPlotData
+from ffe_dagster.core.study.convergence import best_feasible_so_far, trials_per_second
+from ffe_dagster.core.study.datasets import StudyDataset, study_datasets
+from ffe_dagster.core.study.identity import (
+    BAR_COLUMNS,
+    bytes_fingerprint,
+    frame_fingerprint,
+    study_identity,
+)
+from ffe_dagster.core.study.level_records import outcome_to_dict, trials_table
+from ffe_dagster.core.study.level_reuse import REUSE_KEY, reusable, reuse_key
+from ffe_dagster.core.study.level_specs import CurriculumSpec, LevelSpec
+from ffe_dagster.core.study.levels import (
     LevelData,
     level_evaluator,
     level_study_config,
@@ -28,15 +36,7 @@ from ffe_dagster.core.levels import (
     run_level,
     skipped_level_result,
 )
-from ffe_dagster.core.metrics import spell_non_finite, split_non_finite
-from ffe_dagster.core.optimize import TrialRecord, complete_trial_count
-from ffe_dagster.core.plots import StudyPlotData
-from ffe_dagster.core.study_identity import (
-    BAR_COLUMNS,
-    bytes_fingerprint,
-    frame_fingerprint,
-    study_identity,
-)
+from ffe_dagster.core.study.optimize import TrialRecord, complete_trial_count
 from ffe_dagster.resources.studies import OptunaStorageResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource, code_version, git_commit
 from ffe_dagster.resources.tracking_cycles import DatasetSource, cycle_ref

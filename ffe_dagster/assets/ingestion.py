@@ -43,10 +43,10 @@ from ffe_dagster.assets.ingestion_checks import (
     validation_results,
 )
 from ffe_dagster.config import Universe
-from ffe_dagster.core.bars import floor_time, interval_to_timedelta
-from ffe_dagster.core.partition_state import PartitionState, bars_fingerprint, rules_key
-from ffe_dagster.core.resample import resample_bars
-from ffe_dagster.core.validation import ValidationResult, validate_bars
+from ffe_dagster.core.data.bars import floor_time, interval_to_timedelta
+from ffe_dagster.core.data.partition_state import PartitionState, bars_fingerprint, rules_key
+from ffe_dagster.core.data.resample import resample_bars
+from ffe_dagster.core.data.validation import ValidationResult, validate_bars
 from ffe_dagster.partitions import split_windows, windows_by_instrument
 from ffe_dagster.resources.market_data import MarketDataResource
 from ffe_dagster.resources.warehouse import WarehouseResource

@@ -15,8 +15,8 @@ import polars as pl
 from dagster import AssetCheckResult, AssetCheckSeverity, MaterializeResult, MetadataValue
 
 from ffe_dagster.assets.acquisition import utc_days
-from ffe_dagster.core.validation import ValidationResult
-from ffe_dagster.core.validation_rules import GRID_RULE
+from ffe_dagster.core.data.validation import ValidationResult
+from ffe_dagster.core.data.validation_rules import GRID_RULE
 from ffe_dagster.partitions import partition_key_of
 
 GX_CHECK = "gx_suite_passes"

@@ -1,8 +1,8 @@
 """Reading what the curriculum and promotion assets need from the warehouse."""
 
 from ffe_dagster.config import Universe
-from ffe_dagster.core.bars import interval_to_timedelta
-from ffe_dagster.core.levels import LevelData, holdout_starts
+from ffe_dagster.core.data.bars import interval_to_timedelta
+from ffe_dagster.core.study.levels import LevelData, holdout_starts
 from ffe_dagster.resources.warehouse import WarehouseResource
 
 

@@ -20,8 +20,8 @@ from ffe_dagster.config.universe import (
     Universe,
     ValidationSettings,
 )
-from ffe_dagster.core.bars import Instrument, MarketKind, interval_to_timedelta
-from ffe_dagster.core.curriculum import CurriculumSpec, parse_curriculum
+from ffe_dagster.core.data.bars import Instrument, MarketKind, interval_to_timedelta
+from ffe_dagster.core.study.level_specs import CurriculumSpec, parse_curriculum
 
 __all__ = [
     "CcxtSourceSpec",

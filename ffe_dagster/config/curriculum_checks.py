@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ffe_dagster.config.errors import Problems
-from ffe_dagster.core.curriculum import (
+from ffe_dagster.core.backtest.strategies import STRATEGIES
+from ffe_dagster.core.study.level_specs import (
     PASS_CRITERIA,
     SELECTION_RULES,
     Constraints,
@@ -18,10 +19,9 @@ from ffe_dagster.core.curriculum import (
     RobustnessSpec,
     Window,
 )
-from ffe_dagster.core.strategies import STRATEGIES
 from ffe_dagster.settings import TRIAL_PROFILES
 
-SAMPLERS = ("tpe", "nsga2")  # ffe_dagster.core.optimize.make_sampler
+SAMPLERS = ("tpe", "nsga2")  # ffe_dagster.core.study.optimize.make_sampler
 STRATEGY_NAMES = (*sorted(STRATEGIES), "file_signals")
 
 

@@ -3,8 +3,8 @@
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from ffe_dagster.core.bars import Instrument, interval_to_timedelta
-from ffe_dagster.core.validation_rules import ValidationConfig
+from ffe_dagster.core.data.bars import Instrument, interval_to_timedelta
+from ffe_dagster.core.data.validation_rules import ValidationConfig
 
 PARTITION_GRAINS = ("day", "week", "month")  # the time grain of bar partitions; weeks from Monday
 
@@ -63,7 +63,7 @@ SOURCE_KINDS: dict[str, type[FilesSourceSpec] | type[CcxtSourceSpec] | type[Oand
 
 @dataclass(frozen=True, slots=True)
 class ValidationSettings:
-    """Thresholds of the bar-quality suite (see ``ffe_dagster.core.validation_rules``)."""
+    """Thresholds of the bar-quality suite (see ``ffe_dagster.core.data.validation_rules``)."""
 
     max_abs_log_return: float = 0.5
     max_quarantine_fraction: float = 0.01

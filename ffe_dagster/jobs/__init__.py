@@ -23,8 +23,8 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 
 from ffe_dagster.core.promotion.config import LimitedGateConfig, PromotionRegime
 from ffe_dagster.jobs.study_workers import build_study_workers_job as build_study_workers_job
+from ffe_dagster.promotion.decisions import CurrentChange
 from ffe_dagster.promotion.export import publish_current
-from ffe_dagster.promotion.report import CurrentChange
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 

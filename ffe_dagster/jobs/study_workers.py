@@ -38,11 +38,11 @@ from optuna.trial import TrialState
 from ffe_dagster.assets.curriculum import study_fingerprint
 from ffe_dagster.assets.loading import load_level_data
 from ffe_dagster.config import Universe
-from ffe_dagster.core.curriculum import CurriculumSpec, LevelSpec
-from ffe_dagster.core.evaluation import Period
-from ffe_dagster.core.heartbeat import fail_stale_trials, heartbeat_storage
-from ffe_dagster.core.levels import LevelData, level_evaluator, level_study_config
-from ffe_dagster.core.optimize import BatchObjective, TrialRecord, run_study
+from ffe_dagster.core.study.evaluation import Period
+from ffe_dagster.core.study.heartbeat import fail_stale_trials, heartbeat_storage
+from ffe_dagster.core.study.level_specs import CurriculumSpec, LevelSpec
+from ffe_dagster.core.study.levels import LevelData, level_evaluator, level_study_config
+from ffe_dagster.core.study.optimize import BatchObjective, TrialRecord, run_study
 from ffe_dagster.resources.studies import OptunaStorageResource
 from ffe_dagster.resources.warehouse import WarehouseResource
 

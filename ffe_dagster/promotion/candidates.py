@@ -1,12 +1,17 @@
 """Which candidates each regime sends to COLD, from the levels' stored results (moved here from
-``assets/promotion.py`` so the asset and the replay build them in one place)."""
+``promotion/asset.py`` so the asset and the replay build them in one place)."""
 
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ffe_dagster.core.curriculum import CriterionResult, CurriculumSpec, LevelSpec, level_verdict
 from ffe_dagster.core.promotion.config import PromotionRegime
-from ffe_dagster.promotion.cycle import Candidate, RegimeCandidates
+from ffe_dagster.core.study.level_specs import (
+    CriterionResult,
+    CurriculumSpec,
+    LevelSpec,
+    level_verdict,
+)
+from ffe_dagster.promotion.state_machine import Candidate, RegimeCandidates
 
 
 def level_block(spec: LevelSpec, result: Mapping[str, Any]) -> str | None:

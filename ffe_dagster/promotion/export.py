@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ffe_dagster.core.promotion.config import LimitedGateConfig, PromotionRegime, Stage
-from ffe_dagster.promotion.cycle import stage_since
-from ffe_dagster.promotion.report import CurrentChange
+from ffe_dagster.promotion.decisions import CurrentChange
+from ffe_dagster.promotion.state_machine import stage_since
 from ffe_dagster.resources.registry import (
     ParameterRegistryResource,
 )

@@ -5,8 +5,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from ffe_dagster.core.curriculum import CurriculumSpec
-from ffe_dagster.core.notifications import Notification, verdict_change
+from ffe_dagster.core.reporting.notifications import Notification, verdict_change
+from ffe_dagster.core.study.level_specs import CurriculumSpec
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.warehouse import WarehouseResource
 

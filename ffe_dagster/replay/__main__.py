@@ -18,13 +18,13 @@ from typing import Any
 
 from ffe_dagster.assets.loading import load_level_data
 from ffe_dagster.config import Universe, load_curriculum, load_universe
-from ffe_dagster.core.curriculum import SELECTION_RULES, CurriculumSpec
-from ffe_dagster.core.eras import LevelData
-from ffe_dagster.core.levels import entry_strategy
-from ffe_dagster.core.replay import Cadence
-from ffe_dagster.core.replay_equity import Trading
+from ffe_dagster.core.replay.equity import Trading
+from ffe_dagster.core.replay.timeline import Cadence
+from ffe_dagster.core.study.eras import LevelData
+from ffe_dagster.core.study.level_specs import SELECTION_RULES, CurriculumSpec
+from ffe_dagster.core.study.levels import entry_strategy
 from ffe_dagster.replay.driver import ReplayConfig, bundled_history, history_of, run_replay
-from ffe_dagster.replay.report import (
+from ffe_dagster.replay.results import (
     EXPERIMENT,
     RuleCurve,
     build_report,

@@ -20,16 +20,16 @@ from typing import Any
 import polars as pl
 
 from ffe_dagster.config import Universe
-from ffe_dagster.core.bars import interval_to_timedelta
-from ffe_dagster.core.curriculum import CurriculumSpec
-from ffe_dagster.core.eras import LevelData
-from ffe_dagster.core.levels import entry_strategy, holdout_starts
-from ffe_dagster.core.optimize import open_storage
+from ffe_dagster.core.data.bars import interval_to_timedelta
 from ffe_dagster.core.promotion.config import PromotionConfig
-from ffe_dagster.core.regimes import RegimeConfig, detect_regimes
-from ffe_dagster.core.replay import Cadence, curriculum_at, cycle_times, level_data_before
-from ffe_dagster.core.replay_equity import Trading
-from ffe_dagster.core.study_identity import BAR_COLUMNS, frame_fingerprint
+from ffe_dagster.core.regimes.detection import RegimeConfig, detect_regimes
+from ffe_dagster.core.replay.equity import Trading
+from ffe_dagster.core.replay.timeline import Cadence, curriculum_at, cycle_times, level_data_before
+from ffe_dagster.core.study.eras import LevelData
+from ffe_dagster.core.study.identity import BAR_COLUMNS, frame_fingerprint
+from ffe_dagster.core.study.level_specs import CurriculumSpec
+from ffe_dagster.core.study.levels import entry_strategy, holdout_starts
+from ffe_dagster.core.study.optimize import open_storage
 from ffe_dagster.replay.replay_cycle import CycleInputs, replay_cycle
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.sources.files import FileSource

@@ -15,10 +15,10 @@ from typing import Any
 from optuna.storages import BaseStorage
 
 from ffe_dagster.assets.curriculum import study_fingerprint
-from ffe_dagster.core.curriculum import CurriculumSpec
-from ffe_dagster.core.eras import LevelData
-from ffe_dagster.core.level_records import outcome_to_dict
-from ffe_dagster.core.levels import level_study_config, run_level, skipped_level_result
+from ffe_dagster.core.study.eras import LevelData
+from ffe_dagster.core.study.level_records import outcome_to_dict
+from ffe_dagster.core.study.level_specs import CurriculumSpec
+from ffe_dagster.core.study.levels import level_study_config, run_level, skipped_level_result
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,16 +16,16 @@ from typing import Any
 import polars as pl
 from optuna.storages import BaseStorage
 
-from ffe_dagster.core.backtest import Direction
-from ffe_dagster.core.curriculum import CurriculumSpec
-from ffe_dagster.core.eras import LevelData
+from ffe_dagster.core.backtest.reference import Direction
 from ffe_dagster.core.promotion.config import PromotionConfig, PromotionRegime, Stage
-from ffe_dagster.core.regimes import RegimeConfig, confirmed_regime
-from ffe_dagster.core.replay_equity import Trading, live_rows, trade_period
+from ffe_dagster.core.regimes.detection import RegimeConfig, confirmed_regime
+from ffe_dagster.core.replay.equity import Trading, live_rows, trade_period
+from ffe_dagster.core.study.eras import LevelData
+from ffe_dagster.core.study.level_specs import CurriculumSpec
 from ffe_dagster.promotion.candidates import regime_candidates
-from ffe_dagster.promotion.cycle import Market, run_promotion_cycle, stage_since
 from ffe_dagster.promotion.export import export_current
 from ffe_dagster.promotion.live_results import read_live_results
+from ffe_dagster.promotion.state_machine import Market, run_promotion_cycle, stage_since
 from ffe_dagster.replay.level_chain import run_levels
 from ffe_dagster.resources.registry import ParameterRegistryResource
 

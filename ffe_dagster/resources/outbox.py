@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ffe_dagster.core.notifications import (
+from ffe_dagster.core.reporting.notifications import (
     DecisionFacts,
     DeliveryCounts,
     Notification,

@@ -32,7 +32,7 @@ from dagster import ConfigurableResource
 from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from ffe_dagster.core.optimize import (
+from ffe_dagster.core.study.optimize import (
     GRACE_PERIOD_S,
     HEARTBEAT_INTERVAL_S,
     JOURNAL_SCHEME,
@@ -134,7 +134,7 @@ class BatchedJournalFileBackend(JournalFileBackend):
 
 class BatchedJournalStorage(JournalStorage):
     """A journal storage whose ``batch()`` writes a whole batch of trial operations at once
-    (``ffe_dagster.core.optimize.run_study`` asks and tells each batch inside one)."""
+    (``ffe_dagster.core.study.optimize.run_study`` asks and tells each batch inside one)."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -36,8 +36,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from ffe_dagster.core.convergence import StepValue
-from ffe_dagster.core.datasets import StudyDataset
+from ffe_dagster.core.study.convergence import StepValue
+from ffe_dagster.core.study.datasets import StudyDataset
 from ffe_dagster.resources.tracking_cycles import (
     EXPERIMENT_KIND_TAG,
     MODEL_DEVELOPMENT,
@@ -50,7 +50,7 @@ from ffe_dagster.resources.tracking_cycles import (
 )
 
 if TYPE_CHECKING:  # plotting (matplotlib) is imported only by the runs that draw plots
-    from ffe_dagster.core.plots import StudyPlotData
+    from ffe_dagster.core.reporting.plots import StudyPlotData
 
 _MAX_PARAM_LEN = 6000  # MLflow's limits (mlflow.utils.validation): longer values are refused
 _MAX_TAG_LEN = 8000
@@ -258,7 +258,7 @@ class MlflowTrackingResource(ConfigurableResource):
             for name, payload in json_artifacts.items():
                 (folder / name).write_text(json.dumps(payload, indent=2, default=str))
             if plots is not None:
-                from ffe_dagster.core.plots import write_study_plots
+                from ffe_dagster.core.reporting.plots import write_study_plots
 
                 write_study_plots(plots, folder / "plots")
 

@@ -16,8 +16,8 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, ViewType
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
 
-from ffe_dagster.core.convergence import StepValue
-from ffe_dagster.core.datasets import StudyDataset
+from ffe_dagster.core.study.convergence import StepValue
+from ffe_dagster.core.study.datasets import StudyDataset
 from ffe_dagster.triggers import run_cycle_id, run_trigger
 
 # MLflow 3's experiment kind (read from its UI bundle: without the tag the UI guesses, and an

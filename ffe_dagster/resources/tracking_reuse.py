@@ -1,7 +1,7 @@
 """A reused level in this cycle's MLflow parent: a reference run to the run that holds it.
 
 A level whose study and inputs are unchanged reuses its stored result instead of running again
-(``core/level_reuse.py``). Comparing two cycles in MLflow is selecting two parents, so the new
+(``core/study/level_reuse.py``). Comparing two cycles in MLflow is selecting two parents, so the new
 cycle still needs the level under its parent: a finished run with the source run's params, final
 metrics, tags and dataset inputs, tagged ``reused_from`` with the source run id and this
 cycle's Dagster run. Its plots and tables stay in the source run (nothing is uploaded twice), and

@@ -22,8 +22,8 @@ import duckdb
 import polars as pl
 from dagster import ConfigurableResource, get_dagster_logger
 
-from ffe_dagster.core.bars import OHLCV_SCHEMA
-from ffe_dagster.core.partition_state import PartitionState
+from ffe_dagster.core.data.bars import OHLCV_SCHEMA
+from ffe_dagster.core.data.partition_state import PartitionState
 
 # Strict JSON has no infinity (a profit factor without losses is inf): such floats are stored as
 # {"$float": "inf"} / {"$float": "-inf"} / {"$float": "nan"} and read back as floats.

@@ -15,8 +15,8 @@ from dagster import (
 )
 
 from ffe_dagster.config import Universe
-from ffe_dagster.core.curriculum import CurriculumSpec
-from ffe_dagster.core.regimes import RegimeConfig, confirmed_regime
+from ffe_dagster.core.regimes.detection import RegimeConfig, confirmed_regime
+from ffe_dagster.core.study.level_specs import CurriculumSpec
 from ffe_dagster.resources.warehouse import WarehouseResource
 
 

@@ -19,7 +19,7 @@ from dagster import (
     run_failure_sensor,
 )
 
-from ffe_dagster.core.notifications import Notification, UiLinks, run_failure_notification
+from ffe_dagster.core.reporting.notifications import Notification, UiLinks, run_failure_notification
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.webhook import WebhookResource
 from ffe_dagster.sensors.notify import DeliveryPolicy, deliver_and_report

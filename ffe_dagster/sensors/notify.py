@@ -22,7 +22,12 @@ from dagster import (
     sensor,
 )
 
-from ffe_dagster.core.notifications import DeliveryCounts, UiLinks, delivered_payload, retry_delay_s
+from ffe_dagster.core.reporting.notifications import (
+    DeliveryCounts,
+    UiLinks,
+    delivered_payload,
+    retry_delay_s,
+)
 from ffe_dagster.resources.outbox import Outbox
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.webhook import WebhookError, WebhookResource

@@ -1,1 +1,1 @@
-"""Market-data sources: each returns OHLCV bars in the schema of ``ffe_dagster.core.bars``."""
+"""Market-data sources: each returns OHLCV bars in the schema of ``ffe_dagster.core.data.bars``."""

@@ -1,9 +1,9 @@
 """What every market-data source shares: the interface, pagination, rate limiting and retries.
 
 A source turns ``(instrument, start, end)`` into pages of bars in the OHLCV schema of
-``ffe_dagster.core.bars``: sorted, one row per ``ts``, inside ``[start, end)``, and only candles
-that had closed by ``now``. Pages come in time order, each with the span it covers, so a caller
-can store every completed day as soon as it is in (a run killed half way keeps those days).
+``ffe_dagster.core.data.bars``: sorted, one row per ``ts``, inside ``[start, end)``, and only
+candles that had closed by ``now``. Pages come in time order, each with the span it covers, so a
+caller can store every completed day as soon as it is in (a run killed half way keeps those days).
 """
 
 import itertools
@@ -18,7 +18,7 @@ from typing import Protocol, TypeVar
 
 import polars as pl
 
-from ffe_dagster.core.bars import (
+from ffe_dagster.core.data.bars import (
     Instrument,
     MarketSchedule,
     closed_bars,

@@ -20,7 +20,7 @@ from typing import Any
 
 import polars as pl
 
-from ffe_dagster.core.bars import (
+from ffe_dagster.core.data.bars import (
     OHLCV_SCHEMA,
     Instrument,
     MarketSchedule,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ffe_dagster.core.bars import Instrument, normalize_bars
+from ffe_dagster.core.data.bars import Instrument, normalize_bars
 from ffe_dagster.sources.base import FetchStats, Page
 
 TS_UNITS = ("s", "ms", "us", "ns")

@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 import requests
 
-from ffe_dagster.core.bars import (
+from ffe_dagster.core.data.bars import (
     OHLCV_SCHEMA,
     Instrument,
     MarketSchedule,

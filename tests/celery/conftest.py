@@ -19,7 +19,7 @@ import pytest
 import yaml
 from dagster import DagsterInstance
 
-from ffe_dagster.core.regimes import RegimeConfig, detect_regimes
+from ffe_dagster.core.regimes.detection import RegimeConfig, detect_regimes
 from ffe_dagster.local_broker import BrokerUnavailable, RedisServer, running_redis
 from ffe_dagster.local_cluster import CeleryWorker, celery_workers, cluster_env
 from ffe_dagster.local_postgres import PostgresServer, PostgresUnavailable, running_postgres

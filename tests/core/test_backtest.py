@@ -8,7 +8,7 @@ Positions are 50 % of the 10,000 starting equity: a 5,000 notional.
 import numpy as np
 import pytest
 
-from ffe_dagster.core.backtest import (
+from ffe_dagster.core.backtest.reference import (
     INIT_CASH,
     CostModel,
     Direction,

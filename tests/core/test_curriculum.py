@@ -7,8 +7,8 @@ import polars as pl
 import pytest
 
 from ffe_dagster.config import load_curriculum
-from ffe_dagster.core.backtest import Direction
-from ffe_dagster.core.curriculum import (
+from ffe_dagster.core.backtest.reference import Direction
+from ffe_dagster.core.study.level_specs import (
     Window,
     build_segments,
     evaluate_pass_criteria,

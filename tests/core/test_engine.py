@@ -18,8 +18,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ffe_dagster.core import engine
-from ffe_dagster.core.backtest import (
+from ffe_dagster.core.backtest import engine
+from ffe_dagster.core.backtest.reference import (
     CostModel,
     Direction,
     Segment,
@@ -30,8 +30,8 @@ from ffe_dagster.core.backtest import (
     run_engine,
     simulate,
 )
-from ffe_dagster.core.evaluation import LevelEvaluator, Period
-from ffe_dagster.core.strategies import get_strategy
+from ffe_dagster.core.backtest.strategies import get_strategy
+from ffe_dagster.core.study.evaluation import LevelEvaluator, Period
 from ffe_dagster.settings import PACKAGE_DIR
 
 RTOL = 1e-9
@@ -187,7 +187,7 @@ def test_returns_of_a_period_match_the_reference(btc_2022: Segment) -> None:
 
 CACHE_SCRIPT = """
 import numpy as np
-from ffe_dagster.core import engine
+from ffe_dagster.core.backtest import engine
 bars = np.linspace(100.0, 110.0, 50)
 signals = np.zeros((1, 50), dtype=np.int8)
 signals[0, 3] = 1

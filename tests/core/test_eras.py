@@ -12,14 +12,14 @@ import pytest
 import yaml
 
 from ffe_dagster.config import ConfigError, load_curriculum
-from ffe_dagster.core.backtest import Segment
-from ffe_dagster.core.levels import (
+from ffe_dagster.core.backtest.reference import Segment
+from ffe_dagster.core.regimes.detection import RegimeConfig, detect_regimes
+from ffe_dagster.core.study.levels import (
     LevelData,
     holdout_starts,
     level_evaluator,
     level_test_evaluator,
 )
-from ffe_dagster.core.regimes import RegimeConfig, detect_regimes
 from ffe_dagster.settings import PACKAGE_DIR
 
 CURRICULUM_FILE = PACKAGE_DIR / "config" / "curriculum.yaml"

@@ -12,21 +12,21 @@ import pytest
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from ffe_dagster.core.evaluation import Params
-from ffe_dagster.core.heartbeat import (
+from ffe_dagster.core.backtest.metrics import Metrics
+from ffe_dagster.core.study.evaluation import Params
+from ffe_dagster.core.study.heartbeat import (
     BatchHeartbeat,
     fail_stale_trials,
     heartbeat_storage,
     quiet_heartbeat_warnings,
 )
-from ffe_dagster.core.metrics import Metrics
-from ffe_dagster.core.optimize import (
+from ffe_dagster.core.study.optimize import (
     DIRECTIONS,
     StudyConfig,
     open_storage,
     run_study,
 )
-from ffe_dagster.core.search_space import build_distributions
+from ffe_dagster.core.study.search_space import build_distributions
 from tests.core.test_optimize import CONSTRAINTS, SPACE, fake_batch
 
 

@@ -3,7 +3,7 @@
 from dataclasses import replace
 
 from ffe_dagster.config import load_curriculum
-from ffe_dagster.core.level_reuse import REUSE_KEY, reusable, reuse_key
+from ffe_dagster.core.study.level_reuse import REUSE_KEY, reusable, reuse_key
 from ffe_dagster.settings import PACKAGE_DIR
 
 CURRICULUM = load_curriculum(PACKAGE_DIR / "config" / "curriculum.yaml")

@@ -10,24 +10,24 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ffe_dagster.core.backtest import CostModel, Direction, Segment
-from ffe_dagster.core.curriculum import bars_to_segment
-from ffe_dagster.core.evaluation import LevelEvaluator, Period
-from ffe_dagster.core.lookahead import (
-    LookaheadError,
-    check_lookahead,
-    check_signal_file_timing,
-    delay_signals,
-    delayed_signal_effect,
-    lookahead_analysis,
-)
-from ffe_dagster.core.strategies import (
+from ffe_dagster.core.backtest.reference import CostModel, Direction, Segment
+from ffe_dagster.core.backtest.strategies import (
     STRATEGIES,
     EntryStrategy,
     FileSignals,
     IndicatorCache,
     Signals,
     get_strategy,
+)
+from ffe_dagster.core.study.evaluation import LevelEvaluator, Period
+from ffe_dagster.core.study.level_specs import bars_to_segment
+from ffe_dagster.core.study.lookahead import (
+    LookaheadError,
+    check_lookahead,
+    check_signal_file_timing,
+    delay_signals,
+    delayed_signal_effect,
+    lookahead_analysis,
 )
 from ffe_dagster.settings import PACKAGE_DIR
 

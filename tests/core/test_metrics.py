@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from ffe_dagster.core.metrics import (
+from ffe_dagster.core.backtest.metrics import (
     compute_metrics,
     max_drawdown_pct,
     profit_factor,

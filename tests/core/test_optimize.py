@@ -15,10 +15,10 @@ import pytest
 from optuna.storages import JournalStorage
 from optuna.trial import TrialState
 
-from ffe_dagster.core.curriculum import Constraints, ParamRange
-from ffe_dagster.core.evaluation import Params
-from ffe_dagster.core.metrics import Metrics
-from ffe_dagster.core.optimize import (
+from ffe_dagster.core.backtest.metrics import Metrics
+from ffe_dagster.core.study.evaluation import Params
+from ffe_dagster.core.study.level_specs import Constraints, ParamRange
+from ffe_dagster.core.study.optimize import (
     HEARTBEAT_INTERVAL_S,
     ParetoTracker,
     StorageUnavailableError,
@@ -27,7 +27,7 @@ from ffe_dagster.core.optimize import (
     open_storage,
     run_study,
 )
-from ffe_dagster.core.selection import rank_on_validation
+from ffe_dagster.core.study.selection import rank_on_validation
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -266,7 +266,7 @@ def test_a_zero_time_limit_runs_at_most_one_batch() -> None:
 # Runs in a child process, from the repository root so ``tests`` is importable.
 KILL_SCRIPT = """
 import os, signal, sys
-from ffe_dagster.core.optimize import StudyConfig, open_storage, run_study
+from ffe_dagster.core.study.optimize import StudyConfig, open_storage, run_study
 from tests.core.test_optimize import CONSTRAINTS, SPACE, fake_batch
 
 def kill_at_40(record, finished):

@@ -11,14 +11,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ffe_dagster.core.level_records import trials_table
-from ffe_dagster.core.optimize import StudyOutcome, TrialRecord
-from ffe_dagster.core.plots import (
+from ffe_dagster.core.reporting.plots import (
     StudyPlotData,
     equity_drawdown,
     optimization_history,
     write_study_plots,
 )
+from ffe_dagster.core.study.level_records import trials_table
+from ffe_dagster.core.study.optimize import StudyOutcome, TrialRecord
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STEMS = ("optimization_history", "parameter_importance", "pareto_front", "equity_drawdown")

@@ -15,18 +15,18 @@ import polars as pl
 import pytest
 
 from ffe_dagster.config import load_curriculum
-from ffe_dagster.core.backtest import CostModel, Direction, Segment
-from ffe_dagster.core.curriculum import bars_to_segment
-from ffe_dagster.core.evaluation import LevelEvaluator, Period
-from ffe_dagster.core.level_robustness import overfitting_report
-from ffe_dagster.core.optimize import StudyOutcome, TrialRecord
-from ffe_dagster.core.overfitting import (
+from ffe_dagster.core.backtest.reference import CostModel, Direction, Segment
+from ffe_dagster.core.backtest.strategies import get_strategy
+from ffe_dagster.core.robustness.deflated_sharpe import TimestampPool, deflated_sharpe_from_returns
+from ffe_dagster.core.robustness.pbo import (
     BlockSums,
     pbo_from_block_sums,
     probability_of_backtest_overfitting,
 )
-from ffe_dagster.core.robustness import TimestampPool, deflated_sharpe_from_returns
-from ffe_dagster.core.strategies import get_strategy
+from ffe_dagster.core.study.evaluation import LevelEvaluator, Period
+from ffe_dagster.core.study.level_robustness import overfitting_report
+from ffe_dagster.core.study.level_specs import bars_to_segment
+from ffe_dagster.core.study.optimize import StudyOutcome, TrialRecord
 from ffe_dagster.settings import PACKAGE_DIR
 
 CRYPTO = 8766.0

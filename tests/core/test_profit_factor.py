@@ -12,8 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ffe_dagster.core import engine
-from ffe_dagster.core.backtest import (
+from ffe_dagster.core.backtest import engine
+from ffe_dagster.core.backtest.metrics import (
+    profit_factor,
+    profit_factor_of,
+    spell_non_finite,
+    split_non_finite,
+)
+from ffe_dagster.core.backtest.reference import (
     CostModel,
     Direction,
     Segment,
@@ -23,13 +29,7 @@ from ffe_dagster.core.backtest import (
     run_engine,
     simulate,
 )
-from ffe_dagster.core.curriculum import evaluate_pass_criteria
-from ffe_dagster.core.metrics import (
-    profit_factor,
-    profit_factor_of,
-    spell_non_finite,
-    split_non_finite,
-)
+from ffe_dagster.core.study.level_specs import evaluate_pass_criteria
 from ffe_dagster.resources.warehouse import (
     WarehouseResource,
     decode_result_json,

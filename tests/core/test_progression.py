@@ -2,9 +2,9 @@
 
 import pytest
 
-from ffe_dagster.core.curriculum import ParamRange, ProgressionSpec
-from ffe_dagster.core.levels import parameter_shift
-from ffe_dagster.core.progression import Decision, decide, next_trial_count
+from ffe_dagster.core.study.level_specs import ParamRange, ProgressionSpec
+from ffe_dagster.core.study.levels import parameter_shift
+from ffe_dagster.core.study.progression import Decision, decide, next_trial_count
 
 SPEC = ProgressionSpec()
 

@@ -16,7 +16,7 @@ from ffe_dagster.core.promotion.gates import choose_for_regime, cold_gate, limit
 from ffe_dagster.core.promotion.performance import (
     Performance,
 )
-from tests.core.promotion_helpers import GOOD, LIMITS, names
+from tests.core.gate_helpers import GOOD, LIMITS, names
 
 # --- COLD ---------------------------------------------------------------------------------------
 

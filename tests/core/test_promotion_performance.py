@@ -7,10 +7,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ffe_dagster.core.backtest import CostModel, Direction, run_engine
-from ffe_dagster.core.curriculum import bars_to_segment
-from ffe_dagster.core.engine import T_CLOSED, T_PNL
-from ffe_dagster.core.evaluation import evaluate_recent, trade_params
+from ffe_dagster.core.backtest.engine import T_CLOSED, T_PNL
+from ffe_dagster.core.backtest.reference import CostModel, Direction, run_engine
+from ffe_dagster.core.backtest.strategies import get_strategy
 from ffe_dagster.core.promotion.performance import (
     Performance,
     combine_live_results,
@@ -19,7 +18,8 @@ from ffe_dagster.core.promotion.performance import (
     paper_performance,
     watermark,
 )
-from ffe_dagster.core.strategies import get_strategy
+from ffe_dagster.core.study.evaluation import evaluate_recent, trade_params
+from ffe_dagster.core.study.level_specs import bars_to_segment
 from ffe_dagster.settings import PACKAGE_DIR
 
 # --- paper performance on real bars -------------------------------------------------------------

@@ -14,7 +14,7 @@ from ffe_dagster.core.promotion.performance import (
     Performance,
 )
 from ffe_dagster.core.promotion.safety import safety_gate, sharpe_degradation_pct
-from tests.core.promotion_helpers import GOOD, LIMITS, names
+from tests.core.gate_helpers import GOOD, LIMITS, names
 
 # --- safety limits ------------------------------------------------------------------------------
 

@@ -8,8 +8,8 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import ffe_dagster
-from ffe_dagster.core.bars import OHLCV_SCHEMA
-from ffe_dagster.core.regimes import (
+from ffe_dagster.core.data.bars import OHLCV_SCHEMA
+from ffe_dagster.core.regimes.detection import (
     REGIME_SCHEMA,
     Regime,
     RegimeConfig,

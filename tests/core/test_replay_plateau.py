@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from ffe_dagster.core.curriculum import ParamRange
-from ffe_dagster.core.evaluation import Params
-from ffe_dagster.core.metrics import Metrics
-from ffe_dagster.core.selection import Candidate, neighbourhood, rank_by_plateau
+from ffe_dagster.core.backtest.metrics import Metrics
+from ffe_dagster.core.study.evaluation import Params
+from ffe_dagster.core.study.level_specs import ParamRange
+from ffe_dagster.core.study.selection import Candidate, neighbourhood, rank_by_plateau
 
 SPACE = (
     ParamRange("x", 0.0, 10.0),

@@ -3,8 +3,8 @@
 import copy
 from typing import Any
 
-from ffe_dagster.core.recommendation import deployment_recommendation, regime_verdicts
-from ffe_dagster.core.report import curriculum_report
+from ffe_dagster.core.reporting.curriculum_report import curriculum_report
+from ffe_dagster.core.reporting.recommendation import deployment_recommendation, regime_verdicts
 
 PROMOTES = {1: ["BULL"], 2: ["BEAR"], 3: [], 4: ["SIDEWAYS", "DEFAULT"]}
 

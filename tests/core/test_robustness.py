@@ -6,15 +6,15 @@ import math
 import numpy as np
 import pytest
 
-from ffe_dagster.core.overfitting import probability_of_backtest_overfitting
-from ffe_dagster.core.robustness import (
+from ffe_dagster.core.robustness.deflated_sharpe import (
     EULER_MASCHERONI,
     deflated_sharpe_from_returns,
     deflated_sharpe_ratio,
     expected_max_sharpe,
     probabilistic_sharpe_ratio,
 )
-from ffe_dagster.core.walk_forward import (
+from ffe_dagster.core.robustness.pbo import probability_of_backtest_overfitting
+from ffe_dagster.core.robustness.walk_forward import (
     WalkForwardWindow,
     parameter_sensitivity,
     stitch_returns,

@@ -10,12 +10,12 @@ import pytest
 import yaml
 
 from ffe_dagster.config import ConfigError, load_curriculum
-from ffe_dagster.core.curriculum import CurriculumSpec, ParamRange
-from ffe_dagster.core.evaluation import Params
-from ffe_dagster.core.levels import choose_candidates
-from ffe_dagster.core.metrics import Metrics
-from ffe_dagster.core.optimize import StudyOutcome, TrialRecord
-from ffe_dagster.core.study_identity import study_identity
+from ffe_dagster.core.backtest.metrics import Metrics
+from ffe_dagster.core.study.evaluation import Params
+from ffe_dagster.core.study.identity import study_identity
+from ffe_dagster.core.study.level_specs import CurriculumSpec, ParamRange
+from ffe_dagster.core.study.levels import choose_candidates
+from ffe_dagster.core.study.optimize import StudyOutcome, TrialRecord
 from ffe_dagster.settings import PROJECT_DIR
 
 CURRICULUM = PROJECT_DIR / "ffe_dagster" / "config" / "curriculum.yaml"

@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ffe_dagster.core import strategies
-from ffe_dagster.core.backtest import Segment
-from ffe_dagster.core.metrics import FloatArray
-from ffe_dagster.core.strategies import (
+from ffe_dagster.core.backtest import strategies
+from ffe_dagster.core.backtest.metrics import FloatArray
+from ffe_dagster.core.backtest.reference import Segment
+from ffe_dagster.core.backtest.strategies import (
     FileSignals,
     IndicatorCache,
     donchian_breakout_signals,

@@ -11,13 +11,13 @@ import pytest
 
 from ffe_dagster.assets.curriculum import study_fingerprint
 from ffe_dagster.config import load_curriculum
-from ffe_dagster.core.backtest import CostModel
-from ffe_dagster.core.curriculum import Constraints, CurriculumSpec, ParamRange, Window
-from ffe_dagster.core.levels import LevelData, holdout_starts
-from ffe_dagster.core.metrics import Metrics
-from ffe_dagster.core.optimize import StudyConfig, open_storage, run_study
-from ffe_dagster.core.regimes import RegimeConfig, detect_regimes
-from ffe_dagster.core.study_identity import ENGINE_SEMANTICS_VERSION, study_identity
+from ffe_dagster.core.backtest.metrics import Metrics
+from ffe_dagster.core.backtest.reference import CostModel
+from ffe_dagster.core.regimes.detection import RegimeConfig, detect_regimes
+from ffe_dagster.core.study.identity import ENGINE_SEMANTICS_VERSION, study_identity
+from ffe_dagster.core.study.level_specs import Constraints, CurriculumSpec, ParamRange, Window
+from ffe_dagster.core.study.levels import LevelData, holdout_starts
+from ffe_dagster.core.study.optimize import StudyConfig, open_storage, run_study
 from ffe_dagster.settings import PACKAGE_DIR
 
 CURRICULUM = load_curriculum(PACKAGE_DIR / "config" / "curriculum.yaml")
@@ -128,7 +128,7 @@ def test_the_signal_file_counts_by_content_not_by_path(tmp_path: Path) -> None:
 def test_the_engine_semantics_version_is_part_of_the_identity() -> None:
     args = {"bars": {"X": "1"}, "regimes": {}, "signal_file_sha256": None}
     now = study_identity(SPEC, CURRICULUM, **args)
-    import ffe_dagster.core.study_identity as module
+    import ffe_dagster.core.study.identity as module
 
     original = module.ENGINE_SEMANTICS_VERSION
     try:

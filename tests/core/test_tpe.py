@@ -5,7 +5,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.samplers._tpe import sampler as optuna_tpe
 
-from ffe_dagster.core.tpe import SplitOnceTPESampler
+from ffe_dagster.core.study.tpe import SplitOnceTPESampler
 
 DISTS = {
     "a": FloatDistribution(0.0, 10.0),

@@ -5,13 +5,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ffe_dagster.core.bars import OHLCV_SCHEMA
-from ffe_dagster.core.validation import (
+from ffe_dagster.core.data.bars import OHLCV_SCHEMA
+from ffe_dagster.core.data.validation import (
     QUARANTINE_SCHEMA,
     ValidationResult,
     validate_bars,
 )
-from ffe_dagster.core.validation_rules import ValidationConfig
+from ffe_dagster.core.data.validation_rules import ValidationConfig
 
 SAMPLES = Path(__file__).parents[2] / "ffe_dagster" / "data" / "samples"
 START = datetime(2024, 1, 1, tzinfo=UTC)

@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, date, datetime
 
 from ffe_dagster.assets.acquisition import Acquisition, ingest_instrument
-from ffe_dagster.core.bars import Instrument, MarketKind
+from ffe_dagster.core.data.bars import Instrument, MarketKind
 from ffe_dagster.resources.warehouse import WarehouseResource
 from ffe_dagster.sources.ccxt_source import CcxtSource
 

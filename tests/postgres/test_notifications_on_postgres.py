@@ -4,7 +4,7 @@ claimed by one deliverer is not handed to another."""
 
 from datetime import UTC, datetime, timedelta
 
-from ffe_dagster.core.notifications import UiLinks
+from ffe_dagster.core.reporting.notifications import UiLinks
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.webhook import WebhookResource
 from ffe_dagster.sensors.notify import DeliveryPolicy, deliver_due

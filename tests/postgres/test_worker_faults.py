@@ -20,8 +20,8 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
-from ffe_dagster.core.heartbeat import quiet_heartbeat_warnings
-from ffe_dagster.core.optimize import DIRECTIONS, open_storage
+from ffe_dagster.core.study.heartbeat import quiet_heartbeat_warnings
+from ffe_dagster.core.study.optimize import DIRECTIONS, open_storage
 from ffe_dagster.local_postgres import PostgresServer
 from ffe_dagster.settings import PROJECT_DIR
 
@@ -39,9 +39,9 @@ PATIENCE_S = 180
 WORKER = """
 import json, sys, time
 from pathlib import Path
-from ffe_dagster.core.curriculum import Constraints, ParamRange
-from ffe_dagster.core.metrics import Metrics
-from ffe_dagster.core.optimize import StudyConfig, open_storage, run_study
+from ffe_dagster.core.study.level_specs import Constraints, ParamRange
+from ffe_dagster.core.backtest.metrics import Metrics
+from ffe_dagster.core.study.optimize import StudyConfig, open_storage, run_study
 
 args = json.loads(sys.argv[1])
 batches = [0]

@@ -5,9 +5,9 @@ A candidate climbs COLD -> WARM -> LIMITED -> FULL across cycles. Each gate retu
 ``GateDecision`` whose every threshold is a ``GateCheck`` with its own reason, and whose outcome is
 PASS, FAIL or WAIT: a stage that has not seen enough bars, hours or trades to judge WAITS (the
 candidate stays where it is) instead of failing. This package is pure; the registry keeps the
-stage of every version and ``assets/promotion.py`` runs the gates once per cycle.
+stage of every version and ``promotion/asset.py`` runs the gates once per cycle.
 
-Import each name from the module that owns it:
+Each name lives in one module, and is re-exported here:
 
 - ``config``: ``PromotionRegime``, ``Stage``, ``Outcome`` and the thresholds (``PromotionConfig``
   with ``ColdGateConfig``, ``WarmGateConfig``, ``LimitedGateConfig``, ``SafetyLimits``).
@@ -17,3 +17,54 @@ Import each name from the module that owns it:
 - ``safety``: the safety limits (``safety_checks``, ``safety_gate``, ``sharpe_degradation_pct``).
 - ``gates``: ``cold_gate``, ``warm_gate``, ``limited_gate`` and ``choose_for_regime``.
 """
+
+from ffe_dagster.core.promotion.checks import GateCheck, GateDecision, at_least, at_most
+from ffe_dagster.core.promotion.config import (
+    ColdGateConfig,
+    LimitedGateConfig,
+    Outcome,
+    PromotionConfig,
+    PromotionRegime,
+    SafetyLimits,
+    Stage,
+    WarmGateConfig,
+)
+from ffe_dagster.core.promotion.gates import choose_for_regime, cold_gate, limited_gate, warm_gate
+from ffe_dagster.core.promotion.performance import (
+    LIVE_RESULT_COLUMNS,
+    Performance,
+    combine_live_results,
+    live_performance,
+    normalize_live_results,
+    paper_performance,
+    watermark,
+)
+from ffe_dagster.core.promotion.safety import safety_gate, sharpe_degradation_pct
+
+__all__ = [
+    "LIVE_RESULT_COLUMNS",
+    "ColdGateConfig",
+    "GateCheck",
+    "GateDecision",
+    "LimitedGateConfig",
+    "Outcome",
+    "Performance",
+    "PromotionConfig",
+    "PromotionRegime",
+    "SafetyLimits",
+    "Stage",
+    "WarmGateConfig",
+    "at_least",
+    "at_most",
+    "choose_for_regime",
+    "cold_gate",
+    "combine_live_results",
+    "limited_gate",
+    "live_performance",
+    "normalize_live_results",
+    "paper_performance",
+    "safety_gate",
+    "sharpe_degradation_pct",
+    "warm_gate",
+    "watermark",
+]

@@ -9,7 +9,6 @@ Sharpe. Without a current version the baseline is staying flat: Sharpe 0, win ra
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ffe_dagster.core.evaluation import Params
 from ffe_dagster.core.promotion.checks import (
     REL_TOL,
     GateCheck,
@@ -30,6 +29,7 @@ from ffe_dagster.core.promotion.config import (
 )
 from ffe_dagster.core.promotion.performance import Performance, flat
 from ffe_dagster.core.promotion.safety import safety_checks
+from ffe_dagster.core.study.evaluation import Params
 
 
 def improvement_check(name: str, candidate: float, current: float, uplift_pct: float) -> GateCheck:

@@ -14,12 +14,12 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 
-from ffe_dagster.core import engine
-from ffe_dagster.core.backtest import INIT_CASH, CostModel, Direction, engine_row
-from ffe_dagster.core.curriculum import bars_to_segment
-from ffe_dagster.core.evaluation import MIN_PERIOD_BARS, Params, trade_params
+from ffe_dagster.core.backtest import engine
+from ffe_dagster.core.backtest.reference import INIT_CASH, CostModel, Direction, engine_row
+from ffe_dagster.core.backtest.strategies import EntryStrategy
 from ffe_dagster.core.promotion.config import PromotionRegime
-from ffe_dagster.core.strategies import EntryStrategy
+from ffe_dagster.core.study.evaluation import MIN_PERIOD_BARS, Params, trade_params
+from ffe_dagster.core.study.level_specs import bars_to_segment
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,459 @@
+"""Plots of a level study, each written as a PNG (matplotlib) and an interactive HTML (plotly).
+
+Pure: the functions take plain data and a folder and return the paths they wrote; nothing here
+knows about Dagster or MLflow. Inputs:
+
+- the trials table of ``ffe_dagster.core.study.level_records.trials_table`` (``number``,
+  ``param_*``, ``train_*`` metrics, ``feasible``, ``pareto``),
+- Optuna's parameter importance (``name -> importance``),
+- the chosen set's equity frame (``instrument``, ``ts``, ``equity``, ``drawdown_pct``).
+
+An empty input (no trial, no importance, no chosen set) still writes both files, with a figure
+that says "no data" and why, so every run carries the same artifact names and the MLflow UI shows
+the reason instead of a missing file.
+
+PNGs are drawn on a ``matplotlib.figure.Figure`` attached to an Agg canvas, never through
+``pyplot`` or ``matplotlib.use``: pyplot keeps global figure state and picks a GUI backend, and
+``use`` would switch the backend for the whole process; neither is wanted in a worker.
+HTML files load plotly.js from its CDN by default (``include_plotlyjs="cdn"``): embedding it costs
+about 4.6 MB per file, i.e. some 70 MB per cycle of four levels; pass ``True`` for files that
+open offline.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import plotly.graph_objects as go
+import polars as pl
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from plotly.subplots import make_subplots
+
+IncludePlotlyJs = bool | Literal["cdn"]
+
+HISTORY = "optimization_history"
+IMPORTANCE = "parameter_importance"
+PARETO = "pareto_front"
+EQUITY = "equity_drawdown"
+
+MAX_EQUITY_POINTS = 4000  # per instrument, for display only; the full curve is a table artifact
+_SEGMENT_GAP_FACTOR = 50.0  # a time step this many times the median one starts a new segment
+_DPI = 110
+
+
+@dataclass(frozen=True, slots=True)
+class StudyPlotData:
+    """Everything the plots of one level study need."""
+
+    trials: pl.DataFrame
+    importance: Mapping[str, float] = field(default_factory=dict)
+    equity: pl.DataFrame | None = None
+    title: str = ""
+    importance_note: str = ""  # why importance is empty, e.g. Optuna's error message
+
+
+def write_study_plots(
+    data: StudyPlotData, folder: Path, *, include_plotlyjs: IncludePlotlyJs = "cdn"
+) -> list[Path]:
+    """All four plots of a study into ``folder``; returns the eight paths (PNG and HTML each)."""
+    prefix = f"{data.title}: " if data.title else ""
+    return [
+        *optimization_history(
+            data.trials,
+            folder,
+            title=f"{prefix}optimization history",
+            include_plotlyjs=include_plotlyjs,
+        ),
+        *parameter_importance(
+            data.importance,
+            folder,
+            title=f"{prefix}parameter importance (train Sharpe)",
+            note=data.importance_note,
+            include_plotlyjs=include_plotlyjs,
+        ),
+        *pareto_front(
+            data.trials, folder, title=f"{prefix}Pareto front", include_plotlyjs=include_plotlyjs
+        ),
+        *equity_drawdown(
+            data.equity,
+            folder,
+            title=f"{prefix}equity and drawdown of the chosen set",
+            include_plotlyjs=include_plotlyjs,
+        ),
+    ]
+
+
+def optimization_history(
+    trials: pl.DataFrame,
+    folder: Path,
+    *,
+    title: str = "optimization history",
+    include_plotlyjs: IncludePlotlyJs = "cdn",
+) -> list[Path]:
+    """Train Sharpe of every trial by trial number, feasible and infeasible trials marked apart,
+    with the best feasible Sharpe so far (convergence) and the best of all trials so far."""
+    if trials.is_empty() or "train_sharpe" not in trials.columns:
+        return _no_data(folder, HISTORY, title, "the study has no finished trial", include_plotlyjs)
+    frame = trials.sort("number")
+    number = frame["number"].to_numpy().astype(np.float64)
+    sharpe = _floats(frame["train_sharpe"])
+    feasible = _feasible(frame)
+    best_feasible = _running_max(np.where(feasible, sharpe, np.nan))
+    best_any = _running_max(sharpe)
+    hover = _hover(frame)
+
+    fig = _figure(figsize=(9, 4.5))
+    ax = fig.add_subplot()
+    ax.scatter(number[feasible], sharpe[feasible], s=18, color="tab:green", label="feasible trial")
+    ax.scatter(
+        number[~feasible], sharpe[~feasible], s=18, color="0.6", marker="x", label="infeasible"
+    )
+    ax.step(number, best_any, where="post", color="0.4", linestyle=":", label="best so far (all)")
+    ax.step(number, best_feasible, where="post", color="tab:blue", label="best feasible so far")
+    ax.set(xlabel="trial", ylabel="train Sharpe", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    png = _save_png(fig, folder, HISTORY)
+
+    pfig = go.Figure()
+    for mask, name, color, symbol in (
+        (feasible, "feasible trial", "green", "circle"),
+        (~feasible, "infeasible", "grey", "x"),
+    ):
+        pfig.add_trace(
+            go.Scatter(
+                x=number[mask],
+                y=sharpe[mask],
+                mode="markers",
+                name=name,
+                marker={"color": color, "symbol": symbol, "size": 7},
+                text=[hover[i] for i in np.flatnonzero(mask)],
+                hoverinfo="text",
+            )
+        )
+    for values, name, dash in (
+        (best_any, "best so far (all)", "dot"),
+        (best_feasible, "best feasible so far", "solid"),
+    ):
+        pfig.add_trace(
+            go.Scatter(
+                x=number, y=values, mode="lines", name=name, line={"shape": "hv", "dash": dash}
+            )
+        )
+    pfig.update_layout(title=title, xaxis_title="trial", yaxis_title="train Sharpe")
+    return [png, _save_html(pfig, folder, HISTORY, include_plotlyjs)]
+
+
+def parameter_importance(
+    importance: Mapping[str, float],
+    folder: Path,
+    *,
+    title: str = "parameter importance",
+    note: str = "",
+    include_plotlyjs: IncludePlotlyJs = "cdn",
+) -> list[Path]:
+    """Horizontal bars of each parameter's importance, the most important on top."""
+    if not importance:
+        reason = note or "Optuna reported no importance (fewer than 4 trials or no variation)"
+        return _no_data(folder, IMPORTANCE, title, reason, include_plotlyjs)
+    ranked = sorted(importance.items(), key=lambda kv: kv[1])  # barh draws bottom-up
+    names = [k for k, _ in ranked]
+    values = [float(v) for _, v in ranked]
+
+    fig = _figure(figsize=(8, 0.45 * len(names) + 1.6))
+    ax = fig.add_subplot()
+    ax.barh(names, values, color="tab:blue")
+    ax.set(xlabel="importance (share of train Sharpe variance)", title=title)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    png = _save_png(fig, folder, IMPORTANCE)
+
+    pfig = go.Figure(go.Bar(x=values, y=names, orientation="h"))
+    pfig.update_layout(title=title, xaxis_title="importance")
+    return [png, _save_html(pfig, folder, IMPORTANCE, include_plotlyjs)]
+
+
+def pareto_front(
+    trials: pl.DataFrame,
+    folder: Path,
+    *,
+    title: str = "Pareto front",
+    include_plotlyjs: IncludePlotlyJs = "cdn",
+) -> list[Path]:
+    """Train Sharpe against max drawdown for every trial, colored by win rate; the feasible
+    Pareto front of the three objectives (Sharpe, win rate, drawdown) is ringed in red, so a
+    front point may sit inside the 2-D cloud when its win rate earns its place."""
+    needed = {"train_sharpe", "train_max_drawdown_pct", "train_win_rate_pct"}
+    if trials.is_empty() or not needed <= set(trials.columns):
+        return _no_data(folder, PARETO, title, "the study has no finished trial", include_plotlyjs)
+    sharpe = _floats(trials["train_sharpe"])
+    drawdown = _floats(trials["train_max_drawdown_pct"])
+    win = _floats(trials["train_win_rate_pct"])
+    feasible = _feasible(trials)
+    front = (
+        trials["pareto"].fill_null(False).to_numpy().astype(bool)
+        if "pareto" in trials.columns
+        else np.zeros(trials.height, dtype=bool)
+    )
+    hover = _hover(trials)
+    finite = win[np.isfinite(win)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 100.0)
+
+    fig = _figure(figsize=(8.5, 5))
+    ax = fig.add_subplot()
+    vmax = max(high, low + 1e-9)  # a constant win rate still needs a non-empty color range
+    points = None
+    for mask, marker, label in ((feasible, "o", "feasible"), (~feasible, "x", "infeasible")):
+        drawn = ax.scatter(
+            drawdown[mask],
+            sharpe[mask],
+            c=win[mask],
+            cmap="viridis",
+            vmin=low,
+            vmax=vmax,
+            s=28,
+            marker=marker,
+            label=label,
+        )
+        if points is None:
+            points = drawn
+    ax.scatter(
+        drawdown[front],
+        sharpe[front],
+        s=110,
+        facecolors="none",
+        edgecolors="red",
+        linewidths=1.5,
+        label=f"Pareto front ({int(front.sum())})",
+    )
+    if points is not None:
+        fig.colorbar(points, ax=ax, label="train win rate %")
+    ax.set(xlabel="train max drawdown %", ylabel="train Sharpe", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    png = _save_png(fig, folder, PARETO)
+
+    pfig = go.Figure()
+    for mask, name, symbol in ((feasible, "feasible", "circle"), (~feasible, "infeasible", "x")):
+        pfig.add_trace(
+            go.Scatter(
+                x=drawdown[mask],
+                y=sharpe[mask],
+                mode="markers",
+                name=name,
+                marker={
+                    "color": win[mask],
+                    "colorscale": "Viridis",
+                    "cmin": low,
+                    "cmax": high,
+                    "symbol": symbol,
+                    "size": 8,
+                    "showscale": name == "feasible",
+                    "colorbar": {"title": {"text": "win rate %"}},
+                },
+                text=[hover[i] for i in np.flatnonzero(mask)],
+                hoverinfo="text",
+            )
+        )
+    pfig.add_trace(
+        go.Scatter(
+            x=drawdown[front],
+            y=sharpe[front],
+            mode="markers",
+            name="Pareto front",
+            marker={"size": 15, "color": "rgba(0,0,0,0)", "line": {"color": "red", "width": 2}},
+            text=[hover[i] for i in np.flatnonzero(front)],
+            hoverinfo="text",
+        )
+    )
+    pfig.update_layout(title=title, xaxis_title="train max drawdown %", yaxis_title="train Sharpe")
+    return [png, _save_html(pfig, folder, PARETO, include_plotlyjs)]
+
+
+def equity_drawdown(
+    equity: pl.DataFrame | None,
+    folder: Path,
+    *,
+    title: str = "equity and drawdown",
+    include_plotlyjs: IncludePlotlyJs = "cdn",
+    max_points: int = MAX_EQUITY_POINTS,
+) -> list[Path]:
+    """Equity (top) and drawdown in percent (bottom) of the chosen set, one line per instrument.
+
+    A level's windows of one instrument are separate backtests that each start from the initial
+    cash, so the line is broken where the time step jumps rather than drawn across the gap. Long
+    curves are thinned to ``max_points`` per instrument keeping each bucket's deepest drawdown.
+    """
+    needed = {"instrument", "ts", "equity", "drawdown_pct"}
+    if equity is None or equity.is_empty() or not needed <= set(equity.columns):
+        return _no_data(folder, EQUITY, title, "no parameter set was chosen", include_plotlyjs)
+    curves = {
+        str(name): _thin(_with_gaps(part), max_points)
+        for name, part in sorted(
+            ((str(k[0]), v) for k, v in equity.partition_by("instrument", as_dict=True).items()),
+        )
+    }
+
+    fig = _figure(figsize=(10, 6))
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+    for name, (ts, eq, dd) in curves.items():
+        top.plot(ts, eq, linewidth=0.9, label=name)
+        bottom.plot(ts, -dd, linewidth=0.9, label=name)
+    top.set(ylabel="equity", title=title)
+    bottom.set(ylabel="drawdown %", xlabel="time (UTC)")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    top.legend(loc="upper left", fontsize="small")
+    fig.autofmt_xdate()
+    png = _save_png(fig, folder, EQUITY)
+
+    pfig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.65, 0.35])
+    palette = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+    for i, (name, (stamps, eq, dd)) in enumerate(curves.items()):
+        color = palette[i % len(palette)]
+        ts = stamps.astype(object)  # datetimes with None at the breaks; plotly.js reads no NaT
+        pfig.add_trace(
+            go.Scatter(
+                x=ts, y=eq, mode="lines", name=name, legendgroup=name, line={"color": color}
+            ),
+            row=1,
+            col=1,
+        )
+        pfig.add_trace(
+            go.Scatter(
+                x=ts,
+                y=-dd,
+                mode="lines",
+                name=f"{name} drawdown",
+                legendgroup=name,
+                showlegend=False,
+                line={"color": color},
+            ),
+            row=2,
+            col=1,
+        )
+    pfig.update_layout(title=title)
+    pfig.update_yaxes(title_text="equity", row=1, col=1)
+    pfig.update_yaxes(title_text="drawdown %", row=2, col=1)
+    return [png, _save_html(pfig, folder, EQUITY, include_plotlyjs)]
+
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+def _floats(series: pl.Series) -> FloatArray:
+    return series.cast(pl.Float64).fill_null(np.nan).to_numpy().astype(np.float64)
+
+
+def _feasible(frame: pl.DataFrame) -> BoolArray:
+    if "feasible" not in frame.columns:
+        return np.ones(frame.height, dtype=bool)
+    return frame["feasible"].fill_null(False).to_numpy().astype(bool)
+
+
+def _running_max(values: FloatArray) -> FloatArray:
+    # NaN until the first real value, then the best so far (np.fmax ignores NaN).
+    return np.fmax.accumulate(values) if values.size else values
+
+
+def _hover(frame: pl.DataFrame) -> list[str]:
+    # One line per trial: its number, train metrics and parameters.
+    shown = [c for c in frame.columns if c.startswith(("param_", "train_"))]
+    rows: list[str] = []
+    for row in frame.select(["number", *shown]).iter_rows(named=True):
+        parts = [f"trial {row['number']}"]
+        for name in shown:
+            value = row[name]
+            text = f"{value:.4g}" if isinstance(value, float) else str(value)
+            parts.append(f"{name}: {text}")
+        rows.append("<br>".join(parts))
+    return rows
+
+
+def _with_gaps(part: pl.DataFrame) -> tuple[npt.NDArray[np.datetime64], FloatArray, FloatArray]:
+    # Insert a NaT/NaN row wherever a new backtest segment starts, so lines do not bridge gaps.
+    ts = part["ts"].to_numpy().astype("datetime64[us]")
+    eq = _floats(part["equity"])
+    dd = _floats(part["drawdown_pct"])
+    if ts.size < 3:
+        return ts, eq, dd
+    steps = np.diff(ts).astype(np.float64)
+    forward = steps[steps > 0]
+    median = float(np.median(forward)) if forward.size else 1.0
+    # Rows keep the frame's order (one backtest segment after another): a step back in time or
+    # a jump far beyond the bar interval is where the next segment starts.
+    breaks = np.flatnonzero((steps <= 0) | (steps > _SEGMENT_GAP_FACTOR * max(median, 1.0))) + 1
+    if breaks.size == 0:
+        return ts, eq, dd
+    return (
+        np.insert(ts, breaks, np.datetime64("NaT", "us")),
+        np.insert(eq, breaks, np.nan),
+        np.insert(dd, breaks, np.nan),
+    )
+
+
+def _thin(
+    curve: tuple[npt.NDArray[np.datetime64], FloatArray, FloatArray], max_points: int
+) -> tuple[npt.NDArray[np.datetime64], FloatArray, FloatArray]:
+    # Keep the first row of each bucket and the row of its deepest drawdown, so the worst
+    # drawdown of the curve always survives the thinning.
+    ts, eq, dd = curve
+    if ts.size <= max_points:
+        return curve
+    bucket = int(np.ceil(ts.size / max(max_points // 2, 1)))
+    keep: set[int] = set()
+    for start in range(0, ts.size, bucket):
+        window = dd[start : start + bucket]
+        keep.add(start)
+        if np.isfinite(window).any():
+            keep.add(start + int(np.nanargmax(window)))
+        gaps = np.flatnonzero(np.isnan(window))
+        keep.update(int(start + g) for g in gaps)  # keep the segment breaks
+    idx = np.array(sorted(keep), dtype=np.int64)
+    return ts[idx], eq[idx], dd[idx]
+
+
+def _no_data(
+    folder: Path, stem: str, title: str, reason: str, include_plotlyjs: IncludePlotlyJs
+) -> list[Path]:
+    fig = _figure(figsize=(7, 3))
+    ax = fig.add_subplot()
+    ax.set_axis_off()
+    ax.set_title(title)
+    ax.text(0.5, 0.5, f"no data: {reason}", ha="center", va="center", wrap=True)
+    png = _save_png(fig, folder, stem)
+    pfig = go.Figure()
+    pfig.update_layout(
+        title=title,
+        xaxis={"visible": False},
+        yaxis={"visible": False},
+        annotations=[
+            {"text": f"no data: {reason}", "showarrow": False, "xref": "paper", "yref": "paper"}
+        ],
+    )
+    return [png, _save_html(pfig, folder, stem, include_plotlyjs)]
+
+
+def _figure(**kwargs: Any) -> Figure:
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)  # attaches itself to the figure: PNG rendering without pyplot
+    return fig
+
+
+def _save_png(fig: Figure, folder: Path, stem: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stem}.png"
+    fig.savefig(path, dpi=_DPI, bbox_inches="tight")
+    return path
+
+
+def _save_html(fig: go.Figure, folder: Path, stem: str, include_plotlyjs: IncludePlotlyJs) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stem}.html"
+    fig.write_html(path, include_plotlyjs=include_plotlyjs, full_html=True)
+    return path

@@ -1,0 +1,396 @@
+"""Curriculum levels as data: parsing, data windows, time splits and pass criteria.
+
+A level's data is a set of windows per instrument (fixed dates plus regime segments found by the
+detector). Overlapping windows are merged so no bar counts twice; each merged window becomes one
+``Segment`` that is split in time order into train / validation / test.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from ffe_dagster.core.backtest.reference import CostModel, Direction, Segment
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Bars of one instrument between two UTC instants (both inclusive)."""
+
+    instrument: str
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ParamRange:
+    """One searchable parameter: a float or int range, or a list of choices."""
+
+    name: str
+    low: float = 0.0
+    high: float = 0.0
+    step: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Constraints:
+    """What makes a trial infeasible rather than merely bad."""
+
+    min_trades: int
+    max_drawdown_pct: float
+    min_win_rate_pct: float
+
+
+@dataclass(frozen=True, slots=True)
+class OptimizerSpec:
+    """How studies run: sampler, batch size, early stop and time limit."""
+
+    sampler: str = "tpe"
+    batch_size: int = 16
+    patience: int | None = None  # trials without a better Pareto front before stopping early
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressionSpec:
+    """When a level advances, repeats with more trials, or lets the next level be skipped
+    (SPEC section 4, "Progression"); judged on the chosen trial's validation metrics."""
+
+    advance_min_win_rate_pct: float = 50.0
+    repeat_below_win_rate_pct: float = 45.0
+    max_param_shift: float = 0.5  # largest relative change from the previous level's choice
+    skip_min_win_rate_pct: float = 60.0
+    skip_min_sharpe: float = 1.5
+    repeat_trial_factor: float = 1.5
+    max_tries: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class RobustnessSpec:
+    """Level-4 robustness: walk-forward, over-fitting statistics and cost sensitivity."""
+
+    walk_forward_windows: int = 4
+    walk_forward_train_fraction: float = 0.75
+    walk_forward_trials: Mapping[str, int] = field(default_factory=lambda: {"full": 48, "quick": 8})
+    pbo_blocks: int = 16
+    pbo_max_trials: int = 64
+    fee_multipliers: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
+    slippage_pct: tuple[float, ...] = (0.0, 0.05, 0.1)
+
+
+@dataclass(frozen=True, slots=True)
+class LevelSpec:
+    """One level of the curriculum (SPEC section 4)."""
+
+    level: int
+    asset: str
+    name: str
+    direction: Direction
+    windows: tuple[Window, ...]
+    trials: Mapping[str, int]
+    pass_criteria: Mapping[str, float]
+    promotes: tuple[str, ...]
+    regime_segments: str | None = None
+    regime_min_days: int = 14
+    robustness: bool = False
+    # Off by default: a level that did not pass sends no candidate to COLD. A user may relax
+    # that per level (``promote_without_pass: true``); the COLD decision then says so.
+    promote_without_pass: bool = False
+    # Fixed windows of the test period; they lie in the test era (``windows`` before it).
+    test_windows: tuple[Window, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CurriculumSpec:
+    """The whole curriculum file, parsed and checked."""
+
+    strategy: str
+    costs: CostModel
+    train_fraction: float
+    validation_fraction: float
+    holdout_days: int
+    min_segment_bars: int
+    seed: int
+    constraints: Constraints
+    parameters: tuple[ParamRange, ...]
+    stress_periods: Mapping[str, tuple[datetime, datetime]]
+    levels: tuple[LevelSpec, ...] = field(default=())
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    progression: ProgressionSpec = field(default_factory=ProgressionSpec)
+    robustness: RobustnessSpec = field(default_factory=RobustnessSpec)
+    signal_file: str | None = None
+    strategy_options: Mapping[str, Any] = field(default_factory=dict)
+    # Where each instrument's test era starts ("*": every instrument without its own date).
+    # Bars before it are the train/validation era, bars from it to the hold-out the test era
+    # (docs/eras.md). Empty: no eras (only for code that builds a spec by hand).
+    test_era_start: Mapping[str, datetime] = field(default_factory=dict)
+    # How a level picks its validation candidate among the study's Pareto front (SELECTION_RULES):
+    # "best" the top validation Sharpe, "plateau" the set whose neighbourhood (each numeric
+    # parameter moved by ``plateau_fraction`` of its range) keeps the best mean validation Sharpe.
+    # It changes the choice after the study, not the trials: not part of the study identity.
+    selection: str = "best"
+    plateau_fraction: float = 0.05
+
+    def era_start(self, instrument: str) -> datetime | None:
+        """The first instant of ``instrument``'s test era, or None without eras."""
+        return self.test_era_start.get(instrument, self.test_era_start.get("*"))
+
+
+SELECTION_RULES = ("best", "plateau")
+
+
+def _day_start(value: date | str) -> datetime:
+    # YAML reads 2020-01-01 as a date, "2020-01-01" as a string: accept both.
+    day = value if isinstance(value, date) else date.fromisoformat(str(value))
+    return datetime.combine(day, time(0), tzinfo=UTC)
+
+
+def _day_end(value: date | str) -> datetime:
+    return _day_start(value) + timedelta(days=1) - timedelta(microseconds=1)
+
+
+def _test_era(raw: Mapping[str, Any]) -> dict[str, datetime]:
+    # test_era: {start: 2022-01-01, instruments: {EUR_USD: 2022-03-01}}
+    out = {"*": _day_start(raw["start"])}
+    out.update({str(k): _day_start(v) for k, v in (raw.get("instruments") or {}).items()})
+    return out
+
+
+def _number(raw: Mapping[str, Any], key: str, default: float) -> float:
+    value = raw.get(key, default)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be a number, got {value!r}") from None
+
+
+def parse_curriculum(raw: Mapping[str, Any]) -> CurriculumSpec:
+    """Build a ``CurriculumSpec`` from the parsed YAML, with a clear error on a bad field."""
+    try:
+        split = raw["split"]
+        levels = tuple(
+            LevelSpec(
+                level=int(lv["level"]),
+                asset=str(lv["asset"]),
+                name=str(lv["name"]),
+                direction=Direction(lv["direction"]),
+                windows=tuple(
+                    Window(w["instrument"], _day_start(w["start"]), _day_end(w["end"]))
+                    for w in lv["windows"]
+                ),
+                trials={str(k): int(v) for k, v in lv["trials"].items()},
+                pass_criteria={str(k): float(v) for k, v in lv["pass"].items()},
+                promotes=tuple(str(r) for r in lv.get("promotes", [])),
+                regime_segments=(lv.get("regime_segments") or {}).get("regime"),
+                regime_min_days=int((lv.get("regime_segments") or {}).get("min_days", 14)),
+                robustness=bool(lv.get("robustness", False)),
+                promote_without_pass=bool(lv.get("promote_without_pass", False)),
+                test_windows=tuple(
+                    Window(w["instrument"], _day_start(w["start"]), _day_end(w["end"]))
+                    for w in lv.get("test_windows") or []
+                ),
+            )
+            for lv in raw["levels"]
+        )
+        strategy = str(raw["strategy"])
+        ranges = {**raw["parameters"], **(raw.get("strategy_parameters") or {}).get(strategy, {})}
+        robustness = dict(raw.get("robustness") or {})
+        for key in ("fee_multipliers", "slippage_pct"):
+            if key in robustness:
+                robustness[key] = tuple(float(v) for v in robustness[key])
+        spec = CurriculumSpec(
+            strategy=strategy,
+            costs=CostModel(**raw.get("costs", {})),
+            train_fraction=float(split["train"]),
+            validation_fraction=float(split["validation"]),
+            holdout_days=int(raw["holdout_days"]),
+            min_segment_bars=int(raw["min_segment_bars"]),
+            seed=int(raw["seed"]),
+            constraints=Constraints(**raw["constraints"]),
+            parameters=tuple(
+                ParamRange(
+                    name=name,
+                    low=float(p.get("low", 0.0)),
+                    high=float(p.get("high", 0.0)),
+                    step=float(p["step"]) if "step" in p else None,
+                    choices=tuple(p.get("choices", ())),
+                )
+                for name, p in ranges.items()
+            ),
+            stress_periods={
+                name: (_day_start(p["start"]), _day_end(p["end"]))
+                for name, p in raw.get("stress_periods", {}).items()
+            },
+            levels=levels,
+            optimizer=OptimizerSpec(**(raw.get("optimizer") or {})),
+            progression=ProgressionSpec(**(raw.get("progression") or {})),
+            robustness=RobustnessSpec(**robustness),
+            signal_file=(raw.get("strategy_options") or {}).get("path"),
+            strategy_options=dict(raw.get("strategy_options") or {}),
+            test_era_start=_test_era(raw["test_era"]),
+            selection=str(raw.get("selection", "best")),
+            plateau_fraction=_number(raw, "plateau_fraction", 0.05),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"invalid curriculum configuration: {exc!r}") from exc
+    if [lv.level for lv in levels] != list(range(1, len(levels) + 1)):
+        raise ValueError(
+            f"curriculum levels must be numbered 1..N in order, got {[lv.level for lv in levels]}"
+        )
+    fractions = (spec.train_fraction, spec.validation_fraction)
+    if min(fractions) <= 0 or sum(fractions) >= 1:
+        raise ValueError(
+            "split fractions must leave a non-empty test period: split.train and "
+            "split.validation must each be in (0, 1) with train + validation < 1, got "
+            f"{spec.train_fraction:g} + {spec.validation_fraction:g}"
+        )
+    return spec
+
+
+def merge_windows(windows: Sequence[Window]) -> list[Window]:
+    """Union of windows per instrument: overlapping or touching windows become one."""
+    merged: list[Window] = []
+    for w in sorted(windows, key=lambda w: (w.instrument, w.start)):
+        last = merged[-1] if merged else None
+        if last and last.instrument == w.instrument and w.start <= last.end + timedelta(hours=1):
+            merged[-1] = Window(w.instrument, last.start, max(last.end, w.end))
+        else:
+            merged.append(w)
+    return merged
+
+
+def bars_to_segment(bars: pl.DataFrame, instrument: str, periods_per_year: float) -> Segment:
+    """Wrap OHLCV bars (sorted by ts) as a ``Segment`` of numpy arrays."""
+    return Segment(
+        instrument=instrument,
+        ts=bars["ts"].to_numpy(),
+        open=bars["open"].to_numpy().astype(np.float64),
+        high=bars["high"].to_numpy().astype(np.float64),
+        low=bars["low"].to_numpy().astype(np.float64),
+        close=bars["close"].to_numpy().astype(np.float64),
+        periods_per_year=periods_per_year,
+    )
+
+
+def build_segments(
+    windows: Sequence[Window],
+    bars: Mapping[str, pl.DataFrame],
+    periods_per_year: Mapping[str, float],
+    *,
+    holdout_start: Mapping[str, datetime],
+    min_bars: int,
+) -> list[Segment]:
+    """Cut the level's windows out of each instrument's bars, before its hold-out.
+
+    Windows of instruments without bars, and pieces shorter than ``min_bars``, are left out.
+    """
+    segments: list[Segment] = []
+    for w in merge_windows(windows):
+        frame = bars.get(w.instrument)
+        if frame is None:
+            continue
+        end = min(w.end, holdout_start[w.instrument] - timedelta(microseconds=1))
+        piece = frame.filter(pl.col("ts").is_between(w.start, end))
+        if piece.height >= min_bars:
+            segments.append(bars_to_segment(piece, w.instrument, periods_per_year[w.instrument]))
+    return segments
+
+
+def split_bounds(n_bars: int, train: float, validation: float) -> tuple[int, int]:
+    """Indices ``(a, b)`` so that train is ``[0, a)``, validation ``[a, b)``, test ``[b, n)``."""
+    a = int(n_bars * train)
+    b = int(n_bars * (train + validation))
+    return a, b
+
+
+@dataclass(frozen=True, slots=True)
+class CriterionResult:
+    """One pass criterion of a level, with the measured value."""
+
+    name: str
+    threshold: float
+    value: float
+    passed: bool
+    note: str = ""  # why it could not be measured ("not evaluated: ..."); it then fails
+
+
+_CRITERIA: Mapping[str, tuple[str, bool]] = {
+    # criterion -> (metric, True when the metric must be at least the threshold)
+    "min_win_rate_pct": ("win_rate_pct", True),
+    "min_sharpe": ("sharpe", True),
+    "max_drawdown_pct": ("max_drawdown_pct", False),
+    "min_profit_factor": ("profit_factor", True),
+    "min_total_return_pct": ("total_return_pct", True),
+    "stress_min_total_return_pct": ("stress_worst_total_return_pct", True),
+    "min_deflated_sharpe": ("deflated_sharpe", True),
+    "max_pbo": ("pbo", False),
+    "min_walk_forward_efficiency": ("walk_forward_efficiency", True),
+}
+PASS_CRITERIA = frozenset(_CRITERIA)  # the criterion names a level's ``pass`` may use
+_LABELS: Mapping[str, str] = {
+    "min_win_rate_pct": "win rate",
+    "min_sharpe": "Sharpe",
+    "max_drawdown_pct": "max drawdown",
+    "min_profit_factor": "profit factor",
+    "min_total_return_pct": "total return",
+    "stress_min_total_return_pct": "worst stress-window return",
+    "min_deflated_sharpe": "deflated Sharpe",
+    "max_pbo": "PBO",
+    "min_walk_forward_efficiency": "walk-forward efficiency",
+}
+
+
+def describe_failure(criterion: CriterionResult) -> str:
+    """One failed criterion in words: ``deflated Sharpe 0.41 < 0.95``."""
+    label = _LABELS.get(criterion.name, criterion.name)
+    if criterion.note:
+        return f"{label} {criterion.note}"
+    unit = "%" if criterion.name.endswith("_pct") else ""
+    at_least = _CRITERIA[criterion.name][1] if criterion.name in _CRITERIA else True
+    op = "<=" if criterion.name == "min_total_return_pct" else "<" if at_least else ">"
+    return f"{label} {criterion.value:.2f}{unit} {op} {criterion.threshold:g}{unit}"
+
+
+def level_verdict(level: int, chosen: bool, criteria: Sequence[CriterionResult]) -> str | None:
+    """Why ``level`` did not pass (``level 4 did not pass: deflated Sharpe 0.41 < 0.95; PBO
+    0.62 > 0.5``), or None when it passed."""
+    if not chosen:
+        return f"level {level} did not pass: no parameter set was chosen"
+    failed = [describe_failure(c) for c in criteria if not c.passed]
+    return f"level {level} did not pass: " + "; ".join(failed) if failed else None
+
+
+def evaluate_pass_criteria(
+    criteria: Mapping[str, float],
+    metrics: Mapping[str, float],
+    unmeasured: Mapping[str, str] | None = None,
+) -> list[CriterionResult]:
+    """Check a level's pass criteria against measured metrics (unknown names are an error).
+
+    A criterion whose metric is missing was not evaluated: it fails with the reason
+    ``unmeasured`` gives for the metric (never passes on a default value)."""
+    results: list[CriterionResult] = []
+    for name, threshold in criteria.items():
+        if name not in _CRITERIA:
+            raise ValueError(f"unknown pass criterion {name!r}; known: {sorted(_CRITERIA)}")
+        metric, at_least = _CRITERIA[name]
+        if metric not in metrics:
+            # A metric the level could not measure (no out-of-sample stress bars, say) fails
+            # its criterion visibly rather than passing on a default.
+            why = (unmeasured or {}).get(metric, f"{metric} was not measured")
+            results.append(
+                CriterionResult(name, threshold, float("nan"), False, f"not evaluated ({why})")
+            )
+            continue
+        value = float(metrics[metric])
+        # A positive-return criterion at 0 means strictly positive.
+        if at_least:
+            ok = value > threshold if name == "min_total_return_pct" else value >= threshold
+        else:
+            ok = value <= threshold
+        results.append(CriterionResult(name, threshold, value, ok))
+    return results
