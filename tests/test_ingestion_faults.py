@@ -171,7 +171,7 @@ NEW_DAY_CASES = [
 
 
 @dataclass
-class Venue:
+class VenueCase:
     """A running venue, a warehouse with one real day per case already stored."""
 
     ingestion: Ingestion
@@ -208,7 +208,7 @@ def _weekdays(first: date, n: int) -> list[date]:
 @pytest.fixture(scope="module", params=["coinbase", "oanda"])
 def venue(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Venue]:
+) -> Iterator[VenueCase]:
     tmp: Path = tmp_path_factory.mktemp(request.param)
     with DagsterInstance.ephemeral() as instance:
         ingestion = Ingestion(
@@ -238,16 +238,16 @@ def _prepared(
     real: pl.DataFrame,
     now: datetime,
     days: list[date],
-) -> Venue:
+) -> VenueCase:
     name = "coinbase" if instrument == "BTC_USDT" else "oanda"
-    venue = Venue(ingestion, server, instrument, real, now, days, server.interval, name)
+    venue = VenueCase(ingestion, server, instrument, real, now, days, server.interval, name)
     result = ingestion.run(instrument, days[0], days[len(CASES) - 1], now=now)
     assert result.success
     assert ingestion.raw(instrument).equals(venue.stored_bars())
     return venue
 
 
-def _ensure_stored(venue: Venue, upto: int) -> None:
+def _ensure_stored(venue: VenueCase, upto: int) -> None:
     # The days before a case must be complete, so that the case's day is judged on its own
     # bars (a missing day before it would fail the spacing check); they are when the cases run
     # in order, and are fetched here when one runs alone or a case was skipped.
@@ -274,7 +274,7 @@ NEW_DAY_RUNS = [
 
 
 @pytest.mark.parametrize(("venue", "case"), NEW_DAY_RUNS, indirect=["venue"])
-def test_fault_on_a_new_day(venue: Venue, case: NewDayCase) -> None:
+def test_fault_on_a_new_day(venue: VenueCase, case: NewDayCase) -> None:
     i = len(CASES) + NEW_DAY_CASES.index(case)
     day = venue.days[i]
     _ensure_stored(venue, i - 1)
@@ -349,7 +349,7 @@ def test_fault_on_a_new_day(venue: Venue, case: NewDayCase) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_fault(venue: Venue, case: Case) -> None:
+def test_fault(venue: VenueCase, case: Case) -> None:
     now = venue.now
     if case.open_candle:  # a fresh day; the clock stands 2 minutes into its 7th bar
         day = venue.days[-1]
