@@ -33,7 +33,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $@
 
-run: setup  ## one full cycle on the bundled data, the trial counts of SPEC section 4 (-v: ARGS=-v)
+run: setup  ## one full cycle on the bundled data, the trial counts of docs/spec.md §4 (-v: ARGS=-v)
 	$(BIN)/python -m ffe_dagster.cli run-cycle $(ARGS)
 
 run-quick: setup  ## the same with the quick trial counts (16/16/16/20)

@@ -168,7 +168,7 @@ def _segment_bounds(segments: Sequence[Segment]) -> list[tuple[int, int]]:
 
 
 def curriculum_engine(dataset: str) -> dict[str, Any]:
-    """The four levels with SPEC's trial counts (100/100/150/200) on the engine."""
+    """The four levels with docs/spec.md's trial counts (100/100/150/200) on the engine."""
     cur = curriculum()
     pairs = DATASETS[dataset]
     data = _mixed_level_data(pairs, cur.holdout_days)
@@ -344,7 +344,7 @@ def _markdown(result: dict[str, Any]) -> str:
         f"| vectorbt from_signals + stats | {t['vectorbt_bar_evals_per_s']:,.0f} | "
         f"engine is {t['engine_speedup_vs_vectorbt']:,.0f}x faster |",
         "",
-        "Full curriculum (4 levels, SPEC trial counts, level-4 robustness included):",
+        "Full curriculum (4 levels, docs/spec.md trial counts, level-4 robustness included):",
         "",
         "| data | trials | engine wall s (studies only) | engine peak RSS MB | naive wall s | "
         "naive RSS MB | speed-up (on the engine's whole wall time) |",

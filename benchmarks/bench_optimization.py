@@ -4,10 +4,10 @@ One temporary ``var/`` and ``DAGSTER_HOME``; the bundled bars are ingested once 
 ``run-cycle`` (which also fills the numba cache, so neither side below pays a compilation the
 other does not). Then, each in its own process and timed inside it (imports excluded):
 
-1. ``dagster``: ``optimization_job`` (the curriculum levels with SPEC's trial counts, robustness,
+1. ``dagster``: ``optimization_job`` (the levels with docs/spec.md's trial counts, robustness,
    MLflow logging, plots, the vectorbt cross-check, promotion and the registry) on a new study
    storage.
-2. ``engine``: the same levels through ``core.levels.run_level`` alone, on the same bars (read
+2. ``engine``: the same levels through ``core.study.levels.run_level`` alone, on the same bars (read
    from the same warehouse), the same study configuration (seed, sampler, batch, patience,
    repeats), warm starts and skip rule, on a new journal file: what ``make bench`` times.
 3. ``again``: ``optimization_job`` once more on the storage of 1, with nothing changed.

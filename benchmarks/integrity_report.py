@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from benchmarks.bench_integrity import WorldResult
 
 NULL_KINDS = ("random", "shuffled")
-SIZE_TARGET = 0.05  # SPEC section 7: at most 5 % of null regime-worlds pass COLD
+SIZE_TARGET = 0.05  # docs/spec.md §7: at most 5 % of null regime-worlds pass COLD
 POWER_TARGET = 0.80  # and at least 80 % of worlds with a planted edge of Sharpe about 1.5
 TARGET_SHARPE = 1.5
 

@@ -4,7 +4,7 @@ The curriculum: ``run_level`` per level in order, each study warm-started from t
 level's choice and a level skipped when the previous one met the skip rule, as
 ``assets/curriculum.py`` does; every result is stored with ``WarehouseResource`` on a temporary
 DuckDB file. Promotion: ``promotion/asset._regime_candidates`` reads those results and
-``promotion.cycle.run_promotion_cycle`` takes each regime's candidates through the COLD gate
+``promotion.state_machine.run_promotion_cycle`` takes each regime's candidates through the COLD gate
 with a ``ParameterRegistryResource`` on a temporary SQLite file. Nothing here re-implements a
 gate, a selection or a verdict; it only wires the same calls without Dagster's run machinery.
 """

@@ -3,7 +3,7 @@
 ``plan_ingest`` reads what each partition's last passing validation saw (``partition_state`` in
 the warehouse), fingerprints the bars the source holds now (a file source's file; for a remote
 venue, the stored bars of days fetched completely, since a venue's past bars do not change) and
-applies ``core.partition_state.stale_windows``. The CLI then requests one single-run backfill
+applies ``core.data.partition_state.stale_windows``. The CLI then requests one single-run backfill
 over the stale range, or none. A partition launched by hand (UI, ``dagster asset materialize``)
 is recomputed whatever its state: the plan only decides what a cycle asks for.
 """

@@ -59,7 +59,7 @@ class Settings:
         env = os.environ if env is None else env
         problems = Problems()
         var_dir = Path(env.get("FFE_VAR_DIR", str(PROJECT_DIR / "var"))).resolve()
-        # The SPEC's trial counts by default; the quick profile is for tests and trying things.
+        # docs/spec.md §4's trial counts by default; `quick` is for tests and trying things.
         profile = env.get("FFE_TRIAL_PROFILE", "full")
         problems.one_of("FFE_TRIAL_PROFILE", profile, TRIAL_PROFILES)
         studies_url = env.get(

@@ -1,4 +1,4 @@
-"""The rest of SPEC section 2: market schedules, bar spacing, staleness, column types and a
+"""The rest of docs/spec.md §2: market schedules, bar spacing, staleness, column types and a
 window's context (the previous bar), on hand-built bars and on the bundled real series."""
 
 from datetime import timedelta

@@ -42,7 +42,7 @@ def source_kind(spec: SourceSpec) -> str:
 
 @dataclass(slots=True)
 class Acquisition:
-    """What one run fetched for one instrument (the acquisition summary of SPEC section 1)."""
+    """What one run fetched for one instrument (the acquisition summary of docs/spec.md §1)."""
 
     instrument: str
     source: str

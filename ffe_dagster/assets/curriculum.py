@@ -46,7 +46,7 @@ from ffe_dagster.terminal import TrialProgress
 
 
 def study_fingerprint(spec: LevelSpec, curriculum: CurriculumSpec, data: LevelData) -> str:
-    """The study's identity (``core.study_identity``): a hash of every input that changes a
+    """The study's identity (``core.study.identity``): a hash of every input that changes a
     trial's numbers, the signal file by the hash of its bytes.
 
     The same inputs give the same study name, so a crashed run resumes its study from storage;
@@ -148,8 +148,8 @@ def build_level_asset(
             f"{n_trials} trials (profile '{trial_profile}') over backtests on the numba engine "
             "(equal to vectorbt) on the train period; the choice is made on validation from the "
             "Pareto front; the test period is reported against the level's pass criteria. The "
-            "level repeats with more trials, advances, or lets the next one be skipped (SPEC "
-            "progression). Logged to MLflow."
+            "level repeats with more trials, advances, or lets the next one be skipped "
+            "(docs/spec.md, Progression). Logged to MLflow."
         ),
         tags={"level": str(spec.level)},
     )

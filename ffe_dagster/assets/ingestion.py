@@ -185,7 +185,7 @@ def build_ingestion_assets(
         warehouse: WarehouseResource,
         market_data: MarketDataResource,
     ) -> Iterator[MaterializeResult | AssetCheckResult]:
-        """Bars that passed the Great Expectations suite of SPEC section 2 (column types, no
+        """Bars that passed the Great Expectations suite of docs/spec.md §2 (column types, no
         nulls, unique increasing UTC timestamps, positive prices, high/low bounds, volume,
         return outliers, bar spacing and staleness by the market's schedule), at the universe's
         ``bar_interval``; every configured interval (fetched and resampled) is also written to

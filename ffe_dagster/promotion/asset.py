@@ -1,4 +1,4 @@
-"""The ``promoted_parameters`` asset: one promotion step per cycle (``promotion.cycle``), then
+"""The ``promoted_parameters`` asset: one promotion step per cycle (``state_machine``), then
 the MLflow alias, the JSON export and the cycle report."""
 
 from collections.abc import Sequence

@@ -1,4 +1,4 @@
-"""The promotion state machine per regime (SPEC section 5), one step of every cycle.
+"""The promotion state machine per regime (docs/spec.md §5), one step of every cycle.
 
 Per regime, in this order:
 

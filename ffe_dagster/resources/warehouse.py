@@ -81,7 +81,7 @@ _DDL = (
     "CREATE TABLE IF NOT EXISTS ingest_progress (instrument VARCHAR NOT NULL, day DATE NOT NULL, "
     "source VARCHAR NOT NULL, bars INTEGER NOT NULL, fetched_until TIMESTAMPTZ NOT NULL, "
     "fetched_at TIMESTAMPTZ NOT NULL, run_id VARCHAR, PRIMARY KEY (instrument, day))",
-    # Per bar partition: what its last passing validation saw (``core.partition_state``), so a
+    # Per bar partition: what its last passing validation saw (``core.data.partition_state``), so a
     # cycle requests only partitions whose bars or rules changed.
     "CREATE TABLE IF NOT EXISTS partition_state (instrument VARCHAR NOT NULL, "
     "window_start TIMESTAMPTZ NOT NULL, window_end TIMESTAMPTZ NOT NULL, source VARCHAR NOT NULL, "

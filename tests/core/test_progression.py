@@ -1,4 +1,4 @@
-"""Progression rules (SPEC section 4) and how parameter stability is measured."""
+"""Progression rules (docs/spec.md §4) and how parameter stability is measured."""
 
 import pytest
 

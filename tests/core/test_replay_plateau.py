@@ -1,4 +1,4 @@
-"""Plateau selection (``core.selection.rank_by_plateau``), on hand-made validation scores: a
+"""Plateau selection (``core.study.selection.rank_by_plateau``), on hand-made validation scores: a
 sharp peak loses to a candidate whose neighbours keep their Sharpe; all neighbours are scored in
 one batched call."""
 

@@ -1,9 +1,9 @@
 """A lean numba backtest kernel that reproduces vectorbt's ``Portfolio.from_signals``.
 
-vectorbt is the reference (``backtest.simulate``), but one ``from_signals`` call plus its stats
+vectorbt is the reference (``reference.simulate``), but one ``from_signals`` call plus its stats
 costs far more than the simulation itself, and broadcasting many parameter sets into one call
 exhausts memory. This kernel runs the same order logic bar by bar for exactly the configuration
-``backtest.simulate`` uses:
+``reference.simulate`` uses:
 
 - one order per bar; an entry fills at the bar's close (``price=inf``) plus slippage, sized as a
   fixed cash value converted to units at the close (``size_type="value"``, ``val_price=inf``);
@@ -15,7 +15,7 @@ exhausts memory. This kernel runs the same order logic bar by bar for exactly th
   accumulation); fees are a fraction of traded value per side; cash is never borrowed for longs.
 
 Trades follow vectorbt's exit-trade records (fees of a reversing order split by size), and metrics
-are streamed while simulating. ``tests/test_engine.py`` checks trades and metrics against vectorbt
+are streamed in the loop. ``tests/core/test_engine.py`` checks trades and metrics against vectorbt
 on real bars. The floating-point guards and fill rules come from ``vbt_compat``, which
 copies vectorbt's tolerances so both round the same way.
 """

@@ -229,7 +229,7 @@ class FileSignals:
     Values must be -1, 0 or +1. A bar with no row in the file has no signal; a row with no bar is
     ignored. One file may hold several instruments in an ``instrument`` column; without it, the
     same signals apply to every instrument. An optional ``known_at`` column (UTC) says when the
-    producing system knew each signal; the look-ahead analysis (``core.lookahead``) requires it to
+    producing system knew each signal; the look-ahead check (``core.study.lookahead``) needs it to
     be no later than the close of the bar ``ts`` opens, where the engine fills the signal.
     """
 

@@ -124,7 +124,7 @@ class MarketSchedule:
 
     @classmethod
     def for_market(cls, market: MarketKind) -> "MarketSchedule":
-        """Crypto never closes; forex closes Friday 22:00 to Sunday 22:00 UTC (SPEC section 2)
+        """Crypto never closes; forex closes Friday 22:00 to Sunday 22:00 UTC (docs/spec.md §2)
         and on Christmas Day and New Year's Day, when the interbank market does not trade."""
         if market is MarketKind.CRYPTO:
             return cls()

@@ -1,4 +1,4 @@
-"""Data-quality gate for OHLCV bars, built on a Great Expectations suite (SPEC section 2).
+"""Data-quality gate for OHLCV bars, built on a Great Expectations suite (docs/spec.md §2).
 
 Row rules are GX expectations on the bars, so GX's ``unexpected_index_list`` says exactly which
 bars broke them: those rows go to a quarantine frame (once per broken rule, with a human reason)

@@ -1,5 +1,5 @@
 """Promotion decisions per regime: the COLD, WARM and LIMITED gates, the safety limits, and the
-paper and live performance they judge (SPEC section 5).
+paper and live performance they judge (docs/spec.md §5).
 
 A candidate climbs COLD -> WARM -> LIMITED -> FULL across cycles. Each gate returns a
 ``GateDecision`` whose every threshold is a ``GateCheck`` with its own reason, and whose outcome is

@@ -62,7 +62,7 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ColdGateConfig:
-    """COLD: a backtest on recent bars no study saw (SPEC section 5)."""
+    """COLD: a backtest on recent bars no study saw (docs/spec.md §5)."""
 
     window_days: tuple[int, ...] = (7, 14, 30)
     min_sharpe: float = 0.5

@@ -32,7 +32,7 @@ def sharpe_degradation_pct(reference: float, observed: float) -> float:
 def safety_checks(
     perf: Performance, *, reference_sharpe: float, limits: SafetyLimits, can_wait: bool
 ) -> tuple[GateCheck, ...]:
-    """The five safety limits of SPEC section 5, each with its own reason.
+    """The five safety limits of docs/spec.md §5, each with its own reason.
 
     ``reference_sharpe`` is what the set was expected to do (its validation Sharpe at COLD, its
     COLD Sharpe afterwards). With fewer than ``limits.min_trades`` trades the statistical limits

@@ -165,7 +165,7 @@ class EquitySummary:
 
 
 def summarize(daily_returns: FloatArray, trades: int) -> EquitySummary:
-    """Total return, Sharpe, Sortino and max drawdown of daily returns (``core.metrics``)."""
+    """Total return, Sharpe, Sortino, max drawdown of daily returns (``core.backtest.metrics``)."""
     r = np.asarray(daily_returns, dtype=np.float64)
     return EquitySummary(
         total_return_pct=total_return_pct(r) if r.size else 0.0,

@@ -58,7 +58,7 @@ class OptimizerSpec:
 @dataclass(frozen=True, slots=True)
 class ProgressionSpec:
     """When a level advances, repeats with more trials, or lets the next level be skipped
-    (SPEC section 4, "Progression"); judged on the chosen trial's validation metrics."""
+    (docs/spec.md, Progression); judged on the chosen trial's validation metrics."""
 
     advance_min_win_rate_pct: float = 50.0
     repeat_below_win_rate_pct: float = 45.0
@@ -84,7 +84,7 @@ class RobustnessSpec:
 
 @dataclass(frozen=True, slots=True)
 class LevelSpec:
-    """One level of the curriculum (SPEC section 4)."""
+    """One level of the curriculum (docs/spec.md §4)."""
 
     level: int
     asset: str

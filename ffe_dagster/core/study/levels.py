@@ -314,7 +314,7 @@ def run_level(
 ) -> LevelOutcome:
     """Optimize on train, choose on validation, report test (never used to choose).
 
-    A level whose choice calls for a repeat (SPEC "Progression") runs again on the same study with
+    A level whose choice calls for a repeat (docs/spec.md §4) runs again on the same study with
     ``repeat_trial_factor`` times the trials, at most ``max_tries`` times in all (the
     curriculum's value unless overridden here). ``chain_trials`` is how many trials the
     warm-start chain before this level ran (they fed its starting point): the deflated Sharpe

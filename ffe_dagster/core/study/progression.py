@@ -1,6 +1,6 @@
 """Progression through the curriculum: advance, repeat with more trials, or skip the next level.
 
-SPEC section 4: advance when the win rate is above 50 %, returns are positive and parameters are
+docs/spec.md §4: advance when the win rate is above 50 %, returns are positive and parameters are
 stable; repeat (50 % more trials, at most 3 tries) when the win rate is below 45 %, parameters swing
 widely or returns are negative; skip the next level when the win rate is above 60 % and Sharpe above
 1.5. The decision reads the chosen trial's validation metrics: the test period never steers it.
