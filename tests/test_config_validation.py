@@ -15,6 +15,7 @@ from ffe_dagster.config import (
     require_credentials,
 )
 from ffe_dagster.config.environment import is_valid_cron
+from ffe_dagster.config.settings import PACKAGE_DIR, Settings
 from ffe_dagster.core.promotion.config import (
     ColdGateConfig,
     LimitedGateConfig,
@@ -22,7 +23,6 @@ from ffe_dagster.core.promotion.config import (
     SafetyLimits,
     WarmGateConfig,
 )
-from ffe_dagster.settings import PACKAGE_DIR, Settings
 
 CONFIG_DIR = PACKAGE_DIR / "config"
 PASSWORD = "s3cr3tPW"

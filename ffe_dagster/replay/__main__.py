@@ -18,6 +18,7 @@ from typing import Any
 
 from ffe_dagster.assets.loading import load_level_data
 from ffe_dagster.config import Universe, load_curriculum, load_universe
+from ffe_dagster.config.settings import PROJECT_DIR, TRIAL_PROFILES, Settings
 from ffe_dagster.core.replay.equity import Trading
 from ffe_dagster.core.replay.timeline import Cadence
 from ffe_dagster.core.study.eras import LevelData
@@ -33,7 +34,6 @@ from ffe_dagster.replay.results import (
 )
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.warehouse import WarehouseResource
-from ffe_dagster.settings import PROJECT_DIR, TRIAL_PROFILES, Settings
 
 
 def _moment(text: str) -> datetime:
