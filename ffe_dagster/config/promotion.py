@@ -92,7 +92,7 @@ def parse_promotion(raw: Mapping[str, Any], source: str) -> PromotionConfig:
     parsed: dict[str, Any] = {}
     for name in SECTIONS:
         if name not in raw:
-            p.add(f"{name} is missing (the {name} limits)")
+            p.add(f"{name} is missing")
         elif (limits := _section(p, name, raw[name])) is not None:
             parsed[name] = limits
     p.raise_if_any(source)

@@ -40,9 +40,7 @@ def _range_problems(obj: object, rules: dict[str, tuple[float, float, bool]]) ->
 
 def _wait_problems(min_hours: float, max_wait_hours: float) -> list[str]:
     if max_wait_hours < min_hours:
-        return [
-            f"max_wait_hours must be at least min_hours ({min_hours:g}), got {max_wait_hours:g}"
-        ]
+        return [f"max_wait_hours must be >= min_hours ({min_hours:g}), got {max_wait_hours:g}"]
     return []
 
 
