@@ -157,7 +157,7 @@ def build_level_asset(
             f"{curriculum.progression.max_tries} tries); a win rate above "
             f"{curriculum.progression.skip_min_win_rate_pct:g} % with a Sharpe above "
             f"{curriculum.progression.skip_min_sharpe:g} lets the next level be skipped; "
-            "otherwise it advances. Logged to MLflow."
+            "otherwise it advances (docs/spec.md, Progression). Logged to MLflow."
         ),
         tags={"level": str(spec.level)},
     )
