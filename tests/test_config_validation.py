@@ -2,6 +2,8 @@
 limits of the YAML files and of the promotion; every message names the key and hides secrets."""
 
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from ffe_dagster.config import (
     require_credentials,
 )
 from ffe_dagster.config.environment import is_valid_cron
-from ffe_dagster.config.settings import PACKAGE_DIR, Settings
+from ffe_dagster.config.settings import CONFIG_DIR, PACKAGE_DIR, PROJECT_DIR, Settings
 from ffe_dagster.core.promotion.config import (
     ColdGateConfig,
     LimitedGateConfig,
@@ -27,7 +29,6 @@ from ffe_dagster.core.promotion.config import (
     WarmGateConfig,
 )
 
-CONFIG_DIR = PACKAGE_DIR / "config"
 PASSWORD = "s3cr3tPW"
 TOKEN = "T0KENxyz"
 
@@ -407,3 +408,17 @@ def test_a_bad_promotion_section_names_the_file_and_the_key(
     with pytest.raises(ConfigError) as info:
         load_promotion(path)
     assert str(info.value) == f"{path}: {expected}"
+
+
+def test_the_settings_load_without_the_numeric_stack() -> None:
+    # ``ffe_dagster.config`` imports its loaders on first use, so a launcher that needs only the
+    # settings (local_production.py: PROJECT_DIR) does not load polars, numba or GX.
+    heavy = ("polars", "numba", "great_expectations", "ffe_dagster.core")
+    code = (
+        "import sys, ffe_dagster.config.settings\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PROJECT_DIR
+    )
+    assert run.stdout.strip() == "[]"
