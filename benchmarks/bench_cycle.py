@@ -42,7 +42,7 @@ import polars as pl
 import yaml
 
 from benchmarks.common import machine
-from ffe_dagster.settings import PACKAGE_DIR, PROJECT_DIR
+from ffe_dagster.config.settings import PACKAGE_DIR, PROJECT_DIR
 
 RESULTS = PROJECT_DIR / "benchmarks" / "results"
 SAMPLES = PACKAGE_DIR / "data" / "samples"

@@ -22,10 +22,10 @@ from dagster._core.storage.tags import (
 
 from ffe_dagster.assets.ingestion import build_ingestion_assets
 from ffe_dagster.config import load_universe
+from ffe_dagster.config.settings import PACKAGE_DIR
 from ffe_dagster.partitions import DATE_DIM, bar_partitions
 from ffe_dagster.resources.market_data import MarketDataResource
 from ffe_dagster.resources.warehouse import WarehouseResource
-from ffe_dagster.settings import PACKAGE_DIR
 
 SAMPLES = PACKAGE_DIR / "data" / "samples"
 

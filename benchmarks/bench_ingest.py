@@ -35,10 +35,10 @@ from dagster._core.storage.tags import (
 
 from ffe_dagster.assets.ingestion import build_ingestion_assets
 from ffe_dagster.config import load_universe
+from ffe_dagster.config.settings import PACKAGE_DIR, PROJECT_DIR
 from ffe_dagster.partitions import bar_partitions
 from ffe_dagster.resources.market_data import CcxtSourceConfig, MarketDataResource
 from ffe_dagster.resources.warehouse import WarehouseResource
-from ffe_dagster.settings import PACKAGE_DIR, PROJECT_DIR
 from tests.fakes.venues import FakeCoinbaseExchange
 
 RESULTS = PROJECT_DIR / "benchmarks" / "results"

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import machine
-from ffe_dagster.settings import PROJECT_DIR
+from ffe_dagster.config.settings import PROJECT_DIR
 
 RESULTS = PROJECT_DIR / "benchmarks" / "results"
 TARGET_RATIO = 1.3  # issue 12: the job within 1.3x the engine path
@@ -41,9 +41,9 @@ def _dagster() -> dict[str, Any]:
     from dagster import DagsterInstance
 
     from ffe_dagster.config import load_curriculum
+    from ffe_dagster.config.settings import Settings
     from ffe_dagster.definitions import build_definitions
     from ffe_dagster.resources.warehouse import WarehouseResource
-    from ffe_dagster.settings import Settings
 
     settings = Settings.from_env()
     job = build_definitions(settings).resolve_job_def("optimization_job")
@@ -73,11 +73,11 @@ def _engine(studies: str) -> dict[str, Any]:
     from ffe_dagster.assets.curriculum import study_fingerprint
     from ffe_dagster.assets.loading import load_level_data
     from ffe_dagster.config import load_curriculum, load_universe
+    from ffe_dagster.config.settings import Settings
     from ffe_dagster.core.study.levels import level_study_config, run_level
     from ffe_dagster.core.study.optimize import open_storage
     from ffe_dagster.core.study.progression import Decision
     from ffe_dagster.resources.warehouse import WarehouseResource
-    from ffe_dagster.settings import Settings
 
     settings = Settings.from_env()
     curriculum = load_curriculum(settings.curriculum_path)

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 import polars as pl
 
 from ffe_dagster.config import load_curriculum, load_universe
+from ffe_dagster.config.settings import PACKAGE_DIR
 from ffe_dagster.core.data.bars import interval_to_timedelta
 from ffe_dagster.core.regimes.detection import RegimeConfig, detect_regimes
 from ffe_dagster.core.study.level_specs import CurriculumSpec
 from ffe_dagster.core.study.levels import LevelData, holdout_starts
-from ffe_dagster.settings import PACKAGE_DIR
 
 SAMPLES = PACKAGE_DIR / "data" / "samples"
 UNIVERSE = PACKAGE_DIR / "config" / "universe.yaml"

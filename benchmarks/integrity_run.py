@@ -23,6 +23,7 @@ import yaml
 from benchmarks.common import UNIVERSE
 from ffe_dagster.assets.loading import load_level_data
 from ffe_dagster.config import load_curriculum, load_universe
+from ffe_dagster.config.settings import PACKAGE_DIR
 from ffe_dagster.core.backtest.reference import Direction
 from ffe_dagster.core.promotion.config import PromotionConfig, Stage
 from ffe_dagster.core.promotion.performance import combine_live_results, paper_performance
@@ -41,7 +42,6 @@ from ffe_dagster.promotion.asset import _regime_candidates  # pyright: ignore[re
 from ffe_dagster.promotion.state_machine import Market, run_promotion_cycle
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.warehouse import WarehouseResource
-from ffe_dagster.settings import PACKAGE_DIR
 
 CURRICULUM_FILE = PACKAGE_DIR / "config" / "curriculum.yaml"
 BAR_PERIOD = timedelta(hours=1)

@@ -36,6 +36,7 @@ from dagster._core.storage.tags import (
 )
 
 from ffe_dagster.config import Universe, load_curriculum, load_universe
+from ffe_dagster.config.settings import Settings
 from ffe_dagster.definitions import EXPORT_FILE, build_definitions
 from ffe_dagster.ingest_plan import plan_ingest
 from ffe_dagster.partitions import DATE_DIM, INSTRUMENT_DIM, bar_partitions
@@ -43,7 +44,6 @@ from ffe_dagster.resources.market_data import market_data_resource
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.warehouse import WarehouseResource
 from ffe_dagster.schedules import cycle_windows
-from ffe_dagster.settings import Settings
 from ffe_dagster.terminal import CycleFacts, RegimeLine, console_run_config, cycle_summary
 
 

@@ -18,12 +18,12 @@ from dagster import Definitions, EnvVar, JobDefinition, definitions
 from dagster_celery import celery_executor
 
 from ffe_dagster.config import load_curriculum, load_universe
+from ffe_dagster.config.settings import Settings
 from ffe_dagster.core.study.optimize import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S
 from ffe_dagster.definitions import build_definitions
 from ffe_dagster.jobs.study_workers import JOB_NAME, build_study_workers_job
 from ffe_dagster.resources.shared_storage import SHARED_DIR_ENV, shared_folder_io_manager
 from ffe_dagster.resources.studies import OptunaStorageResource
-from ffe_dagster.settings import Settings
 
 QUEUE_TAG = "dagster-celery/queue"
 DEFAULT_QUEUE = "dagster"  # dagster-celery's queue for every step without a queue tag

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import optuna_dashboard
 from sqlalchemy.engine import make_url
 
+from ffe_dagster.config.settings import Settings
 from ffe_dagster.core.study.optimize import JOURNAL_SCHEME, open_storage
-from ffe_dagster.settings import Settings
 
 
 def shown_url(url: str) -> str:

@@ -9,7 +9,8 @@ from dagster._utils.schedules import cron_string_iterator
 from ffe_dagster.assets.curriculum import build_curriculum_assets
 from ffe_dagster.assets.ingestion import build_ingestion_assets
 from ffe_dagster.assets.market_regimes import build_regime_asset
-from ffe_dagster.config import load_curriculum, load_universe, require_credentials
+from ffe_dagster.config import load_curriculum, load_promotion, load_universe, require_credentials
+from ffe_dagster.config.settings import WEBHOOK_ENV, Settings
 from ffe_dagster.core.reporting.notifications import UiLinks
 from ffe_dagster.jobs import build_jobs, build_rollback_job, build_study_workers_job
 from ffe_dagster.partitions import bar_partitions, instrument_partitions
@@ -25,7 +26,6 @@ from ffe_dagster.sensors import build_regime_sensor
 from ffe_dagster.sensors.cycle import build_cycle_chain_sensor
 from ffe_dagster.sensors.failure import build_failure_sensor, with_freshness
 from ffe_dagster.sensors.notify import build_notify_sensor, outbox_asset_spec
-from ffe_dagster.settings import WEBHOOK_ENV, Settings
 
 EXPORT_FILE = "promoted_parameters.json"
 LIVE_DIR = "live_results"  # where the trading system reports LIMITED / FULL results
@@ -38,13 +38,18 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     # A source's secret is checked now, at load, not when the first run reaches the venue.
     require_credentials(universe)
     curriculum = load_curriculum(settings.curriculum_path)
+    promotion = load_promotion(settings.promotion_path)
     bars_partitions = bar_partitions(universe)
     assets = [
         *build_ingestion_assets(universe, bars_partitions),
         build_regime_asset(instrument_partitions(universe)),
         *build_curriculum_assets(curriculum, universe, settings.trial_profile),
         build_promotion_asset(
-            curriculum, universe, settings.export_dir / EXPORT_FILE, settings.var_dir / LIVE_DIR
+            curriculum,
+            universe,
+            settings.export_dir / EXPORT_FILE,
+            settings.var_dir / LIVE_DIR,
+            promotion,
         ),
     ]
     jobs = build_jobs(bars_partitions)
@@ -55,7 +60,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         assets=[*(with_freshness(a, fresh_keys, interval) for a in assets), outbox_asset_spec()],
         jobs=[
             *jobs,
-            build_rollback_job(settings.export_dir / EXPORT_FILE),
+            build_rollback_job(settings.export_dir / EXPORT_FILE, promotion.limited),
             build_study_workers_job(curriculum, universe, settings.trial_profile),
         ],
         schedules=[build_cycle_schedule(bars_partitions, settings.cycle_cron)],

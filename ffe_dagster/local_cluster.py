@@ -33,12 +33,12 @@ from sqlalchemy.engine import make_url
 
 from ffe_dagster.cluster import DEFAULT_QUEUE, WAREHOUSE_QUEUE, cluster_study_workers_job
 from ffe_dagster.config import load_universe
+from ffe_dagster.config.settings import PROJECT_DIR, Settings
 from ffe_dagster.definitions import build_definitions
 from ffe_dagster.jobs.study_workers import WORKER_ATTR
 from ffe_dagster.local_broker import RedisServer, running_redis
 from ffe_dagster.local_postgres import PostgresServer, running_postgres
 from ffe_dagster.partitions import DATE_DIM, INSTRUMENT_DIM, bar_partitions
-from ffe_dagster.settings import PROJECT_DIR, Settings
 from ffe_dagster.terminal import console_run_config
 
 RUN_CONFIG = PROJECT_DIR / "deploy" / "executors" / "celery.yaml"

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from ffe_dagster.config.settings import PROJECT_DIR
 from ffe_dagster.local_postgres import PostgresServer, running_postgres
-from ffe_dagster.settings import PROJECT_DIR
 
 DATABASES = {"studies": "ffe", "dagster": "dagster", "mlflow": "mlflow"}
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ffe_dagster.settings import PACKAGE_DIR, Settings
+from ffe_dagster.config.settings import PACKAGE_DIR, Settings
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
+from ffe_dagster.config.settings import PACKAGE_DIR
 from ffe_dagster.core.backtest.reference import CostModel, Direction
 from ffe_dagster.core.backtest.strategies import get_strategy
 from ffe_dagster.core.promotion.config import PromotionConfig
@@ -21,7 +22,6 @@ from ffe_dagster.promotion.state_machine import (
     run_promotion_cycle,
 )
 from ffe_dagster.resources.registry import ParameterRegistryResource
-from ffe_dagster.settings import PACKAGE_DIR
 
 PPY = {"BTC_USDT": 24 * 365.0, "ETH_USDT": 24 * 365.0}
 STRATEGY = get_strategy("sma_crossover")

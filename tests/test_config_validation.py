@@ -1,6 +1,10 @@
 """Configuration is validated at load: environment URLs and cron, secrets of the sources in use,
 limits of the YAML files and of the promotion; every message names the key and hides secrets."""
 
+import re
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +15,12 @@ from dagster._utils.schedules import is_valid_cron_string
 from ffe_dagster.config import (
     ConfigError,
     load_curriculum,
+    load_promotion,
     load_universe,
     require_credentials,
 )
 from ffe_dagster.config.environment import is_valid_cron
+from ffe_dagster.config.settings import CONFIG_DIR, PACKAGE_DIR, PROJECT_DIR, Settings
 from ffe_dagster.core.promotion.config import (
     ColdGateConfig,
     LimitedGateConfig,
@@ -22,9 +28,7 @@ from ffe_dagster.core.promotion.config import (
     SafetyLimits,
     WarmGateConfig,
 )
-from ffe_dagster.settings import PACKAGE_DIR, Settings
 
-CONFIG_DIR = PACKAGE_DIR / "config"
 PASSWORD = "s3cr3tPW"
 TOKEN = "T0KENxyz"
 
@@ -55,7 +59,7 @@ def test_bundled_configs_load_cleanly() -> None:
     settings = Settings.from_env({})
     assert settings.studies_url.startswith("journal:///")
     assert settings.registry_url.startswith("sqlite:///")
-    assert PromotionConfig().safety.min_trades >= 1
+    assert load_promotion(CONFIG_DIR / "promotion.yaml").safety.min_trades >= 1
 
 
 @pytest.mark.parametrize(
@@ -211,6 +215,19 @@ def test_the_oanda_token_is_required_only_when_an_instrument_reads_from_oanda(
     require_credentials(load_universe(_copy(tmp_path, "universe_live.yaml", crypto_only)), {})
 
 
+def _all_named(load: Callable[[Path], object], path: Path, expected: list[str]) -> str:
+    """Load ``path``, expecting one ``ConfigError`` that names the file and exactly the
+    ``expected`` problems; its message."""
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {len(expected)} configuration problems:")
+    for line in expected:
+        assert line in message
+    assert len(info.value.problems) == len(expected)
+    return message
+
+
 def _bad_curriculum(raw: dict) -> None:
     raw["levels"][2]["trials"]["quick"] = 0
     del raw["levels"][0]["trials"]["full"]
@@ -229,10 +246,6 @@ def _bad_curriculum(raw: dict) -> None:
 
 def test_curriculum_limits_out_of_range_are_all_named(tmp_path: Path) -> None:
     path = _copy(tmp_path, "curriculum.yaml", _bad_curriculum)
-    with pytest.raises(ConfigError) as info:
-        load_curriculum(path)
-    message = str(info.value)
-    assert message.startswith(f"{path}: ")
     expected = [
         "levels[2].trials.quick must be >= 1, got 0",
         "levels[0].trials.full is missing",
@@ -255,10 +268,7 @@ def test_curriculum_limits_out_of_range_are_all_named(tmp_path: Path) -> None:
         "costs.fee_pct must be >= 0, got -0.1",
         "progression.max_tries must be >= 1, got 0",
     ]
-    for line in expected:
-        assert line in message
-    assert f"{len(info.value.problems)} configuration problems" in message
-    assert len(info.value.problems) == len(expected)
+    _all_named(load_curriculum, path, expected)
 
 
 @pytest.mark.parametrize(("train", "validation"), [(0.9, 0.2), (0.0, 0.2), (0.6, -0.1), (0.5, 0.5)])
@@ -284,10 +294,6 @@ def _bad_universe(raw: dict) -> None:
 
 def test_universe_limits_out_of_range_are_all_named(tmp_path: Path) -> None:
     path = _copy(tmp_path, "universe_live.yaml", _bad_universe)
-    with pytest.raises(ConfigError) as info:
-        load_universe(path)
-    message = str(info.value)
-    assert message.startswith(f"{path}: ")
     expected = [
         "history_start must be before history_end (or history_end null), "
         "got 2024-01-01 >= 2023-01-01",
@@ -301,10 +307,7 @@ def test_universe_limits_out_of_range_are_all_named(tmp_path: Path) -> None:
         "validation.max_quarantine_fraction must be in [0, 1], got 1.5",
         "validation.max_abs_log_return must be > 0, got 0",
     ]
-    for line in expected:
-        assert line in message
-    assert len(info.value.problems) == len(expected)
-    assert TOKEN not in message
+    assert TOKEN not in _all_named(load_universe, path, expected)
 
 
 def test_a_structural_universe_error_names_the_file_and_the_key(tmp_path: Path) -> None:
@@ -328,3 +331,94 @@ def test_promotion_limits_out_of_range() -> None:
         WarmGateConfig(max_drawdown_pct=0.0)
     with pytest.raises(ValueError, match=r"LIMITED gate: min_winning_trades must be >= 1"):
         LimitedGateConfig(min_winning_trades=0)
+
+
+def test_the_promotion_file_is_the_source_and_the_code_defaults_equal_it() -> None:
+    # Tests and tools build PromotionConfig() without the file; its defaults must be the file's.
+    assert CONFIG_DIR == PACKAGE_DIR / "config"
+    assert load_promotion(CONFIG_DIR / "promotion.yaml") == PromotionConfig()
+
+
+def test_every_promotion_limit_in_the_file_has_a_comment() -> None:
+    lines = (CONFIG_DIR / "promotion.yaml").read_text().splitlines()
+    keys = 0
+    for i, line in enumerate(lines):
+        if re.match(r"^\s+\w+:", line):  # a limit (sections are not indented)
+            keys += 1
+            assert "#" in line or lines[i - 1].lstrip().startswith("#"), line
+    raw = yaml.safe_load((CONFIG_DIR / "promotion.yaml").read_text())
+    assert keys == sum(len(section) for section in raw.values()) == 20
+
+
+def test_the_promotion_file_can_be_moved(tmp_path: Path) -> None:
+    assert Settings.from_env({}).promotion_path == CONFIG_DIR / "promotion.yaml"
+    moved = tmp_path / "limits.yaml"
+    assert Settings.from_env({"FFE_PROMOTION": str(moved)}).promotion_path == moved
+    with pytest.raises(FileNotFoundError, match=f"configuration file not found: {moved}"):
+        load_promotion(moved)
+
+
+def _bad_promotion(raw: dict) -> None:
+    del raw["cold"]["min_trades"]
+    raw["warm"]["max_drawdwn_pct"] = 8.0
+    raw["warm"]["max_drawdown_pct"] = 0.0
+    raw["limited"].update(capital_fraction=0.0, max_wait_hours=10.0)
+    raw["safety"].update(max_daily_loss_usd="five", min_trades=2.5)
+    raw["canary"] = {"min_hours": 1}
+
+
+def test_promotion_keys_missing_unknown_or_out_of_range_are_all_named(tmp_path: Path) -> None:
+    path = _copy(tmp_path, "promotion.yaml", _bad_promotion)
+    expected = [
+        "canary is not a known section; known: ['cold', 'warm', 'limited', 'safety']",
+        "cold.min_trades is missing",
+        "warm.max_drawdwn_pct is not a known limit",
+        "warm.max_drawdown_pct must be in (0, 100], got 0",
+        "limited.capital_fraction must be in (0, 1], got 0",
+        "limited.max_wait_hours must be >= min_hours (24), got 10",
+        "safety.max_daily_loss_usd must be a number, got 'five'",
+        "safety.min_trades must be a whole number, got 2.5",
+    ]
+    _all_named(load_promotion, path, expected)
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda raw: raw.pop("safety"), "safety is missing"),
+        (lambda raw: raw.update(warm=[4.0]), "warm must be a mapping of its limits, got [4.0]"),
+        (
+            lambda raw: raw["cold"].update(window_days=[14, 7]),
+            "cold.window_days must be increasing whole days >= 1, got [14, 7]",
+        ),
+        (
+            lambda raw: raw["cold"].update(window_days=7),
+            "cold.window_days must be a list of whole numbers, got 7",
+        ),
+        (
+            lambda raw: raw["safety"].update(min_win_rate_pct=True),
+            "safety.min_win_rate_pct must be a number, got True",
+        ),
+    ],
+)
+def test_a_bad_promotion_section_names_the_file_and_the_key(
+    tmp_path: Path, edit: Any, expected: str
+) -> None:
+    path = _copy(tmp_path, "promotion.yaml", edit)
+    with pytest.raises(ConfigError) as info:
+        load_promotion(path)
+    assert str(info.value) == f"{path}: {expected}"
+
+
+def test_the_settings_load_without_the_numeric_stack() -> None:
+    # ``ffe_dagster.config`` imports its loaders on first use, so a launcher that needs only the
+    # settings (local_production.py: PROJECT_DIR) does not load polars, numba or GX.
+    heavy = ("polars", "numba", "great_expectations", "ffe_dagster.core")
+    code = (
+        "import sys, ffe_dagster.config.settings\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PROJECT_DIR
+    )
+    assert run.stdout.strip() == "[]"

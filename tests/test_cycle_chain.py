@@ -7,9 +7,9 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
+from ffe_dagster.config.settings import Settings
 from ffe_dagster.definitions import build_definitions
 from ffe_dagster.sensors.cycle import next_step
-from ffe_dagster.settings import Settings
 from ffe_dagster.triggers import run_trigger
 
 INSTRUMENTS = ["BTC_USDT", "ETH_USDT", "EUR_USD"]

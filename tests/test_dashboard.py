@@ -14,10 +14,10 @@ from typing import Any
 import optuna
 
 from ffe_dagster.config import load_curriculum
+from ffe_dagster.config.settings import PACKAGE_DIR, PROJECT_DIR
 from ffe_dagster.core.backtest.metrics import Metrics
 from ffe_dagster.core.study.optimize import StudyConfig, open_storage, run_study
 from ffe_dagster.dashboard import shown_url
-from ffe_dagster.settings import PACKAGE_DIR, PROJECT_DIR
 
 TRIALS = {1: 5, 2: 3}
 START_TIMEOUT_S = 180  # the dashboard imports optuna and plotly; slow on a loaded machine

@@ -12,9 +12,9 @@ from dagster import (
     build_sensor_context,
 )
 
+from ffe_dagster.config.settings import Settings
 from ffe_dagster.definitions import build_definitions
 from ffe_dagster.resources.warehouse import WarehouseResource
-from ffe_dagster.settings import Settings
 
 EXPECTED_ASSETS = [
     "level_1_long_uptrends",

@@ -11,10 +11,10 @@ from mlflow.tracking import MlflowClient
 
 from ffe_dagster.cli import run_cycle
 from ffe_dagster.config import load_curriculum
+from ffe_dagster.config.settings import PACKAGE_DIR, Settings
 from ffe_dagster.definitions import build_definitions
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.warehouse import WarehouseResource
-from ffe_dagster.settings import PACKAGE_DIR, Settings
 
 SAMPLE_ROWS = {"BTC_USDT": 39_400, "ETH_USDT": 39_400, "EUR_USD": 27_777}  # see samples README
 

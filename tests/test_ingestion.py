@@ -18,11 +18,11 @@ from dagster import DagsterInstance, EnvVar, build_schedule_context
 
 from ffe_dagster.config import ConfigError, load_universe
 from ffe_dagster.config.credentials import OANDA_TOKEN_ENV
+from ffe_dagster.config.settings import PACKAGE_DIR, PROJECT_DIR, Settings
 from ffe_dagster.core.data.resample import resample_bars
 from ffe_dagster.definitions import build_definitions
 from ffe_dagster.resources.market_data import market_data_resource
 from ffe_dagster.resources.warehouse import WarehouseResource
-from ffe_dagster.settings import PACKAGE_DIR, PROJECT_DIR, Settings
 from tests.fakes.harness import (
     Ingestion,
     between,

@@ -20,12 +20,12 @@ from dagster._core.storage.tags import (
 from ffe_dagster.assets.ingestion import build_ingestion_assets
 from ffe_dagster.cli import cycle_steps
 from ffe_dagster.config import load_universe
+from ffe_dagster.config.settings import PACKAGE_DIR, Settings
 from ffe_dagster.definitions import build_definitions
 from ffe_dagster.ingest_plan import plan_ingest
 from ffe_dagster.partitions import bar_partitions
 from ffe_dagster.resources.market_data import MarketDataResource, market_data_resource
 from ffe_dagster.resources.warehouse import WarehouseResource
-from ffe_dagster.settings import PACKAGE_DIR, Settings
 
 SAMPLES = PACKAGE_DIR / "data" / "samples"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)  # long after the closed history below

@@ -13,7 +13,7 @@ from benchmarks.integrity_worlds import (
     random_signals,
     wilson_interval,
 )
-from ffe_dagster.settings import PACKAGE_DIR
+from ffe_dagster.config.settings import PACKAGE_DIR
 
 SAMPLES = PACKAGE_DIR / "data" / "samples"
 

@@ -10,6 +10,7 @@ import yaml
 from dagster import materialize
 
 from ffe_dagster.config import load_curriculum, load_universe
+from ffe_dagster.config.settings import Settings
 from ffe_dagster.core.reporting.recommendation import failure_phrases
 from ffe_dagster.core.study.level_specs import CriterionResult, describe_failure, level_verdict
 from ffe_dagster.definitions import EXPORT_FILE
@@ -17,7 +18,6 @@ from ffe_dagster.promotion.asset import build_promotion_asset, level_block
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.warehouse import WarehouseResource
-from ffe_dagster.settings import Settings
 from tests.promotion_cycle_helpers import HOUR, T0, A, B, load_history, upto
 
 FAILED_L4 = [

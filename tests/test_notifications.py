@@ -250,8 +250,8 @@ def test_a_level_verdict_change_is_announced_once(
     tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     from ffe_dagster.config import load_curriculum
+    from ffe_dagster.config.settings import PACKAGE_DIR
     from ffe_dagster.promotion.verdicts import announce_verdict_changes
-    from ffe_dagster.settings import PACKAGE_DIR
 
     curriculum = load_curriculum(PACKAGE_DIR / "config" / "curriculum.yaml")
     registry = _registry(tmp_path)

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from ffe_dagster.config.errors import ConfigError
+from ffe_dagster.config.settings import Settings
 from ffe_dagster.core.backtest.reference import Direction
 from ffe_dagster.core.promotion.config import PromotionRegime
 from ffe_dagster.core.reporting.notifications import UiLinks
@@ -17,7 +18,6 @@ from ffe_dagster.promotion.state_machine import Candidate, RegimeCandidates
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.webhook import WebhookResource
 from ffe_dagster.sensors.notify import DeliveryPolicy, deliver_due
-from ffe_dagster.settings import Settings
 from tests.fakes.receiver import SECRET, WebhookReceiver
 from tests.promotion_cycle_helpers import T0, A, decisions, load_history, run_cycle, upto
 

@@ -9,10 +9,10 @@ from mlflow.tracking import MlflowClient
 
 from ffe_dagster.assets.curriculum import build_level_asset
 from ffe_dagster.config import load_curriculum, load_universe
+from ffe_dagster.config.settings import Settings
 from ffe_dagster.resources.studies import OptunaStorageResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.warehouse import WarehouseResource
-from ffe_dagster.settings import Settings
 from tests.test_study_workers import LEVEL, TRIALS, settings  # noqa: F401  (the fixture)
 
 

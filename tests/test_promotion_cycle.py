@@ -14,6 +14,7 @@ import pytest
 from dagster import materialize
 
 from ffe_dagster.config import load_curriculum, load_universe
+from ffe_dagster.config.settings import Settings
 from ffe_dagster.core.backtest.reference import CostModel, Direction
 from ffe_dagster.core.promotion.config import LimitedGateConfig, PromotionRegime
 from ffe_dagster.core.promotion.performance import (
@@ -33,7 +34,6 @@ from ffe_dagster.promotion.state_machine import (
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.warehouse import WarehouseResource
-from ffe_dagster.settings import Settings
 from ffe_dagster.triggers import run_trigger
 from tests.promotion_cycle_helpers import (
     HOUR,

@@ -14,6 +14,7 @@ from dagster import materialize
 
 from ffe_dagster.assets.curriculum import build_curriculum_assets
 from ffe_dagster.config import load_curriculum, load_universe
+from ffe_dagster.config.settings import PACKAGE_DIR
 from ffe_dagster.core.data.bars import interval_to_timedelta
 from ffe_dagster.core.promotion.config import PromotionConfig, PromotionRegime
 from ffe_dagster.core.regimes.detection import RegimeConfig, detect_regimes
@@ -30,7 +31,6 @@ from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.studies import OptunaStorageResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.warehouse import WarehouseResource
-from ffe_dagster.settings import PACKAGE_DIR
 
 UNIVERSE = load_universe(PACKAGE_DIR / "config" / "universe.yaml")
 T = datetime(2022, 4, 1, tzinfo=UTC)

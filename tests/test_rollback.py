@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 from dagster import AssetKey
 
+from ffe_dagster.config.settings import Settings
 from ffe_dagster.core.backtest.reference import CostModel, Direction, run_engine
 from ffe_dagster.core.promotion.config import LimitedGateConfig
 from ffe_dagster.core.study.evaluation import trade_params
@@ -21,7 +22,6 @@ from ffe_dagster.definitions import EXPORT_FILE, build_definitions
 from ffe_dagster.promotion.export import export_current, publish_current
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource
-from ffe_dagster.settings import Settings
 from tests.promotion_cycle_helpers import (
     HOUR,
     LOSER,

@@ -20,6 +20,7 @@ import polars as pl
 import pytest
 from dagster import DagsterEventType
 
+from ffe_dagster.config.settings import PROJECT_DIR, Settings
 from ffe_dagster.core.backtest.strategies import FileSignals
 from ffe_dagster.core.promotion.config import LimitedGateConfig
 from ffe_dagster.definitions import build_definitions
@@ -28,7 +29,6 @@ from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.tracking import FolderNotWritableError, MlflowTrackingResource
 from ffe_dagster.resources.tracking_cycles import CycleRef
 from ffe_dagster.resources.warehouse import WarehouseLockTimeoutError, WarehouseResource
-from ffe_dagster.settings import PROJECT_DIR, Settings
 from ffe_dagster.sources.files import FileSource
 from tests.fakes.harness import SAMPLES, between, real_bars, utc
 
@@ -60,7 +60,7 @@ WRITER = textwrap.dedent(
     from pathlib import Path
     import polars as pl
     from ffe_dagster.resources.warehouse import WarehouseResource
-    from ffe_dagster.settings import PACKAGE_DIR
+    from ffe_dagster.config.settings import PACKAGE_DIR
 
     logging.basicConfig(level=logging.INFO)  # shows the warehouse's "waiting for the lock"
     path, name, first, last, rounds, folder = sys.argv[1:]

@@ -30,10 +30,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))  # the project root, for ffe_dagster
 
 from ffe_dagster.config import load_curriculum, load_universe  # noqa: E402
+from ffe_dagster.config.settings import Settings  # noqa: E402
 from ffe_dagster.jobs.study_workers import JOB_NAME, build_study_workers_job  # noqa: E402
 from ffe_dagster.resources.studies import OptunaStorageResource  # noqa: E402
 from ffe_dagster.resources.warehouse import WarehouseResource  # noqa: E402
-from ffe_dagster.settings import Settings  # noqa: E402
 
 
 def main() -> None:

@@ -143,13 +143,21 @@ def build_level_asset(
         deps=deps,
         group_name="curriculum",
         kinds={"optuna", "vectorbt", "mlflow"},
+        # Composed from the loaded curriculum, so the UI shows the numbers in force.
         description=(
             f"Level {spec.level} - {spec.name} ({spec.direction.value}). An Optuna study of "
             f"{n_trials} trials (profile '{trial_profile}') over backtests on the numba engine "
             "(equal to vectorbt) on the train period; the choice is made on validation from the "
-            "Pareto front; the test period is reported against the level's pass criteria. The "
-            "level repeats with more trials, advances, or lets the next one be skipped "
-            "(docs/spec.md, Progression). Logged to MLflow."
+            "Pareto front; the test period is reported against the level's pass criteria ("
+            + ", ".join(f"{k} {v:g}" for k, v in spec.pass_criteria.items())
+            + "). On validation, a win rate below "
+            f"{curriculum.progression.repeat_below_win_rate_pct:g} %, a negative return or a "
+            f"parameter shift above {curriculum.progression.max_param_shift:.0%} repeats the "
+            f"level with {curriculum.progression.repeat_trial_factor:g}x the trials (at most "
+            f"{curriculum.progression.max_tries} tries); a win rate above "
+            f"{curriculum.progression.skip_min_win_rate_pct:g} % with a Sharpe above "
+            f"{curriculum.progression.skip_min_sharpe:g} lets the next level be skipped; "
+            "otherwise it advances (docs/spec.md, Progression). Logged to MLflow."
         ),
         tags={"level": str(spec.level)},
     )

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ffe_dagster.config.errors import Problems
+from ffe_dagster.config.settings import TRIAL_PROFILES
 from ffe_dagster.core.backtest.strategies import STRATEGIES
 from ffe_dagster.core.study.level_specs import (
     PASS_CRITERIA,
@@ -19,7 +20,6 @@ from ffe_dagster.core.study.level_specs import (
     RobustnessSpec,
     Window,
 )
-from ffe_dagster.settings import TRIAL_PROFILES
 
 SAMPLERS = ("tpe", "nsga2")  # ffe_dagster.core.study.optimize.make_sampler
 STRATEGY_NAMES = (*sorted(STRATEGIES), "file_signals")

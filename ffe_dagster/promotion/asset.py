@@ -16,7 +16,7 @@ from dagster import (
 from ffe_dagster.assets.loading import load_level_data
 from ffe_dagster.config import Universe
 from ffe_dagster.core.data.bars import interval_to_timedelta
-from ffe_dagster.core.promotion.config import PromotionConfig, Stage
+from ffe_dagster.core.promotion.config import PromotionConfig, Stage, describe_promotion
 from ffe_dagster.core.regimes.detection import RegimeConfig, confirmed_regime
 from ffe_dagster.core.study.level_specs import CurriculumSpec
 from ffe_dagster.core.study.levels import entry_strategy
@@ -86,6 +86,7 @@ def build_promotion_asset(
         deps=[lv.asset for lv in curriculum.levels],
         group_name="promotion",
         kinds={"sql", "json"},
+        description=describe_promotion(config),
     )
     def promoted_parameters(
         context: AssetExecutionContext,
@@ -93,17 +94,8 @@ def build_promotion_asset(
         registry: ParameterRegistryResource,
         mlflow_tracking: MlflowTrackingResource,
     ) -> MaterializeResult:
-        """Current parameters per regime (BULL, BEAR, SIDEWAYS, DEFAULT), promoted through
-        COLD -> WARM -> LIMITED -> FULL across cycles. COLD: a level's candidates, in validation
-        order, on recent bars no study saw (Sharpe >= 0.5, win rate >= 40 %, PnL > 0, >= 20
-        trades). WARM: paper trading on bars that arrived after the candidate was made, against
-        the current set on the same bars (Sharpe +10 %, win rate +2 points, drawdown <= 8 %).
-        LIMITED: live results the trading system reports with 10 % of the capital for 24 h
-        (Sharpe +15 %, >= 10 winning trades, realized loss <= $5). Safety limits (daily loss
-        <= $5, Sharpe degradation <= 30 %, drawdown <= 8 %, win rate >= 40 %, judged from 20
-        trades) apply at every stage and to the current set, which is rolled back
-        automatically on a breach. Every decision is in the registry; the sets are exported as
-        JSON for the trading system."""
+        """The current parameters per regime, promoted through COLD -> WARM -> LIMITED -> FULL;
+        the UI description, with every limit, is composed from ``config``."""
         data = load_level_data(warehouse, universe, curriculum.holdout_days)
         market = Market(
             bars=data.bars,

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from ffe_dagster.assets.loading import load_level_data
-from ffe_dagster.config import Universe, load_curriculum, load_universe
+from ffe_dagster.config import Universe, load_curriculum, load_promotion, load_universe
+from ffe_dagster.config.settings import PROJECT_DIR, TRIAL_PROFILES, Settings
+from ffe_dagster.core.promotion.config import PromotionConfig
 from ffe_dagster.core.replay.equity import Trading
 from ffe_dagster.core.replay.timeline import Cadence
 from ffe_dagster.core.study.eras import LevelData
@@ -33,7 +35,6 @@ from ffe_dagster.replay.results import (
 )
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.warehouse import WarehouseResource
-from ffe_dagster.settings import PROJECT_DIR, TRIAL_PROFILES, Settings
 
 
 def _moment(text: str) -> datetime:
@@ -66,6 +67,7 @@ def _replay_one(
     history: LevelData,
     base: Path,
     source: str,
+    promotion: PromotionConfig,
 ) -> tuple[dict[str, Any], dict[str, RuleCurve]]:
     # One selection rule's replay in its own folder (records, registry), on the shared studies.
     config = ReplayConfig(
@@ -90,7 +92,9 @@ def _replay_one(
         print(f"[{rule}] cycle {index + 1}/{total} {record['t'][:10]} ({done}): levels passed "
               f"{passed or 'none'}; {changes or 'no change'}", flush=True)  # fmt: skip
 
-    records = run_replay(config, curriculum, universe, history, on_cycle=progress)
+    records = run_replay(
+        config, curriculum, universe, history, promotion=promotion, on_cycle=progress
+    )
     trading = Trading(entry_strategy(curriculum), curriculum.costs, history.periods_per_year)
     return build_report(
         records,
@@ -117,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_env()
     curriculum = load_curriculum(settings.curriculum_path)
     universe = load_universe(settings.universe_path)
+    promotion = load_promotion(settings.promotion_path)
     if args.warehouse:
         stored = load_level_data(WarehouseResource(path=str(args.warehouse)), universe, 0)
         history = history_of(dict(stored.bars), universe)
@@ -127,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     base = args.folder or settings.var_dir / "replay" / name
     by_selection = {
         rule: _replay_one(
-            args, replace(curriculum, selection=rule), universe, history, base, source
+            args, replace(curriculum, selection=rule), universe, history, base, source, promotion
         )
         for rule in dict.fromkeys(args.selection or [curriculum.selection])
     }

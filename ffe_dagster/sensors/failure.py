@@ -19,11 +19,11 @@ from dagster import (
     run_failure_sensor,
 )
 
+from ffe_dagster.config.settings import WEBHOOK_ENV
 from ffe_dagster.core.reporting.notifications import Notification, UiLinks, run_failure_notification
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.webhook import WebhookResource
 from ffe_dagster.sensors.notify import DeliveryPolicy, deliver_and_report
-from ffe_dagster.settings import WEBHOOK_ENV
 from ffe_dagster.triggers import run_trigger
 
 

@@ -22,6 +22,7 @@ from dagster import (
     sensor,
 )
 
+from ffe_dagster.config.settings import WEBHOOK_ENV
 from ffe_dagster.core.reporting.notifications import (
     DeliveryCounts,
     UiLinks,
@@ -31,7 +32,6 @@ from ffe_dagster.core.reporting.notifications import (
 from ffe_dagster.resources.outbox import Outbox
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.webhook import WebhookError, WebhookResource
-from ffe_dagster.settings import WEBHOOK_ENV
 
 OUTBOX_ASSET = AssetKey("notification_outbox")
 

@@ -19,12 +19,12 @@ import pytest
 import yaml
 from dagster import DagsterInstance
 
+from ffe_dagster.config.settings import PACKAGE_DIR, Settings
 from ffe_dagster.core.regimes.detection import RegimeConfig, detect_regimes
 from ffe_dagster.local_broker import BrokerUnavailable, RedisServer, running_redis
 from ffe_dagster.local_cluster import CeleryWorker, celery_workers, cluster_env
 from ffe_dagster.local_postgres import PostgresServer, PostgresUnavailable, running_postgres
 from ffe_dagster.resources.warehouse import WarehouseResource
-from ffe_dagster.settings import PACKAGE_DIR, Settings
 
 BATCH = 4
 HEARTBEAT_S = 1

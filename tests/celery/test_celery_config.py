@@ -10,9 +10,9 @@ import yaml
 from dagster import validate_run_config
 
 from ffe_dagster.cluster import build_cluster_definitions
+from ffe_dagster.config.settings import Settings
 from ffe_dagster.jobs.study_workers import JOB_NAME
 from ffe_dagster.local_cluster import RUN_CONFIG, WORKER_CONFIG_DIR, run_config
-from ffe_dagster.settings import Settings
 
 
 def test_worker_settings_match_the_run_config(monkeypatch: pytest.MonkeyPatch) -> None:

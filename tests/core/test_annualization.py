@@ -14,10 +14,10 @@ import polars as pl
 import pytest
 
 from ffe_dagster.config import load_universe
+from ffe_dagster.config.settings import PACKAGE_DIR
 from ffe_dagster.core.backtest.metrics import sharpe_ratio
 from ffe_dagster.core.backtest.reference import BacktestRun, pool_metrics
 from ffe_dagster.core.data.bars import Instrument, MarketKind, MarketSchedule
-from ffe_dagster.settings import PACKAGE_DIR
 
 HOUR = timedelta(hours=1)
 FOREX_HOURS = 365.25 * 24 * 120 / 168 - 2 * 24 * 5 / 7

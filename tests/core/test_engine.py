@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from ffe_dagster.config.settings import PACKAGE_DIR
 from ffe_dagster.core.backtest import engine
 from ffe_dagster.core.backtest.reference import (
     CostModel,
@@ -32,7 +33,6 @@ from ffe_dagster.core.backtest.reference import (
 )
 from ffe_dagster.core.backtest.strategies import get_strategy
 from ffe_dagster.core.study.evaluation import LevelEvaluator, Period
-from ffe_dagster.settings import PACKAGE_DIR
 
 RTOL = 1e-9
 PPY = 24 * 365.0

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from ffe_dagster.config import ConfigError, load_curriculum
+from ffe_dagster.config.settings import PACKAGE_DIR
 from ffe_dagster.core.backtest.reference import Segment
 from ffe_dagster.core.regimes.detection import RegimeConfig, detect_regimes
 from ffe_dagster.core.study.levels import (
@@ -20,7 +21,6 @@ from ffe_dagster.core.study.levels import (
     level_evaluator,
     level_test_evaluator,
 )
-from ffe_dagster.settings import PACKAGE_DIR
 
 CURRICULUM_FILE = PACKAGE_DIR / "config" / "curriculum.yaml"
 CURRICULUM = load_curriculum(CURRICULUM_FILE)

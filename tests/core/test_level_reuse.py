@@ -3,8 +3,8 @@
 from dataclasses import replace
 
 from ffe_dagster.config import load_curriculum
+from ffe_dagster.config.settings import PACKAGE_DIR
 from ffe_dagster.core.study.level_reuse import REUSE_KEY, reusable, reuse_key
-from ffe_dagster.settings import PACKAGE_DIR
 
 CURRICULUM = load_curriculum(PACKAGE_DIR / "config" / "curriculum.yaml")
 SPEC = CURRICULUM.levels[0]

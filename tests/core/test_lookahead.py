@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from ffe_dagster.config.settings import PACKAGE_DIR
 from ffe_dagster.core.backtest.reference import CostModel, Direction, Segment
 from ffe_dagster.core.backtest.strategies import (
     STRATEGIES,
@@ -29,7 +30,6 @@ from ffe_dagster.core.study.lookahead import (
     delayed_signal_effect,
     lookahead_analysis,
 )
-from ffe_dagster.settings import PACKAGE_DIR
 
 EXITS = {
     "stop_loss_pct": 2.0,

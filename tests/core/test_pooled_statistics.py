@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 from ffe_dagster.config import load_curriculum
+from ffe_dagster.config.settings import PACKAGE_DIR
 from ffe_dagster.core.backtest.reference import CostModel, Direction, Segment
 from ffe_dagster.core.backtest.strategies import get_strategy
 from ffe_dagster.core.robustness.deflated_sharpe import TimestampPool, deflated_sharpe_from_returns
@@ -27,7 +28,6 @@ from ffe_dagster.core.study.evaluation import LevelEvaluator, Period
 from ffe_dagster.core.study.level_robustness import overfitting_report
 from ffe_dagster.core.study.level_specs import bars_to_segment
 from ffe_dagster.core.study.optimize import StudyOutcome, TrialRecord
-from ffe_dagster.settings import PACKAGE_DIR
 
 CRYPTO = 8766.0
 FOREX = 365.25 * 24 * 120 / 168 - 2 * 24 * 5 / 7

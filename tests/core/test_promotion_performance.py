@@ -7,6 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from ffe_dagster.config.settings import PACKAGE_DIR
 from ffe_dagster.core.backtest.engine import T_CLOSED, T_PNL
 from ffe_dagster.core.backtest.reference import CostModel, Direction, run_engine
 from ffe_dagster.core.backtest.strategies import get_strategy
@@ -20,7 +21,6 @@ from ffe_dagster.core.promotion.performance import (
 )
 from ffe_dagster.core.study.evaluation import evaluate_recent, trade_params
 from ffe_dagster.core.study.level_specs import bars_to_segment
-from ffe_dagster.settings import PACKAGE_DIR
 
 # --- paper performance on real bars -------------------------------------------------------------
 

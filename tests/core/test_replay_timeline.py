@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from ffe_dagster.config import load_curriculum, load_universe
+from ffe_dagster.config.settings import PACKAGE_DIR
 from ffe_dagster.core.backtest.reference import INIT_CASH, CostModel, Direction
 from ffe_dagster.core.backtest.strategies import get_strategy
 from ffe_dagster.core.promotion.performance import normalize_live_results, paper_performance
@@ -32,7 +33,6 @@ from ffe_dagster.core.replay.timeline import (
 from ffe_dagster.core.study.eras import LevelData
 from ffe_dagster.core.study.levels import level_evaluator, level_test_evaluator
 from ffe_dagster.replay.driver import bundled_history
-from ffe_dagster.settings import PACKAGE_DIR
 
 CURRICULUM = load_curriculum(PACKAGE_DIR / "config" / "curriculum.yaml")
 UNIVERSE = load_universe(PACKAGE_DIR / "config" / "universe.yaml")

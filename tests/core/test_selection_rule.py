@@ -10,13 +10,13 @@ import pytest
 import yaml
 
 from ffe_dagster.config import ConfigError, load_curriculum
+from ffe_dagster.config.settings import PROJECT_DIR
 from ffe_dagster.core.backtest.metrics import Metrics
 from ffe_dagster.core.study.evaluation import Params
 from ffe_dagster.core.study.identity import study_identity
 from ffe_dagster.core.study.level_specs import CurriculumSpec, ParamRange
 from ffe_dagster.core.study.levels import choose_candidates
 from ffe_dagster.core.study.optimize import StudyOutcome, TrialRecord
-from ffe_dagster.settings import PROJECT_DIR
 
 CURRICULUM = PROJECT_DIR / "ffe_dagster" / "config" / "curriculum.yaml"
 SPIKE = {"x": 5.0, "n": 50}  # validation Sharpe 2.0, every neighbour 0.0

@@ -11,6 +11,7 @@ import pytest
 
 from ffe_dagster.assets.curriculum import study_fingerprint
 from ffe_dagster.config import load_curriculum
+from ffe_dagster.config.settings import PACKAGE_DIR
 from ffe_dagster.core.backtest.metrics import Metrics
 from ffe_dagster.core.backtest.reference import CostModel
 from ffe_dagster.core.regimes.detection import RegimeConfig, detect_regimes
@@ -18,7 +19,6 @@ from ffe_dagster.core.study.identity import ENGINE_SEMANTICS_VERSION, study_iden
 from ffe_dagster.core.study.level_specs import Constraints, CurriculumSpec, ParamRange, Window
 from ffe_dagster.core.study.levels import LevelData, holdout_starts
 from ffe_dagster.core.study.optimize import StudyConfig, open_storage, run_study
-from ffe_dagster.settings import PACKAGE_DIR
 
 CURRICULUM = load_curriculum(PACKAGE_DIR / "config" / "curriculum.yaml")
 SPEC = CURRICULUM.levels[0]

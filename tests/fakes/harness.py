@@ -22,6 +22,7 @@ from dagster._core.storage.tags import (
 
 from ffe_dagster.assets.ingestion import build_ingestion_assets
 from ffe_dagster.config import Universe, load_universe
+from ffe_dagster.config.settings import PACKAGE_DIR
 from ffe_dagster.partitions import bar_partitions
 from ffe_dagster.resources.market_data import (
     CcxtSourceConfig,
@@ -29,7 +30,6 @@ from ffe_dagster.resources.market_data import (
     OandaSourceConfig,
 )
 from ffe_dagster.resources.warehouse import WarehouseResource
-from ffe_dagster.settings import PACKAGE_DIR
 from tests.fakes.venues import FakeCoinbaseExchange, FakeOanda
 
 SAMPLES = PACKAGE_DIR / "data" / "samples"

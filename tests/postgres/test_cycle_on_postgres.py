@@ -21,10 +21,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from ffe_dagster.config.settings import PACKAGE_DIR, PROJECT_DIR
 from ffe_dagster.local_postgres import PostgresServer
 from ffe_dagster.local_production import DATABASES, prepare
 from ffe_dagster.resources.warehouse import WarehouseResource
-from ffe_dagster.settings import PACKAGE_DIR, PROJECT_DIR
 
 INSTRUMENT = "BTC_USDT"
 

@@ -11,7 +11,7 @@ from dagster import AssetKey, DagsterInstance, DagsterRunStatus, asset, material
 from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
-from ffe_dagster.settings import PROJECT_DIR
+from ffe_dagster.config.settings import PROJECT_DIR
 
 
 @asset(pool="warehouse")

@@ -18,9 +18,9 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from ffe_dagster.config.settings import PROJECT_DIR
 from ffe_dagster.core.study.heartbeat import quiet_heartbeat_warnings
 from ffe_dagster.core.study.optimize import DIRECTIONS, MAX_RETRY, open_storage
-from ffe_dagster.settings import PROJECT_DIR
 
 WORKERS = 8
 SHARE = 6  # trials per worker

@@ -10,8 +10,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from ffe_dagster.config.settings import PROJECT_DIR
 from ffe_dagster.core.study.optimize import open_storage
-from ffe_dagster.settings import PROJECT_DIR
 
 STUDY = "two_workers"
 TRIALS_PER_WORKER = 12

@@ -20,10 +20,10 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
+from ffe_dagster.config.settings import PROJECT_DIR
 from ffe_dagster.core.study.heartbeat import quiet_heartbeat_warnings
 from ffe_dagster.core.study.optimize import DIRECTIONS, open_storage
 from ffe_dagster.local_postgres import PostgresServer
-from ffe_dagster.settings import PROJECT_DIR
 
 HEARTBEAT_S = 1
 GRACE_S = 3

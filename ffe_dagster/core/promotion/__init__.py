@@ -10,7 +10,8 @@ stage of every version and ``promotion/asset.py`` runs the gates once per cycle.
 Each name lives in one module, and is re-exported here:
 
 - ``config``: ``PromotionRegime``, ``Stage``, ``Outcome`` and the thresholds (``PromotionConfig``
-  with ``ColdGateConfig``, ``WarmGateConfig``, ``LimitedGateConfig``, ``SafetyLimits``).
+  with ``ColdGateConfig``, ``WarmGateConfig``, ``LimitedGateConfig``, ``SafetyLimits``;
+  ``InvalidLimits``, ``describe_promotion``).
 - ``checks``: ``GateCheck``, ``GateDecision`` and the threshold comparisons.
 - ``performance``: ``Performance``, ``paper_performance``, ``watermark`` and the live results
   (``normalize_live_results``, ``combine_live_results``, ``live_performance``).
@@ -21,6 +22,7 @@ Each name lives in one module, and is re-exported here:
 from ffe_dagster.core.promotion.checks import GateCheck, GateDecision, at_least, at_most
 from ffe_dagster.core.promotion.config import (
     ColdGateConfig,
+    InvalidLimits,
     LimitedGateConfig,
     Outcome,
     PromotionConfig,
@@ -28,6 +30,7 @@ from ffe_dagster.core.promotion.config import (
     SafetyLimits,
     Stage,
     WarmGateConfig,
+    describe_promotion,
 )
 from ffe_dagster.core.promotion.gates import choose_for_regime, cold_gate, limited_gate, warm_gate
 from ffe_dagster.core.promotion.performance import (
@@ -46,6 +49,7 @@ __all__ = [
     "ColdGateConfig",
     "GateCheck",
     "GateDecision",
+    "InvalidLimits",
     "LimitedGateConfig",
     "Outcome",
     "Performance",
@@ -59,6 +63,7 @@ __all__ = [
     "choose_for_regime",
     "cold_gate",
     "combine_live_results",
+    "describe_promotion",
     "limited_gate",
     "live_performance",
     "normalize_live_results",

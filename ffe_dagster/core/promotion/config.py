@@ -1,11 +1,27 @@
 """The promotion's names and thresholds: the regimes, the stages, a gate's outcome, and one
-config object per stage plus the safety limits (SPEC section 5)."""
+config object per stage plus the safety limits (SPEC section 5).
 
+The values are the user's settings, kept in ``ffe_dagster/config/promotion.yaml`` and read by
+``ffe_dagster.config.promotion``. The defaults below equal that file (a test compares them); they
+let tests and tools build one stage's limits without reading it.
+"""
+
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 HOURS_PER_DAY = 24.0
 _INF = float("inf")
+
+
+class InvalidLimits(ValueError):
+    """Limits out of range: ``problems`` name each field (``min_trades must be >= 1, got 0``),
+    the message prefixes them with the stage (``COLD gate: ...``)."""
+
+    def __init__(self, stage: str, problems: Sequence[str]) -> None:
+        self.stage = stage
+        self.problems = tuple(problems)
+        super().__init__(f"{stage}: " + "; ".join(self.problems))
 
 
 def _range_problems(obj: object, rules: dict[str, tuple[float, float, bool]]) -> list[str]:
@@ -22,9 +38,15 @@ def _range_problems(obj: object, rules: dict[str, tuple[float, float, bool]]) ->
     return problems
 
 
+def _wait_problems(min_hours: float, max_wait_hours: float) -> list[str]:
+    if max_wait_hours < min_hours:
+        return [f"max_wait_hours must be >= min_hours ({min_hours:g}), got {max_wait_hours:g}"]
+    return []
+
+
 def _raise_if_any(stage: str, problems: list[str]) -> None:
     if problems:
-        raise ValueError(f"{stage}: " + "; ".join(problems))
+        raise InvalidLimits(stage, problems)
 
 
 _PERCENT = (0.0, 100.0, False)
@@ -90,15 +112,15 @@ class WarmGateConfig:
     max_drawdown_pct: float = 8.0
 
     def __post_init__(self) -> None:
-        if self.max_wait_hours < self.min_hours:
-            raise ValueError("WARM max_wait_hours must be at least min_hours")
         rules = {
             "min_hours": _POSITIVE,
             "sharpe_uplift_pct": _NON_NEGATIVE,
             "win_rate_margin_pts": _PERCENT,
             "max_drawdown_pct": _POSITIVE_PERCENT,
         }
-        _raise_if_any("WARM gate", _range_problems(self, rules))
+        problems = _range_problems(self, rules)
+        problems += _wait_problems(self.min_hours, self.max_wait_hours)
+        _raise_if_any("WARM gate", problems)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,17 +139,17 @@ class LimitedGateConfig:
     max_realized_loss_usd: float = 5.0
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.capital_fraction <= 1.0:
-            raise ValueError("LIMITED capital_fraction must be in (0, 1]")
-        if self.max_wait_hours < self.min_hours:
-            raise ValueError("LIMITED max_wait_hours must be at least min_hours")
         rules = {
+            "capital_fraction": (0.0, 1.0, True),
             "min_hours": _POSITIVE,
             "sharpe_uplift_pct": _NON_NEGATIVE,
             "min_winning_trades": _AT_LEAST_ONE,
             "max_realized_loss_usd": _NON_NEGATIVE,
         }
-        _raise_if_any("LIMITED gate", _range_problems(self, rules))
+        problems = _range_problems(self, rules)
+        _raise_if_any(
+            "LIMITED gate", problems + _wait_problems(self.min_hours, self.max_wait_hours)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,3 +181,37 @@ class PromotionConfig:
     warm: WarmGateConfig = field(default_factory=WarmGateConfig)
     limited: LimitedGateConfig = field(default_factory=LimitedGateConfig)
     safety: SafetyLimits = field(default_factory=SafetyLimits)
+
+
+def _widening(days: tuple[int, ...], trades: int) -> str:
+    if len(days) == 1:
+        return f"the last {days[0]} days"
+    longer = ", ".join(str(d) for d in days[1:-1])
+    longer = f"{longer} or {days[-1]}" if longer else str(days[-1])
+    return f"the last {days[0]} days (widened to {longer} until the window holds {trades} trades)"
+
+
+def describe_promotion(config: PromotionConfig) -> str:
+    """The promotion in words, every threshold taken from ``config`` (the promotion asset's
+    description, so the UI shows the limits in force, never a copy that can drift)."""
+    c, w, lim, s = config.cold, config.warm, config.limited, config.safety
+    return (
+        "Current parameters per regime (BULL, BEAR, SIDEWAYS, DEFAULT), promoted through "
+        "COLD -> WARM -> LIMITED -> FULL across cycles. COLD: a level's candidates, in validation "
+        f"order, on {_widening(c.window_days, c.min_trades)} of recent bars no study saw "
+        f"(Sharpe >= {c.min_sharpe:g}, win rate >= {c.min_win_rate_pct:g} %, PnL > 0, >= "
+        f"{c.min_trades} trades). WARM: paper trading on bars that arrived after the candidate "
+        f"was made, against the current set on the same bars, judged after {w.min_hours:g} h "
+        f"and failed if still short of trades after {w.max_wait_hours:g} h (Sharpe "
+        f"+{w.sharpe_uplift_pct:g} %, win rate +{w.win_rate_margin_pts:g} points, drawdown <= "
+        f"{w.max_drawdown_pct:g} %). LIMITED: live results the trading system reports with "
+        f"{lim.capital_fraction * 100:g} % of the capital for {lim.min_hours:g} h, at most "
+        f"{lim.max_wait_hours:g} h (Sharpe +{lim.sharpe_uplift_pct:g} %, >= "
+        f"{lim.min_winning_trades} winning trades, realized loss <= "
+        f"${lim.max_realized_loss_usd:g}). Safety limits (daily loss <= "
+        f"${s.max_daily_loss_usd:g}, Sharpe degradation <= {s.max_sharpe_degradation_pct:g} %, "
+        f"drawdown <= {s.max_drawdown_pct:g} %, win rate >= {s.min_win_rate_pct:g} %, judged "
+        f"from {s.min_trades} trades) apply at every stage and to the current set, which is "
+        "rolled back automatically on a breach. Every decision is in the registry; the sets are "
+        "exported as JSON for the trading system."
+    )

@@ -48,7 +48,6 @@ from ffe_dagster.core.study.level_specs import (
     evaluate_pass_criteria,
     level_verdict,
     merge_windows,
-    parse_curriculum,
     split_bounds,
 )
 from ffe_dagster.core.study.levels import (
@@ -171,7 +170,6 @@ __all__ = [
     "outcome_to_dict",
     "overfitting_report",
     "parameter_shift",
-    "parse_curriculum",
     "quiet_heartbeat_warnings",
     "rank_by_plateau",
     "rank_on_validation",

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+CONFIG_DIR = Path(__file__).resolve().parent  # the bundled YAML files
+PACKAGE_DIR = CONFIG_DIR.parent
 PROJECT_DIR = PACKAGE_DIR.parent
 TRIAL_PROFILES = ("quick", "full")
 WEBHOOK_ENV = "FFE_WEBHOOK_URL"  # read by definitions.py through EnvVar; checked here when set
@@ -24,6 +25,7 @@ class Settings:
     samples_dir: Path
     curriculum_path: Path
     universe_path: Path
+    promotion_path: Path
     warehouse_path: Path
     studies_url: str
     registry_url: str
@@ -45,7 +47,8 @@ class Settings:
         Every problem is reported at once, as one ``ConfigError`` (a ``ValueError``) naming the
         variables; no message shows a password or a webhook's path.
         """
-        # Imported here so that ``import ffe_dagster.settings`` (for PROJECT_DIR) stays light.
+        # Imported here so that ``import ffe_dagster.config.settings`` (for PROJECT_DIR) stays
+        # light.
         from ffe_dagster.config.environment import (
             check_cron,
             check_mlflow_uri,
@@ -91,12 +94,9 @@ class Settings:
         return cls(
             var_dir=var_dir,
             samples_dir=Path(env.get("FFE_SAMPLES_DIR", str(PACKAGE_DIR / "data" / "samples"))),
-            curriculum_path=Path(
-                env.get("FFE_CURRICULUM", str(PACKAGE_DIR / "config" / "curriculum.yaml"))
-            ),
-            universe_path=Path(
-                env.get("FFE_UNIVERSE", str(PACKAGE_DIR / "config" / "universe.yaml"))
-            ),
+            curriculum_path=Path(env.get("FFE_CURRICULUM", str(CONFIG_DIR / "curriculum.yaml"))),
+            universe_path=Path(env.get("FFE_UNIVERSE", str(CONFIG_DIR / "universe.yaml"))),
+            promotion_path=Path(env.get("FFE_PROMOTION", str(CONFIG_DIR / "promotion.yaml"))),
             warehouse_path=Path(env.get("FFE_WAREHOUSE", str(var_dir / "warehouse.duckdb"))),
             studies_url=studies_url,
             registry_url=registry_url,
