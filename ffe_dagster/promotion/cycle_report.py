@@ -45,9 +45,7 @@ def publish_cycle_report(
                 metrics[f"{prefix}_test_{key}"] = float(r.test[key])
     for v in verdicts:
         metrics[f"deploy_{v.regime.lower()}"] = float(v.deploy)
-    level_runs = ",".join(
-        r.mlflow_run_id for r in level_results if r.mlflow_run_id is not None
-    )
+    level_runs = ",".join(r.mlflow_run_id for r in level_results if r.mlflow_run_id is not None)
     documents = {
         "curriculum_report.md": report,
         "deployment_recommendation.md": recommendation,
