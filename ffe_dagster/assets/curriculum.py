@@ -107,7 +107,7 @@ def _datasets(
 def _level_metadata(result: LevelResult) -> dict[str, Any]:
     # The level's materialization metadata, from its stored result (a reused one too).
     row = result.to_json()
-    chosen = row["chosen"] or {}
+    chosen = result.chosen
     return {
         "passed": result.passed,
         "reused": result.reused,
@@ -115,8 +115,10 @@ def _level_metadata(result: LevelResult) -> dict[str, Any]:
         "trials": result.n_trials,
         "new_trials": result.new_trials,
         "feasible_trials": result.feasible_trials,
-        "chosen_params": MetadataValue.json(chosen.get("params") or {}),
-        "validation": MetadataValue.json(spell_non_finite(chosen.get("validation") or {})),
+        "chosen_params": MetadataValue.json(dict(chosen.params) if chosen else {}),
+        "validation": MetadataValue.json(
+            spell_non_finite(dict(chosen.validation) if chosen else {})
+        ),
         "test": MetadataValue.json(spell_non_finite(row["test"])),
         "pass_criteria": MetadataValue.md(_criteria_markdown(result)),
         "parameter_shift_vs_previous": MetadataValue.json(row["parameter_shift"]),
@@ -239,12 +241,14 @@ def build_level_asset(
         result = level_result(outcome)
         if outcome.study.resumed_trials:
             context.log.info(f"{study_name}: resumed from {outcome.study.resumed_trials} trials")
-        chosen = (result.to_json()["chosen"]) or {}
+        chosen = result.chosen
+        validation = dict(chosen.validation) if chosen else {}
+        best = result.chosen_params
         trials = trials_table(outcome.study)
         # MLflow stores inf as 1.8e308: a profit factor without losses goes to a tag "inf".
         metrics, non_finite = split_non_finite(
             {
-                **{f"validation_{k}": v for k, v in (chosen.get("validation") or {}).items()},
+                **{f"validation_{k}": v for k, v in validation.items()},
                 **{f"test_{k}": v for k, v in outcome.test.items()},
                 "feasible_trials": float(result.feasible_trials),
                 "passed": float(outcome.passed),
@@ -266,7 +270,7 @@ def build_level_asset(
                 "n_trials": n_trials,
                 "seed": curriculum.seed,
                 "strategy": curriculum.strategy,
-                **{f"best_{k}": v for k, v in (chosen.get("params") or {}).items()},
+                **{f"best_{k}": v for k, v in (best or {}).items()},
             },
             metrics=metrics,
             trials=trials,
@@ -279,7 +283,7 @@ def build_level_asset(
                 if frame is not None
             },
             json_artifacts={
-                "best_params.json": chosen.get("params"),
+                "best_params.json": best,
                 "level_result.json": result.to_json(),
             },
             plots=StudyPlotData(
