@@ -28,7 +28,7 @@ from ffe_dagster.core.promotion.config import PromotionConfig, Stage
 from ffe_dagster.core.promotion.performance import combine_live_results, paper_performance
 from ffe_dagster.core.regimes.detection import RegimeConfig, detect_regimes
 from ffe_dagster.core.study.evaluation import Params
-from ffe_dagster.core.study.level_records import level_result
+from ffe_dagster.core.study.level_records import outcome_result
 from ffe_dagster.core.study.level_result import LevelResult
 from ffe_dagster.core.study.level_specs import CurriculumSpec
 from ffe_dagster.core.study.levels import (
@@ -135,7 +135,7 @@ def _run_curriculum(
                 study=level_study_config(curriculum, spec.asset, storage, spec.trials[profile]),
                 warm_start=previous.chosen_params if previous else None,
             )
-            result = level_result(outcome)
+            result = outcome_result(outcome)
         warehouse.save_level_result(spec.level, spec.asset, "bench-integrity", result)
         previous = result
         figures.append(

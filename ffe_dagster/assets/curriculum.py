@@ -26,7 +26,7 @@ from ffe_dagster.core.study.identity import (
     frame_fingerprint,
     study_identity,
 )
-from ffe_dagster.core.study.level_records import level_result, trials_table
+from ffe_dagster.core.study.level_records import outcome_result, trials_table
 from ffe_dagster.core.study.level_result import LevelResult
 from ffe_dagster.core.study.level_reuse import reusable, reuse_key
 from ffe_dagster.core.study.level_specs import CurriculumSpec, LevelSpec
@@ -238,7 +238,7 @@ def build_level_asset(
             )
         finally:
             bar.close()
-        result = level_result(outcome)
+        result = outcome_result(outcome)
         if outcome.study.resumed_trials:
             context.log.info(f"{study_name}: resumed from {outcome.study.resumed_trials} trials")
         chosen = result.chosen

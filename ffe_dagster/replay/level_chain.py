@@ -3,7 +3,7 @@
 Per level, in chain order, what ``assets/curriculum.build_level_asset`` does without its
 publishing: the previous level's result decides a skip (``skipped_level_result``) or gives the
 warm start and the chain's trial count; the study is named by ``study_fingerprint`` and
-configured by ``level_study_config``; ``run_level`` computes the outcome and ``level_result``
+configured by ``level_study_config``; ``run_level`` computes the outcome and ``outcome_result``
 makes it the stored record. ``tests/test_replay.py`` checks that the assets, materialized on the
 same bars, choose the same parameters.
 """
@@ -15,7 +15,7 @@ from optuna.storages import BaseStorage
 
 from ffe_dagster.assets.curriculum import study_fingerprint
 from ffe_dagster.core.study.eras import LevelData
-from ffe_dagster.core.study.level_records import level_result
+from ffe_dagster.core.study.level_records import outcome_result
 from ffe_dagster.core.study.level_result import LevelResult
 from ffe_dagster.core.study.level_specs import CurriculumSpec
 from ffe_dagster.core.study.levels import level_study_config, run_level, skipped_level_result
@@ -56,7 +56,7 @@ def run_levels(
                 walk_forward_trials=curriculum.robustness.walk_forward_trials[trial_profile],
                 chain_trials=previous.chain_trials if previous else 0,
             )
-            result = level_result(outcome)
+            result = outcome_result(outcome)
             sharpes.extend(float(t.metrics["sharpe"]) for t in outcome.study.trials)
         results[spec.level] = result
         previous = result

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ffe_dagster.core.backtest.reference import Direction
-from ffe_dagster.core.study.level_records import level_result
+from ffe_dagster.core.study.level_records import outcome_result
 from ffe_dagster.core.study.level_result import LevelResult, LevelTry
 from ffe_dagster.core.study.level_specs import CriterionResult, LevelSpec
 from ffe_dagster.core.study.levels import LevelOutcome, skipped_level_result
@@ -79,7 +79,7 @@ def test_a_level_outcome_writes_the_row_outcome_to_dict_wrote() -> None:
         "validation": {},
         "validation_feasible": False,
     }
-    row = level_result(_outcome()).to_json()
+    row = outcome_result(_outcome()).to_json()
     assert row == {
         "level": 2,
         "name": "Bear",
@@ -120,7 +120,7 @@ def test_a_level_outcome_writes_the_row_outcome_to_dict_wrote() -> None:
 
 
 def test_a_result_reads_back_equal_to_itself() -> None:
-    result = replace(level_result(_outcome()), mlflow_run_id="run-1", reuse_key="k" * 8)
+    result = replace(outcome_result(_outcome()), mlflow_run_id="run-1", reuse_key="k" * 8)
     assert LevelResult.from_row(result.to_json()) == result
     stored = decode_result_json(encode_result_json(result.to_json()))
     assert LevelResult.from_row(stored) == result

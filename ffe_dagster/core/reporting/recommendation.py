@@ -2,7 +2,7 @@
 
 Pure: the functions here and in ``ffe_dagster.core.reporting.curriculum_report`` read only what
 they are given, the level results (``ffe_dagster.core.study.level_result.LevelResult``, as
-``level_result`` or ``skipped_level_result`` builds them) and, optionally, this cycle's promotion
+``outcome_result`` or ``skipped_level_result`` builds them) and, optionally, this cycle's promotion
 decision per regime::
 
     {"BULL": {"level": 1, "version": 3, "promoted": True, "reason": "COLD passed on ...",

@@ -27,7 +27,7 @@ from ffe_dagster.core.study.identity import (
     frame_fingerprint,
     study_identity,
 )
-from ffe_dagster.core.study.level_records import level_result, trials_table
+from ffe_dagster.core.study.level_records import outcome_result, trials_table
 from ffe_dagster.core.study.level_result import LevelResult, LevelTry
 from ffe_dagster.core.study.level_reuse import REUSE_KEY, reusable, reuse_key
 from ffe_dagster.core.study.level_robustness import overfitting_report
@@ -162,7 +162,6 @@ __all__ = [
     "heartbeat_storage",
     "holdout_starts",
     "level_evaluator",
-    "level_result",
     "level_study_config",
     "level_test_evaluator",
     "level_verdict",
@@ -172,6 +171,7 @@ __all__ = [
     "neighbourhood",
     "next_trial_count",
     "open_storage",
+    "outcome_result",
     "overfitting_report",
     "parameter_shift",
     "parse_curriculum",

@@ -7,7 +7,7 @@ from ffe_dagster.core.study.levels import LevelOutcome
 from ffe_dagster.core.study.optimize import StudyOutcome
 
 
-def level_result(outcome: LevelOutcome) -> LevelResult:
+def outcome_result(outcome: LevelOutcome) -> LevelResult:
     """The stored result of a level's outcome (``to_json`` is the row: stored, logged to MLflow,
     read by promotion)."""
     return LevelResult(
