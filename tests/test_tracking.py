@@ -168,7 +168,7 @@ def test_cycle_report_on_the_parent_run(
         "direction": "long",
         "passed": True,
         "mlflow_run_id": cycles[1].info.run_id,
-        "chosen": {"params": {"stop_loss_pct": 3.5}, "validation": {"sharpe": 1.2}},
+        "chosen": {"number": 1, "params": {"stop_loss_pct": 3.5}, "validation": {"sharpe": 1.2}},
         "test": {"sharpe": 1.3, "win_rate_pct": 55.0, "max_drawdown_pct": 4.0},
         "criteria": [{"name": "min_sharpe", "threshold": 0.8, "value": 1.3, "passed": True}],
     }
