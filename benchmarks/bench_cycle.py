@@ -43,6 +43,7 @@ import yaml
 
 from benchmarks.common import machine
 from ffe_dagster.config.settings import PACKAGE_DIR, PROJECT_DIR
+from ffe_dagster.core.study.level_result import LevelResult
 
 RESULTS = PROJECT_DIR / "benchmarks" / "results"
 SAMPLES = PACKAGE_DIR / "data" / "samples"
@@ -100,6 +101,7 @@ def _cycle(
 
 
 def _run_record(out: Mapping[str, Any], wall: float, load: str, load_after: str) -> dict[str, Any]:
+    results = [LevelResult.from_row(r) for r in out["level_results"]]
     return {
         "wall_s": round(wall, 1),
         "cycle_s": round(out["cycle_s"], 1),
@@ -111,8 +113,9 @@ def _run_record(out: Mapping[str, Any], wall: float, load: str, load_after: str)
         "compute_s": {
             k: v if v is None else round(v, 1) for k, v in out["compute_seconds"].items()
         },
-        "trials": {r["level"]: r["n_trials"] for r in out["level_results"]},
-        "new_trials": {r["level"]: r.get("new_trials") for r in out["level_results"]},
+        "trials": {r.level: r.n_trials for r in results},
+        # A skipped level ran no study: no new-trial count (null), as its stored row has none.
+        "new_trials": {r.level: None if r.skipped else r.new_trials for r in results},
     }
 
 

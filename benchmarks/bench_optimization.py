@@ -55,15 +55,15 @@ def _dagster() -> dict[str, Any]:
     warehouse = WarehouseResource(path=str(settings.warehouse_path))
     levels = []
     for spec in load_curriculum(settings.curriculum_path).levels:
-        r = warehouse.latest_level_result(spec.level) or {}
+        r = warehouse.latest_level_result(spec.level)
         levels.append(
             {
                 "level": spec.level,
-                "trials": int(r.get("n_trials", 0)),
-                "new_trials": int(r.get("new_trials", 0)),
-                "skipped": bool(r.get("skipped")),
-                "reused": bool(r.get("reused")),
-                "chosen": (r.get("chosen") or {}).get("params"),
+                "trials": r.n_trials if r else 0,
+                "new_trials": r.new_trials if r else 0,
+                "skipped": bool(r and r.skipped),
+                "reused": bool(r and r.reused),
+                "chosen": r.chosen_params if r else None,
             }
         )
     return {"seconds": seconds, "levels": levels}

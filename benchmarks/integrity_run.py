@@ -29,7 +29,8 @@ from ffe_dagster.core.promotion.config import PromotionConfig, Stage
 from ffe_dagster.core.promotion.performance import combine_live_results, paper_performance
 from ffe_dagster.core.regimes.detection import RegimeConfig, detect_regimes
 from ffe_dagster.core.study.evaluation import Params
-from ffe_dagster.core.study.level_records import outcome_to_dict
+from ffe_dagster.core.study.level_records import outcome_result
+from ffe_dagster.core.study.level_result import LevelResult
 from ffe_dagster.core.study.level_specs import CurriculumSpec
 from ffe_dagster.core.study.levels import (
     LevelData,
@@ -38,6 +39,7 @@ from ffe_dagster.core.study.levels import (
     run_level,
     skipped_level_result,
 )
+from ffe_dagster.core.study.progression import Decision
 from ffe_dagster.promotion.asset import _regime_candidates  # pyright: ignore[reportPrivateUsage]
 from ffe_dagster.promotion.state_machine import Market, run_promotion_cycle
 from ffe_dagster.resources.registry import ParameterRegistryResource
@@ -120,34 +122,33 @@ def _run_curriculum(
     curriculum: CurriculumSpec, data: LevelData, warehouse: WarehouseResource, profile: str
 ) -> list[LevelFigures]:
     storage = optuna.storages.InMemoryStorage()
-    previous: dict[str, Any] | None = None
+    previous: LevelResult | None = None
     figures: list[LevelFigures] = []
     for spec in curriculum.levels:
-        if previous is not None and previous["progression"]["decision"] == "skip_next":
+        if previous is not None and previous.decision is Decision.SKIP_NEXT:
             result = skipped_level_result(spec, previous)
         else:
-            warm = (previous or {}).get("chosen") or {}
             outcome = run_level(
                 spec,
                 curriculum,
                 data,
                 study=level_study_config(curriculum, spec.asset, storage, spec.trials[profile]),
-                warm_start=warm.get("params"),
+                warm_start=previous.chosen_params if previous else None,
             )
-            result = outcome_to_dict(outcome)
+            result = outcome_result(outcome)
         warehouse.save_level_result(spec.level, spec.asset, "bench-integrity", result)
         previous = result
         figures.append(
             LevelFigures(
                 level=spec.level,
-                passed=bool(result["passed"]),
-                skipped=bool(result.get("skipped", False)),
+                passed=result.passed,
+                skipped=result.skipped,
                 failed_criteria=tuple(
-                    f"{c['name']} {c['value']:.3g} vs {c['threshold']:g}"
-                    for c in result["criteria"]
-                    if not c["passed"]
+                    f"{c.name} {c.value:.3g} vs {c.threshold:g}"
+                    for c in result.criteria
+                    if not c.passed
                 ),
-                test={k: float(v) for k, v in result["test"].items()},
+                test={k: float(v) for k, v in result.test.items()},
             )
         )
     return figures

@@ -118,10 +118,10 @@ def run_cycle(
         "seconds": {job: t.wall_s for job, t in timings.items()},
         "compute_seconds": {job: t.compute_s for job, t in timings.items()},
         "levels": {
-            r["level"]: {
-                "passed": r["passed"],
-                "mlflow_run_id": r.get("mlflow_run_id"),
-                "chosen": (r["chosen"] or {}).get("params"),
+            r.level: {
+                "passed": r.passed,
+                "mlflow_run_id": r.mlflow_run_id,
+                "chosen": r.chosen_params,
             }
             for r in levels
         },
@@ -306,7 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         export = json.load(fh)
     print("\n".join(cycle_summary(_facts(settings, report, seconds, export))))
     if args.report:
-        args.report.write_text(json.dumps({**report, "cycle_s": seconds}, indent=2, default=str))
+        rows = [r.to_json() for r in report["level_results"]]
+        args.report.write_text(
+            json.dumps({**report, "level_results": rows, "cycle_s": seconds}, indent=2, default=str)
+        )
     return 0
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ffe_dagster.core.study.level_result import LevelResult
+
 SUMMARY_MAX_LINES = 60
 _SHOWN = ("sharpe", "win_rate_pct", "max_drawdown_pct", "n_trades")
 
@@ -106,7 +108,7 @@ class CycleFacts:
     seconds: float
     trial_profile: str
     step_seconds: Mapping[str, float]
-    levels: Sequence[Mapping[str, Any]]
+    levels: Sequence[LevelResult]
     regimes: Sequence[RegimeLine]
     active: Mapping[str, Mapping[str, Any]]
     run_ids: Mapping[str, str]
@@ -139,21 +141,20 @@ def _params(params: Mapping[str, Any] | None) -> str:
     )
 
 
-def _level_lines(result: Mapping[str, Any]) -> list[str]:
-    head = f"L{result.get('level')} {result.get('name', '')}"
-    if (result.get("analysis") or {}).get("skipped") or result.get("skipped"):
-        reasons = (result.get("progression") or {}).get("reasons") or ["skipped"]
+def _level_lines(result: LevelResult) -> list[str]:
+    head = f"L{result.level} {result.name}"
+    if result.analysis.get("skipped") or result.skipped:
+        reasons = (result.progression.reasons if result.progression else ()) or ("skipped",)
         return [f"{head}: skipped ({reasons[0]})"]
-    chosen = result.get("chosen") or {}
-    failed = [c["name"] for c in result.get("criteria") or [] if not c.get("passed")]
-    verdict = "PASSED" if result.get("passed") else "FAILED " + (", ".join(failed) or "")
-    new = result.get("new_trials")
-    trials = f"{result.get('n_trials')} trials" + (f" ({new} new)" if new is not None else "")
+    chosen = result.chosen
+    failed = [c.name for c in result.criteria if not c.passed]
+    verdict = "PASSED" if result.passed else "FAILED " + (", ".join(failed) or "")
+    trials = f"{result.n_trials} trials ({result.new_trials} new)"
     return [
-        f"{head}: {trials}, {result.get('feasible_trials')} feasible; {verdict.strip()}",
-        f"  chosen: {_params(chosen.get('params'))}",
-        f"  validation: {_metrics(chosen.get('validation'))}",
-        f"  test:       {_metrics(result.get('test'))}",
+        f"{head}: {trials}, {result.feasible_trials} feasible; {verdict.strip()}",
+        f"  chosen: {_params(chosen.params if chosen else None)}",
+        f"  validation: {_metrics(chosen.validation if chosen else None)}",
+        f"  test:       {_metrics(result.test)}",
     ]
 
 
@@ -177,7 +178,7 @@ def cycle_summary(facts: CycleFacts) -> list[str]:
         why = f" ({entry['reason']})" if entry.get("reason") else ""
         regime = entry.get("regime") or "none confirmed"
         lines.append(f"  {instrument}: regime {regime}, use {entry.get('use')}{why}")
-    mlflow = ", ".join(f"L{r.get('level')} {r.get('mlflow_run_id')}" for r in facts.levels)
+    mlflow = ", ".join(f"L{r.level} {r.mlflow_run_id}" for r in facts.levels)
     lines += [
         "",
         f"export: {facts.export_path}",

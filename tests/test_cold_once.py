@@ -11,7 +11,8 @@ import pytest
 from ffe_dagster.core.backtest.reference import CostModel, Direction
 from ffe_dagster.core.promotion.config import PromotionRegime
 from ffe_dagster.core.promotion.performance import paper_performance
-from ffe_dagster.promotion.state_machine import Candidate, RegimeCandidates
+from ffe_dagster.core.study.selection import Candidate
+from ffe_dagster.promotion.state_machine import RegimeCandidates
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from tests.promotion_cycle_helpers import (
     LOSER,
@@ -40,7 +41,7 @@ def _level4(*sets: dict) -> list[RegimeCandidates]:
             regime=PromotionRegime.DEFAULT,
             level=4,
             direction=Direction.BOTH,
-            candidates=[Candidate(p, 2.0, i) for i, p in enumerate(sets)],
+            candidates=[Candidate(i, p, {}, {"sharpe": 2.0}, True) for i, p in enumerate(sets)],
         )
     ]
 

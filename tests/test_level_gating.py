@@ -18,6 +18,7 @@ from ffe_dagster.promotion.asset import build_promotion_asset, level_block
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.warehouse import WarehouseResource
+from tests.level_rows import level_row
 from tests.promotion_cycle_helpers import HOUR, T0, A, B, load_history, upto
 
 FAILED_L4 = [
@@ -64,7 +65,7 @@ def _seed(settings: Settings, level4_passed: bool) -> None:
             "candidates": [candidate],
             "mlflow_run_id": f"mlflow-{level}",
         }
-        warehouse.save_level_result(level, f"level_{level}", "run", result)
+        warehouse.save_level_result(level, f"level_{level}", "run", level_row(result))
 
 
 def _run(settings: Settings) -> tuple[ParameterRegistryResource, dict, dict]:
@@ -134,9 +135,11 @@ def test_promote_without_pass_lets_the_level_send_its_candidates(
 def test_a_skipped_level_blocks_its_regimes() -> None:
     curriculum = load_curriculum(Settings.from_env({}).curriculum_path)
     spec = curriculum.levels[1]
-    reason = level_block(spec, {"level": 2, "passed": False, "skipped": True, "criteria": []})
-    assert reason == "level 2 did not pass: it was skipped, so nothing tested it"
-    assert level_block(spec, {"level": 2, "passed": True}) is None
+    skipped = level_row({"level": 2, "passed": False, "skipped": True, "criteria": []})
+    assert (
+        level_block(spec, skipped) == "level 2 did not pass: it was skipped, so nothing tested it"
+    )
+    assert level_block(spec, level_row({"level": 2, "passed": True})) is None
 
 
 @pytest.mark.parametrize("value", [True, False])
@@ -158,6 +161,6 @@ def test_the_report_says_not_evaluated_instead_of_a_number() -> None:
         "passed": False,
         "note": "not evaluated (no stress period falls in the test period)",
     }
-    assert failure_phrases({"criteria": [criterion]}) == [
+    assert failure_phrases(level_row({"criteria": [criterion]})) == [
         "its stress criterion (not evaluated (no stress period falls in the test period))"
     ]

@@ -23,6 +23,7 @@ from ffe_dagster.resources.warehouse import WarehouseResource
 from ffe_dagster.resources.webhook import WebhookResource
 from ffe_dagster.sensors.notify import DeliveryPolicy, deliver_due
 from tests.fakes.receiver import SECRET, WebhookReceiver
+from tests.level_rows import level_row
 
 LINKS = UiLinks(dagster="http://dagster.test:3000/", mlflow="http://mlflow.test:5000")
 P1 = {"fast_window": 10, "slow_window": 29, "stop_loss_pct": 1.2}
@@ -266,9 +267,9 @@ def test_a_level_verdict_change_is_announced_once(
             {"name": "trades", "threshold": 20, "value": 31, "passed": True},
         ],
     }
-    warehouse.save_level_result(2, "level_2", "run-a", passed)
+    warehouse.save_level_result(2, "level_2", "run-a", level_row(passed))
     assert announce_verdict_changes(registry, warehouse, curriculum, AT) == []
-    warehouse.save_level_result(2, "level_2", "run-b", failed)
+    warehouse.save_level_result(2, "level_2", "run-b", level_row(failed))
     (note,) = announce_verdict_changes(registry, warehouse, curriculum, AT)
     assert announce_verdict_changes(registry, warehouse, curriculum, AT) == []  # same run
     (delivered,) = _deliver(registry, receiver)
@@ -302,7 +303,7 @@ def test_the_retry_delay_doubles_up_to_its_cap() -> None:
 
 
 def test_the_same_verdict_is_no_change() -> None:
-    same = {"passed": True, "criteria": []}
+    same = level_row({"passed": True, "criteria": []})
     assert (
         verdict_change(
             level=1, regimes=["BULL"], previous=same, latest=same, latest_run_id="r", at=AT
@@ -310,7 +311,12 @@ def test_the_same_verdict_is_no_change() -> None:
         is None
     )
     skipped = verdict_change(
-        level=1, regimes=["BULL"], previous=same, latest={"skipped": True}, latest_run_id="r", at=AT
+        level=1,
+        regimes=["BULL"],
+        previous=same,
+        latest=level_row({"skipped": True}),
+        latest_run_id="r",
+        at=AT,
     )
     assert skipped is not None and skipped.kind is Kind.VERDICT_CHANGE
     assert skipped.details["after"] == "skipped"

@@ -13,8 +13,9 @@ from ffe_dagster.config.settings import Settings
 from ffe_dagster.core.backtest.reference import Direction
 from ffe_dagster.core.promotion.config import PromotionRegime
 from ffe_dagster.core.reporting.notifications import UiLinks
+from ffe_dagster.core.study.selection import Candidate
 from ffe_dagster.definitions import build_definitions
-from ffe_dagster.promotion.state_machine import Candidate, RegimeCandidates
+from ffe_dagster.promotion.state_machine import RegimeCandidates
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.webhook import WebhookResource
 from ffe_dagster.sensors.notify import DeliveryPolicy, deliver_due
@@ -105,7 +106,7 @@ def test_an_undeliverable_required_notification_pauses_promotion_to_limited(
         regime=PromotionRegime.DEFAULT,
         level=4,
         direction=Direction.BOTH,
-        candidates=[Candidate(A, 2.0, 12)],
+        candidates=[Candidate(12, A, {}, {"sharpe": 2.0}, True)],
     )
     five = timedelta(minutes=5)
     report = run_cycle(registry, upto(history, T0), T0 + five, "cycle-1", [level4])

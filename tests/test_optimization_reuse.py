@@ -58,7 +58,7 @@ def test_an_unchanged_level_reuses_its_result_and_a_changed_study_runs_it_again(
     assert (first["reused"], first["trials"]) == (False, TRIALS)
     assert first["new_trials"] == TRIALS
     stored = warehouse.latest_level_result(LEVEL)
-    assert stored is not None and stored["reuse_key"]
+    assert stored is not None and stored.reuse_key
     assert _runs(settings) == 1
 
     second = _materialize(settings)
@@ -79,13 +79,14 @@ def test_an_unchanged_level_reuses_its_result_and_a_changed_study_runs_it_again(
     assert client.list_artifacts(reference.info.run_id) == []
     assert client.list_artifacts(source.info.run_id) != []
     again = warehouse.latest_level_result(LEVEL)
-    assert again is not None and again["reused"] is True
-    for key in ("chosen", "test", "criteria", "progression", "analysis", "study_name"):
-        assert again[key] == stored[key]
+    assert again is not None and again.reused is True
+    for key in ("chosen", "candidates", "test", "criteria", "progression", "analysis"):
+        assert getattr(again, key) == getattr(stored, key)
+    assert again.study_name == stored.study_name
 
     # One more trial in the study (as a study worker adds them): the result is stale.
     storage = OptunaStorageResource(url=settings.studies_url).storage()
-    study = optuna.load_study(study_name=stored["study_name"], storage=storage)
+    study = optuna.load_study(study_name=stored.study_name, storage=storage)
     last = study.trials[-1]
     study.add_trial(
         optuna.trial.create_trial(

@@ -22,19 +22,18 @@ from ffe_dagster.core.promotion.performance import (
     paper_performance,
     watermark,
 )
+from ffe_dagster.core.study.selection import Candidate
 from ffe_dagster.definitions import EXPORT_FILE
 from ffe_dagster.promotion.asset import build_promotion_asset
 from ffe_dagster.promotion.decisions import CurrentChange
 from ffe_dagster.promotion.export import export_current
 from ffe_dagster.promotion.live_results import read_live_results
-from ffe_dagster.promotion.state_machine import (
-    Candidate,
-    RegimeCandidates,
-)
+from ffe_dagster.promotion.state_machine import RegimeCandidates
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.warehouse import WarehouseResource
 from ffe_dagster.triggers import run_trigger
+from tests.level_rows import level_row
 from tests.promotion_cycle_helpers import (
     HOUR,
     PPY,
@@ -76,7 +75,10 @@ def test_a_candidate_climbs_cold_warm_limited_full_across_cycles(
         regime=PromotionRegime.DEFAULT,
         level=4,
         direction=Direction.BOTH,
-        candidates=[Candidate(B, 2.0, 11), Candidate(A, 2.0, 12)],
+        candidates=[
+            Candidate(11, B, {}, {"sharpe": 2.0}, True),
+            Candidate(12, A, {}, {"sharpe": 2.0}, True),
+        ],
         source_run_id="mlflow-level-4",
     )
     five = timedelta(minutes=5)
@@ -86,7 +88,7 @@ def test_a_candidate_climbs_cold_warm_limited_full_across_cycles(
         regime=PromotionRegime.DEFAULT,
         level=4,
         direction=Direction.BOTH,
-        candidates=[Candidate(A, 2.0, 12)],
+        candidates=[Candidate(12, A, {}, {"sharpe": 2.0}, True)],
         source_run_id="mlflow-level-4",
     )
 
@@ -204,7 +206,7 @@ def _seed_warehouse(settings: Settings, history: dict[str, pl.DataFrame]) -> Non
             "candidates": [candidate],
             "mlflow_run_id": f"mlflow-{level}",
         }
-        warehouse.save_level_result(level, f"level_{level}", "run", result)
+        warehouse.save_level_result(level, f"level_{level}", "run", level_row(result))
 
 
 def test_the_asset_records_the_trigger_and_reports_per_regime(

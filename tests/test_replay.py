@@ -142,9 +142,8 @@ def test_a_replayed_cycle_makes_the_decisions_the_assets_make(
     for spec in curriculum.levels:
         stored = warehouse.latest_level_result(spec.level)
         assert stored is not None
-        chosen = (stored.get("chosen") or {}).get("params")
-        assert record["levels"][str(spec.level)]["chosen"] == chosen, spec.asset
-        assert record["levels"][str(spec.level)]["passed"] == stored["passed"], spec.asset
+        assert record["levels"][str(spec.level)]["chosen"] == stored.chosen_params, spec.asset
+        assert record["levels"][str(spec.level)]["passed"] == stored.passed, spec.asset
     actions = _actions(normal)
     assert actions == _actions(replayed)
     # COLD judged sets of the regimes: versions exist, so the comparison covered real decisions

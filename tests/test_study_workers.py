@@ -34,6 +34,7 @@ from ffe_dagster.jobs.study_workers import JOB_NAME, split_trials
 from ffe_dagster.resources.studies import OptunaStorageResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.warehouse import WarehouseResource
+from tests.level_rows import level_row
 
 LEVEL = 1
 TRIALS = 12  # the level's quick trial count in this test's curriculum
@@ -185,10 +186,10 @@ def test_two_worker_processes_fill_the_study_the_level_asset_then_resumes(
     assert materialized.success
     level_result = WarehouseResource(path=str(settings.warehouse_path)).latest_level_result(LEVEL)
     assert level_result is not None
-    assert level_result["study_name"] == study_name
-    assert level_result["n_trials"] == TRIALS and level_result["new_trials"] == 0
-    assert level_result["tries"][0]["completed_trials"] == TRIALS
-    assert level_result["chosen"] is not None or level_result["candidates"] == []
+    assert level_result.study_name == study_name
+    assert level_result.n_trials == TRIALS and level_result.new_trials == 0
+    assert level_result.tries[0].completed_trials == TRIALS
+    assert level_result.chosen is not None or level_result.candidates == ()
     (event,) = materialized.asset_materializations_for_node(spec.asset)
     assert event.metadata["new_trials"].value == 0
 
@@ -214,7 +215,7 @@ def test_bad_requests_fail_with_a_clear_error(
 def test_a_skipped_level_is_refused(settings: Settings) -> None:
     previous = {"level": LEVEL, "progression": {"decision": "skip_next", "reasons": ["strong"]}}
     WarehouseResource(path=str(settings.warehouse_path)).save_level_result(
-        LEVEL, "level_1_long_uptrends", "run", previous
+        LEVEL, "level_1_long_uptrends", "run", level_row(previous)
     )
     result = workers_job().execute_in_process(
         run_config={"ops": {"plan_level_study": {"config": {"level": LEVEL + 1}}}},

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from ffe_dagster.cli import regime_lines
 from ffe_dagster.core.promotion.config import LimitedGateConfig
+from ffe_dagster.core.study.level_result import LevelResult
 from ffe_dagster.promotion.export import NO_CONFIRMED_REGIME, export_current
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.terminal import (
@@ -15,35 +16,45 @@ from ffe_dagster.terminal import (
     console_run_config,
     cycle_summary,
 )
+from tests.level_rows import level_row
 
 
-def _level(level: int, passed: bool, failed: tuple[str, ...] = ()) -> dict:
+def _level(level: int, passed: bool, failed: tuple[str, ...] = ()) -> LevelResult:
     names = ("win_rate", "sharpe", "max_drawdown", "profit_factor", "total_return")
-    return {
-        "level": level,
-        "name": f"level {level}",
-        "passed": passed,
-        "n_trials": 100 + level,
-        "new_trials": 100 + level,
-        "feasible_trials": 40 + level,
-        "chosen": {
-            "params": {"stop_loss_pct": 1.25, "take_profit_pct": 3.5, "fast": 12},
-            "validation": {
-                "sharpe": 1.234,
-                "win_rate_pct": 55.55,
-                "max_drawdown_pct": 7.25,
-                "n_trades": 42,
+    return level_row(
+        {
+            "level": level,
+            "name": f"level {level}",
+            "passed": passed,
+            "n_trials": 100 + level,
+            "new_trials": 100 + level,
+            "feasible_trials": 40 + level,
+            "chosen": {
+                "number": 7,
+                "params": {"stop_loss_pct": 1.25, "take_profit_pct": 3.5, "fast": 12},
+                "validation": {
+                    "sharpe": 1.234,
+                    "win_rate_pct": 55.55,
+                    "max_drawdown_pct": 7.25,
+                    "n_trades": 42,
+                },
             },
-        },
-        "test": {"sharpe": -0.5, "win_rate_pct": 41.0, "max_drawdown_pct": 12.0, "n_trades": 17},
-        "criteria": [
-            {"name": n, "threshold": 1.0, "value": 0.0, "passed": n not in failed} for n in names
-        ],
-        "mlflow_run_id": f"run{level}",
-    }
+            "test": {
+                "sharpe": -0.5,
+                "win_rate_pct": 41.0,
+                "max_drawdown_pct": 12.0,
+                "n_trades": 17,
+            },
+            "criteria": [
+                {"name": n, "threshold": 1.0, "value": 0.0, "passed": n not in failed}
+                for n in names
+            ],
+            "mlflow_run_id": f"run{level}",
+        }
+    )
 
 
-def _facts(levels: list[dict], regimes: list[RegimeLine]) -> CycleFacts:
+def _facts(levels: list[LevelResult], regimes: list[RegimeLine]) -> CycleFacts:
     return CycleFacts(
         seconds=42.04,
         trial_profile="full",

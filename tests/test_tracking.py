@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from ffe_dagster.core.reporting.plots import StudyPlotData
 from ffe_dagster.core.study.convergence import best_feasible_so_far
 from ffe_dagster.core.study.level_records import trials_table
+from ffe_dagster.core.study.level_result import LevelResult
 from ffe_dagster.core.study.optimize import StudyOutcome, TrialRecord
 from ffe_dagster.promotion.cycle_report import publish_cycle_report
 from ffe_dagster.resources.tracking import (
@@ -167,7 +168,7 @@ def test_cycle_report_on_the_parent_run(
         "direction": "long",
         "passed": True,
         "mlflow_run_id": cycles[1].info.run_id,
-        "chosen": {"params": {"stop_loss_pct": 3.5}, "validation": {"sharpe": 1.2}},
+        "chosen": {"number": 1, "params": {"stop_loss_pct": 3.5}, "validation": {"sharpe": 1.2}},
         "test": {"sharpe": 1.3, "win_rate_pct": 55.0, "max_drawdown_pct": 4.0},
         "criteria": [{"name": "min_sharpe", "threshold": 0.8, "value": 1.3, "passed": True}],
     }
@@ -175,7 +176,9 @@ def test_cycle_report_on_the_parent_run(
     decisions = "| regime | stage | decision |\n|---|---|---|\n| BULL | COLD | pass |"
     # The promotion runs in another Dagster run of the same cycle than the level did.
     step = CycleRef("cycle-2", "schedule", "dagster-run-2b")
-    metadata = publish_cycle_report(tracking, [level], summary, step, decisions=decisions)
+    metadata = publish_cycle_report(
+        tracking, [LevelResult.from_row(level)], summary, step, decisions=decisions
+    )
     report = str(metadata["curriculum_report"].value)
     recommendation = str(metadata["deployment_recommendation"].value)
     assert report.startswith("# Curriculum report")

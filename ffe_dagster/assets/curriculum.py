@@ -1,7 +1,8 @@
 """The curriculum: one asset per level, all made by ``build_level_asset`` from curriculum.yaml."""
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,9 @@ from ffe_dagster.core.study.identity import (
     frame_fingerprint,
     study_identity,
 )
-from ffe_dagster.core.study.level_records import outcome_to_dict, trials_table
-from ffe_dagster.core.study.level_reuse import REUSE_KEY, reusable, reuse_key
+from ffe_dagster.core.study.level_records import outcome_result, trials_table
+from ffe_dagster.core.study.level_result import LevelResult
+from ffe_dagster.core.study.level_reuse import reusable, reuse_key
 from ffe_dagster.core.study.level_specs import CurriculumSpec, LevelSpec
 from ffe_dagster.core.study.levels import (
     LevelData,
@@ -37,6 +39,7 @@ from ffe_dagster.core.study.levels import (
     skipped_level_result,
 )
 from ffe_dagster.core.study.optimize import TrialRecord, complete_trial_count
+from ffe_dagster.core.study.progression import Decision
 from ffe_dagster.resources.studies import OptunaStorageResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource, code_version, git_commit
 from ffe_dagster.resources.tracking_cycles import DatasetSource, cycle_ref
@@ -67,10 +70,10 @@ def study_fingerprint(spec: LevelSpec, curriculum: CurriculumSpec, data: LevelDa
     )
 
 
-def _criteria_markdown(result: Mapping[str, Any]) -> str:
+def _criteria_markdown(result: LevelResult) -> str:
     lines = ["| criterion | threshold | test value | passed |", "|---|---|---|---|"]
-    for c in result["criteria"]:
-        lines.append(f"| {c['name']} | {c['threshold']:g} | {c['value']:.3f} | {c['passed']} |")
+    for c in result.criteria:
+        lines.append(f"| {c.name} | {c.threshold:g} | {c.value:.3f} | {c.passed} |")
     return "\n".join(lines)
 
 
@@ -101,29 +104,31 @@ def _datasets(
     )
 
 
-def _level_metadata(result: Mapping[str, Any]) -> dict[str, Any]:
+def _level_metadata(result: LevelResult) -> dict[str, Any]:
     # The level's materialization metadata, from its stored result (a reused one too).
-    chosen = result["chosen"] or {}
-    tries = result.get("tries") or [{}]
+    row = result.to_json()
+    chosen = result.chosen
     return {
-        "passed": result["passed"],
-        "reused": bool(result.get("reused")),
-        "study_name": result["study_name"],
-        "trials": result["n_trials"],
-        "new_trials": result["new_trials"],
-        "feasible_trials": result["feasible_trials"],
-        "chosen_params": MetadataValue.json(chosen.get("params") or {}),
-        "validation": MetadataValue.json(spell_non_finite(chosen.get("validation") or {})),
-        "test": MetadataValue.json(spell_non_finite(result["test"])),
+        "passed": result.passed,
+        "reused": result.reused,
+        "study_name": result.study_name,
+        "trials": result.n_trials,
+        "new_trials": result.new_trials,
+        "feasible_trials": result.feasible_trials,
+        "chosen_params": MetadataValue.json(dict(chosen.params) if chosen else {}),
+        "validation": MetadataValue.json(
+            spell_non_finite(dict(chosen.validation) if chosen else {})
+        ),
+        "test": MetadataValue.json(spell_non_finite(row["test"])),
         "pass_criteria": MetadataValue.md(_criteria_markdown(result)),
-        "parameter_shift_vs_previous": MetadataValue.json(result["parameter_shift"]),
-        "progression": MetadataValue.json(result["progression"]),
-        "tries": MetadataValue.json(result["tries"]),
-        "stop_reason": result["stop_reason"],
-        "study_seconds": round(float(tries[-1].get("seconds", 0.0)), 2),
-        "analysis": MetadataValue.json(spell_non_finite(result["analysis"])),
-        "segments": MetadataValue.json(result["segments"]),
-        "mlflow_run_id": result["mlflow_run_id"],
+        "parameter_shift_vs_previous": MetadataValue.json(row["parameter_shift"]),
+        "progression": MetadataValue.json(row["progression"]),
+        "tries": MetadataValue.json(row["tries"]),
+        "stop_reason": result.stop_reason,
+        "study_seconds": round(result.tries[-1].seconds if result.tries else 0.0, 2),
+        "analysis": MetadataValue.json(spell_non_finite(row["analysis"])),
+        "segments": MetadataValue.json(row["segments"]),
+        "mlflow_run_id": result.mlflow_run_id,
     }
 
 
@@ -169,20 +174,19 @@ def build_level_asset(
     ) -> MaterializeResult:
         data = load_level_data(warehouse, universe, curriculum.holdout_days)
         previous_result = warehouse.latest_level_result(previous.level) if previous else None
-        warm = (previous_result or {}).get("chosen") or {}
-        if (previous_result or {}).get("progression", {}).get("decision") == "skip_next":
+        warm = previous_result.chosen_params if previous_result else None
+        if previous_result is not None and previous_result.decision is Decision.SKIP_NEXT:
             # The previous level was strong enough to skip this one (SPEC "Progression").
-            result = skipped_level_result(spec, previous_result or {})
+            result = skipped_level_result(spec, previous_result)
             warehouse.save_level_result(spec.level, spec.asset, context.run.run_id, result)
-            context.log.info(f"{spec.asset} skipped: {result['progression']['reasons'][0]}")
-            return MaterializeResult(
-                metadata={"skipped": True, "reason": result["progression"]["reasons"][0]}
-            )
+            reason = result.progression.reasons[0] if result.progression else ""
+            context.log.info(f"{spec.asset} skipped: {reason}")
+            return MaterializeResult(metadata={"skipped": True, "reason": reason})
         fingerprint = study_fingerprint(spec, curriculum, data)
         study_name = f"{spec.asset}-{fingerprint}"
         storage = optuna_storage.storage()
         walk_forward_trials = curriculum.robustness.walk_forward_trials[trial_profile]
-        chain_trials = int((previous_result or {}).get("chain_trials", 0))
+        chain_trials = previous_result.chain_trials if previous_result else 0
         version = code_version(git_commit())
         key = reuse_key(
             spec,
@@ -190,27 +194,31 @@ def build_level_asset(
             study_name=study_name,
             n_trials=n_trials,
             walk_forward_trials=walk_forward_trials,
-            warm_start=warm.get("params"),
+            warm_start=warm,
             chain_trials=chain_trials,
             code_version=version,
         )
         stored = warehouse.latest_level_result(spec.level)
-        if reusable(stored, key, complete_trial_count(study_name, storage)):
+        if stored is not None and reusable(stored, key, complete_trial_count(study_name, storage)):
             # Same study, same trials, same everything else: the same result, already logged to
             # MLflow (its run holds the plots and tables). Stored again for this run's records.
-            result = {**(stored or {}), "new_trials": 0, "reused": True}
-            source_run = str(result.get("reused_from_run") or result["mlflow_run_id"])
+            source_run = str(stored.reused_from_run or stored.mlflow_run_id)
             # This cycle's MLflow parent still lists the level: a reference run to the source.
-            result["reused_from_run"] = source_run
-            result["mlflow_run_id"] = log_reused_study(
-                mlflow_tracking,
-                source_run,
-                cycle_ref(context.run.tags, context.run.run_id),
-                context.run.run_id,
+            result = replace(
+                stored,
+                new_trials=0,
+                reused=True,
+                reused_from_run=source_run,
+                mlflow_run_id=log_reused_study(
+                    mlflow_tracking,
+                    source_run,
+                    cycle_ref(context.run.tags, context.run.run_id),
+                    context.run.run_id,
+                ),
             )
             warehouse.save_level_result(spec.level, spec.asset, context.run.run_id, result)
             context.log.info(
-                f"{spec.asset}: inputs and study unchanged ({result['n_trials']} trials); "
+                f"{spec.asset}: inputs and study unchanged ({result.n_trials} trials); "
                 f"reusing the result of MLflow run {source_run}"
             )
             return MaterializeResult(metadata=_level_metadata(result))
@@ -231,24 +239,26 @@ def build_level_asset(
                 curriculum,
                 data,
                 study=level_study_config(curriculum, study_name, storage, n_trials),
-                warm_start=warm.get("params"),
+                warm_start=warm,
                 on_trial=progress,
                 walk_forward_trials=walk_forward_trials,
                 chain_trials=chain_trials,
             )
         finally:
             bar.close()
-        result = outcome_to_dict(outcome)
+        result = outcome_result(outcome)
         if outcome.study.resumed_trials:
             context.log.info(f"{study_name}: resumed from {outcome.study.resumed_trials} trials")
-        chosen = result["chosen"] or {}
+        chosen = result.chosen
+        validation = dict(chosen.validation) if chosen else {}
+        best = result.chosen_params
         trials = trials_table(outcome.study)
         # MLflow stores inf as 1.8e308: a profit factor without losses goes to a tag "inf".
         metrics, non_finite = split_non_finite(
             {
-                **{f"validation_{k}": v for k, v in (chosen.get("validation") or {}).items()},
+                **{f"validation_{k}": v for k, v in validation.items()},
                 **{f"test_{k}": v for k, v in outcome.test.items()},
-                "feasible_trials": float(result["feasible_trials"]),  # type: ignore[arg-type]
+                "feasible_trials": float(result.feasible_trials),
                 "passed": float(outcome.passed),
             }
         )
@@ -268,7 +278,7 @@ def build_level_asset(
                 "n_trials": n_trials,
                 "seed": curriculum.seed,
                 "strategy": curriculum.strategy,
-                **{f"best_{k}": v for k, v in (chosen.get("params") or {}).items()},
+                **{f"best_{k}": v for k, v in (best or {}).items()},
             },
             metrics=metrics,
             trials=trials,
@@ -281,8 +291,8 @@ def build_level_asset(
                 if frame is not None
             },
             json_artifacts={
-                "best_params.json": chosen.get("params"),
-                "level_result.json": result,
+                "best_params.json": best,
+                "level_result.json": result.to_json(),
             },
             plots=StudyPlotData(
                 trials=trials,
@@ -303,8 +313,7 @@ def build_level_asset(
                 *trials_per_second(finished_at, started),
             ),
         )
-        result["mlflow_run_id"] = run_id
-        result[REUSE_KEY] = key
+        result = replace(result, mlflow_run_id=run_id, reuse_key=key)
         warehouse.save_level_result(spec.level, spec.asset, context.run.run_id, result)
         verdict = "passed" if outcome.passed else "did not pass"
         context.log.info(f"{spec.asset} {verdict}; MLflow run {run_id}")

@@ -16,7 +16,6 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
 import optuna
 from dagster import (
@@ -40,9 +39,11 @@ from ffe_dagster.assets.loading import load_level_data
 from ffe_dagster.config import Universe
 from ffe_dagster.core.study.evaluation import Period
 from ffe_dagster.core.study.heartbeat import fail_stale_trials, heartbeat_storage
+from ffe_dagster.core.study.level_result import LevelResult
 from ffe_dagster.core.study.level_specs import CurriculumSpec, LevelSpec
 from ffe_dagster.core.study.levels import LevelData, level_evaluator, level_study_config
 from ffe_dagster.core.study.optimize import BatchObjective, TrialRecord, run_study
+from ffe_dagster.core.study.progression import Decision
 from ffe_dagster.resources.studies import OptunaStorageResource
 from ffe_dagster.resources.warehouse import WarehouseResource
 
@@ -124,11 +125,11 @@ def _check(config: StudyWorkersConfig) -> None:
         raise ValueError(f"trials must be at least 1 when given, got {config.trials}")
 
 
-def _refuse_skipped(spec: LevelSpec, previous_result: Mapping[str, Any] | None) -> None:
+def _refuse_skipped(spec: LevelSpec, previous_result: LevelResult | None) -> None:
     # The asset runs no study for a level the previous one allowed to skip (SPEC "Progression").
-    progression = (previous_result or {}).get("progression") or {}
-    if progression.get("decision") == "skip_next":
-        reasons = "; ".join(progression.get("reasons") or [])
+    progression = previous_result.progression if previous_result else None
+    if progression is not None and progression.decision is Decision.SKIP_NEXT:
+        reasons = "; ".join(progression.reasons)
         raise ValueError(
             f"level {spec.level} is skipped: the previous level met the skip rule ({reasons}); "
             "its asset runs no study, so there is nothing to fill"
@@ -262,7 +263,7 @@ def build_study_workers_job(
         data = load_level_data(warehouse, universe, curriculum.holdout_days)
         study_name = f"{spec.asset}-{study_fingerprint(spec, curriculum, data)}"
         storage = optuna_storage.storage()
-        warm = ((previous_result or {}).get("chosen") or {}).get("params")
+        warm = previous_result.chosen_params if previous_result else None
         # run_study with n_trials=0 creates the study (load_if_exists) and enqueues the warm start
         # when the study has no COMPLETE trial, exactly as the asset's first try would, and adds no
         # trial. The evaluator is not needed for that, hence the objective that is never called.

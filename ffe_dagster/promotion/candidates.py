@@ -1,41 +1,26 @@
 """Which candidates each regime sends to COLD, from the levels' stored results (moved here from
 ``promotion/asset.py`` so the asset and the replay build them in one place)."""
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 from ffe_dagster.core.promotion.config import PromotionRegime
-from ffe_dagster.core.study.level_specs import (
-    CriterionResult,
-    CurriculumSpec,
-    LevelSpec,
-    level_verdict,
-)
-from ffe_dagster.promotion.state_machine import Candidate, RegimeCandidates
+from ffe_dagster.core.study.level_result import LevelResult
+from ffe_dagster.core.study.level_specs import CurriculumSpec, LevelSpec, level_verdict
+from ffe_dagster.promotion.state_machine import RegimeCandidates
 
 
-def level_block(spec: LevelSpec, result: Mapping[str, Any]) -> str | None:
+def level_block(spec: LevelSpec, result: LevelResult) -> str | None:
     """Why the level's verdict keeps its candidates out of COLD, or None when it lets them in
     (the level passed, or sets ``promote_without_pass``)."""
-    if result.get("passed") or spec.promote_without_pass:
+    if result.passed or spec.promote_without_pass:
         return None
-    if result.get("skipped"):
+    if result.skipped:
         return f"level {spec.level} did not pass: it was skipped, so nothing tested it"
-    criteria = [
-        CriterionResult(
-            c["name"],
-            float(c["threshold"]),
-            float(c["value"]),
-            bool(c["passed"]),
-            c.get("note", ""),
-        )
-        for c in result.get("criteria", [])
-    ]
-    return level_verdict(spec.level, result.get("chosen") is not None, criteria)
+    return level_verdict(spec.level, result.chosen is not None, result.criteria)
 
 
 def regime_candidates(
-    curriculum: CurriculumSpec, latest_result: Callable[[int], Mapping[str, Any] | None]
+    curriculum: CurriculumSpec, latest_result: Callable[[int], LevelResult | None]
 ) -> list[RegimeCandidates]:
     """Per regime a level promotes, that level's candidates in validation order (none when its
     verdict blocks them, with the reason). ``latest_result`` gives a level's newest stored
@@ -48,14 +33,7 @@ def regime_candidates(
         if result is None:
             raise ValueError(f"level {spec.level} has no result: materialize {spec.asset}")
         blocked = level_block(spec, result)
-        candidates = [
-            Candidate(
-                params=c["params"],
-                validation_sharpe=float(c["validation"]["sharpe"]),
-                number=c.get("number"),
-            )
-            for c in result["candidates"]
-        ]
+        candidates = list(result.candidates)
         for regime in spec.promotes:
             out.append(
                 RegimeCandidates(
@@ -63,7 +41,7 @@ def regime_candidates(
                     level=spec.level,
                     direction=spec.direction,
                     candidates=[] if blocked else candidates,
-                    source_run_id=result.get("mlflow_run_id"),
+                    source_run_id=result.mlflow_run_id,
                     blocked=blocked,
                 )
             )

@@ -9,13 +9,14 @@ from dagster import MetadataValue
 
 from ffe_dagster.core.reporting.curriculum_report import curriculum_report
 from ffe_dagster.core.reporting.recommendation import deployment_recommendation, regime_verdicts
+from ffe_dagster.core.study.level_result import LevelResult
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.tracking_cycles import CycleRef
 
 
 def publish_cycle_report(
     mlflow_tracking: MlflowTrackingResource,
-    level_results: Sequence[Mapping[str, Any]],
+    level_results: Sequence[LevelResult],
     promotion_summary: Mapping[str, Mapping[str, Any]] | None,
     cycle: CycleRef,
     *,
@@ -37,16 +38,14 @@ def publish_cycle_report(
     verdicts = regime_verdicts(level_results, promotion_summary, promotes=promotes)
     metrics: dict[str, float] = {"regimes_to_deploy": float(sum(v.deploy for v in verdicts))}
     for r in level_results:
-        prefix = f"level_{r['level']}"
-        metrics[f"{prefix}_passed"] = float(bool(r.get("passed")))
+        prefix = f"level_{r.level}"
+        metrics[f"{prefix}_passed"] = float(r.passed)
         for key in ("sharpe", "win_rate_pct", "max_drawdown_pct", "total_return_pct"):
-            if key in (r.get("test") or {}):
-                metrics[f"{prefix}_test_{key}"] = float(r["test"][key])
+            if key in r.test:
+                metrics[f"{prefix}_test_{key}"] = float(r.test[key])
     for v in verdicts:
         metrics[f"deploy_{v.regime.lower()}"] = float(v.deploy)
-    level_runs = ",".join(
-        str(r["mlflow_run_id"]) for r in level_results if r.get("mlflow_run_id") is not None
-    )
+    level_runs = ",".join(r.mlflow_run_id for r in level_results if r.mlflow_run_id is not None)
     documents = {
         "curriculum_report.md": report,
         "deployment_recommendation.md": recommendation,
@@ -57,12 +56,12 @@ def publish_cycle_report(
         tags={
             "report_dagster_run_id": cycle.dagster_run_id,
             "partition": partition,
-            "levels": ",".join(str(r["level"]) for r in level_results),
+            "levels": ",".join(str(r.level) for r in level_results),
             **({"level_run_ids": level_runs} if level_runs else {}),
         },
         documents=documents,
         json_artifacts={
-            "level_results.json": list(level_results),
+            "level_results.json": [r.to_json() for r in level_results],
             "promotion_summary.json": promotion_summary or {},
         },
         metrics=metrics,

@@ -41,6 +41,7 @@ from ffe_dagster.core.promotion.performance import (
 )
 from ffe_dagster.core.promotion.safety import safety_gate
 from ffe_dagster.core.study.evaluation import Params
+from ffe_dagster.core.study.selection import Candidate
 from ffe_dagster.promotion.decisions import CurrentChange, CycleReport
 from ffe_dagster.resources.registry import (
     STATUS_SUPERSEDED,
@@ -51,15 +52,6 @@ from ffe_dagster.resources.registry import (
 WARMUP_BARS = 400
 AUTOMATIC_ROLLBACK = "automatic-rollback"
 _YEAR = timedelta(days=365)
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """One parameter set a level proposes, with what the study expected of it."""
-
-    params: Params
-    validation_sharpe: float
-    number: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,23 +1,25 @@
 """Level verdict changes between cycles: a level that passed its criteria and now does not (or
 the reverse) is announced through the notification outbox."""
 
-import json
 from datetime import UTC, datetime
-from typing import Any
 
 from ffe_dagster.core.reporting.notifications import Notification, verdict_change
+from ffe_dagster.core.study.level_result import LevelResult
 from ffe_dagster.core.study.level_specs import CurriculumSpec
 from ffe_dagster.resources.registry import ParameterRegistryResource
-from ffe_dagster.resources.warehouse import WarehouseResource
+from ffe_dagster.resources.warehouse import WarehouseResource, decode_result_json
 
 
-def _last_two(warehouse: WarehouseResource, level: int) -> list[tuple[str | None, Any]]:
+def _last_two(warehouse: WarehouseResource, level: int) -> list[tuple[str | None, LevelResult]]:
     frame = warehouse.read_table(
         "SELECT run_id, CAST(result AS VARCHAR) AS result FROM level_results "
         "WHERE level = ? ORDER BY created_at DESC LIMIT 2",
         [level],
     )
-    return [(r["run_id"], json.loads(r["result"])) for r in frame.iter_rows(named=True)]
+    return [
+        (r["run_id"], LevelResult.from_row(decode_result_json(r["result"])))
+        for r in frame.iter_rows(named=True)
+    ]
 
 
 def announce_verdict_changes(

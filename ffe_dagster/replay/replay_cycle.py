@@ -21,6 +21,7 @@ from ffe_dagster.core.promotion.config import PromotionConfig, PromotionRegime, 
 from ffe_dagster.core.regimes.detection import RegimeConfig, confirmed_regime
 from ffe_dagster.core.replay.equity import Trading, live_rows, trade_period
 from ffe_dagster.core.study.eras import LevelData
+from ffe_dagster.core.study.level_result import LevelResult
 from ffe_dagster.core.study.level_specs import CurriculumSpec
 from ffe_dagster.promotion.candidates import regime_candidates
 from ffe_dagster.promotion.export import export_current
@@ -103,7 +104,7 @@ def _sets(payload: Mapping[str, Any], directions: Mapping[int, Direction]) -> di
 
 def _no_gate_sets(
     curriculum: CurriculumSpec,
-    results: Mapping[int, Mapping[str, Any]],
+    results: Mapping[int, LevelResult],
     active: Mapping[str, str | None],
 ) -> dict[str, Any]:
     """Per instrument, the newest validation pick of the level promoting its active regime
@@ -113,14 +114,14 @@ def _no_gate_sets(
     out: dict[str, Any] = {}
     for instrument, regime in active.items():
         spec = level_of.get(regime or PromotionRegime.DEFAULT.value)
-        chosen = results[spec.level].get("chosen") if spec else None
-        if not chosen:
+        chosen = results[spec.level].chosen if spec else None
+        if chosen is None:
             spec = level_of.get(PromotionRegime.DEFAULT.value)
-            chosen = results[spec.level].get("chosen") if spec else None
+            chosen = results[spec.level].chosen if spec else None
         out[instrument] = (
             None
-            if not chosen or spec is None
-            else {"params": chosen["params"], "direction": spec.direction.value}
+            if chosen is None or spec is None
+            else {"params": dict(chosen.params), "direction": spec.direction.value}
         )
     return out
 
@@ -168,11 +169,11 @@ def replay_cycle(
         "t": t.isoformat(),
         "levels": {
             str(level): {
-                "passed": bool(r.get("passed")),
-                "skipped": bool(r.get("skipped")),
-                "n_trials": int(r.get("n_trials", 0)),
-                "chosen": (r.get("chosen") or {}).get("params"),
-                "decision": r["progression"]["decision"],
+                "passed": r.passed,
+                "skipped": r.skipped,
+                "n_trials": r.n_trials,
+                "chosen": r.chosen_params,
+                "decision": r.decision.value if r.decision else None,
             }
             for level, r in chain.results.items()
         },

@@ -24,6 +24,7 @@ from dagster import ConfigurableResource, get_dagster_logger
 
 from ffe_dagster.core.data.bars import OHLCV_SCHEMA
 from ffe_dagster.core.data.partition_state import PartitionState
+from ffe_dagster.core.study.level_result import LevelResult
 
 # Strict JSON has no infinity (a profit factor without losses is inf): such floats are stored as
 # {"$float": "inf"} / {"$float": "-inf"} / {"$float": "nan"} and read back as floats.
@@ -444,21 +445,19 @@ class WarehouseResource(ConfigurableResource):
             [instrument],
         )
 
-    def save_level_result(
-        self, level: int, asset: str, run_id: str, result: Mapping[str, Any]
-    ) -> None:
-        """Append one level's result (JSON) for the promotion step and the audit trail."""
+    def save_level_result(self, level: int, asset: str, run_id: str, result: LevelResult) -> None:
+        """Append one level's result (its JSON row) for the promotion step and the audit trail."""
         with self.connect() as con:
             con.execute(
                 "INSERT INTO level_results VALUES (?, ?, ?, now(), ?)",
-                [level, asset, run_id, encode_result_json(result)],
+                [level, asset, run_id, encode_result_json(result.to_json())],
             )
 
-    def latest_level_result(self, level: int) -> dict[str, Any] | None:
+    def latest_level_result(self, level: int) -> LevelResult | None:
         """The most recent result of ``level``, or None when it never ran."""
         with self.connect() as con:
             row = con.execute(
                 "SELECT result FROM level_results WHERE level = ? ORDER BY created_at DESC LIMIT 1",
                 [level],
             ).fetchone()
-        return decode_result_json(row[0]) if row else None
+        return LevelResult.from_row(decode_result_json(row[0])) if row else None

@@ -4,6 +4,7 @@ from dataclasses import replace
 
 from ffe_dagster.config import load_curriculum
 from ffe_dagster.config.settings import PACKAGE_DIR
+from ffe_dagster.core.study.level_result import LevelResult
 from ffe_dagster.core.study.level_reuse import REUSE_KEY, reusable, reuse_key
 
 CURRICULUM = load_curriculum(PACKAGE_DIR / "config" / "curriculum.yaml")
@@ -40,11 +41,12 @@ def test_every_input_changes_the_key() -> None:
 
 def test_a_result_is_reused_only_with_its_key_its_trials_and_its_mlflow_run() -> None:
     key = _key()
-    stored = {REUSE_KEY: key, "n_trials": 100, "mlflow_run_id": "r1"}
+    row = {"level": 1, "name": "L1", "direction": "long", "passed": True}
+    stored = LevelResult.from_row({**row, REUSE_KEY: key, "n_trials": 100, "mlflow_run_id": "r1"})
     assert reusable(stored, key, 100)
     assert not reusable(stored, key, 101)  # a trial added since
     assert not reusable(stored, key, None)  # the study is gone
     assert not reusable(stored, _key(n_trials=150), 100)
-    assert not reusable({**stored, "mlflow_run_id": None}, key, 100)
-    assert not reusable({**stored, "skipped": True}, key, 100)
+    assert not reusable(replace(stored, mlflow_run_id=None), key, 100)
+    assert not reusable(replace(stored, skipped=True), key, 100)
     assert not reusable(None, key, 100)

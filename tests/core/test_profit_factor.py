@@ -29,6 +29,7 @@ from ffe_dagster.core.backtest.reference import (
     run_engine,
     simulate,
 )
+from ffe_dagster.core.study.level_result import LevelResult
 from ffe_dagster.core.study.level_specs import evaluate_pass_criteria
 from ffe_dagster.resources.warehouse import (
     WarehouseResource,
@@ -92,11 +93,21 @@ def test_level_result_json_keeps_infinity(tmp_path: Path) -> None:
     assert '{"$float": "inf"}' in text
     assert decode_result_json(text) == result  # the string "inf" stays a string
     warehouse = WarehouseResource(path=str(tmp_path / "w.duckdb"))
-    warehouse.save_level_result(4, "level_4", "run", result)
+    stored = LevelResult.from_row(
+        {
+            "level": 4,
+            "name": "L4",
+            "direction": "both",
+            "passed": True,
+            "chosen": {"number": 1, "params": {}, **result["chosen"]},
+            "test": {"profit_factor": -math.inf},
+        }
+    )
+    warehouse.save_level_result(4, "level_4", "run", stored)
     back = warehouse.latest_level_result(4)
-    assert back is not None
-    assert back["chosen"]["validation"]["profit_factor"] == math.inf
-    assert back["test"][0]["profit_factor"] == -math.inf
+    assert back is not None and back.chosen is not None
+    assert back.chosen.validation["profit_factor"] == math.inf
+    assert back.test["profit_factor"] == -math.inf
 
 
 def test_mlflow_and_metadata_spell_infinity() -> None:

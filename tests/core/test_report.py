@@ -5,6 +5,8 @@ from typing import Any
 
 from ffe_dagster.core.reporting.curriculum_report import curriculum_report
 from ffe_dagster.core.reporting.recommendation import deployment_recommendation, regime_verdicts
+from ffe_dagster.core.study.level_result import LevelResult
+from tests.level_rows import level_row
 
 PROMOTES = {1: ["BULL"], 2: ["BEAR"], 3: [], 4: ["SIDEWAYS", "DEFAULT"]}
 
@@ -66,7 +68,12 @@ def cost_grid() -> list[dict[str, float]]:
     ]
 
 
-def levels() -> list[dict[str, Any]]:
+def levels() -> list[LevelResult]:
+    """``level_rows`` as the stored records the reports read."""
+    return [level_row(r) for r in level_rows()]
+
+
+def level_rows() -> list[dict[str, Any]]:
     """L1 fails its win rate on test; L2 and L3 pass; L4 passes with robustness results."""
     return [
         level(
@@ -287,8 +294,9 @@ def test_recommendation_without_promotion_decisions() -> None:
 
 
 def test_failed_level_and_gate_together_and_nothing_to_deploy() -> None:
-    results = levels()[:1]
-    results[0]["criteria"].append(crit("max_drawdown_pct", 15, 18.25, False))
+    rows = level_rows()[:1]
+    rows[0]["criteria"].append(crit("max_drawdown_pct", 15, 18.25, False))
+    results = [level_row(r) for r in rows]
     summary = {"BULL": {"promoted": False, "version": 5, "level": 1, "reason": "COLD failed"}}
     text = deployment_recommendation(results, summary)
     assert lines(text) == [
@@ -302,18 +310,23 @@ def test_failed_level_and_gate_together_and_nothing_to_deploy() -> None:
 
 
 def test_skipped_and_missing_levels_are_not_deployed() -> None:
-    skipped = {
-        "level": 4,
-        "name": "Level 4",
-        "direction": "both",
-        "passed": False,
-        "skipped": True,
-        "n_trials": 0,
-        "chosen": None,
-        "test": {},
-        "criteria": [],
-        "progression": {"decision": "advance", "reasons": ["skipped: level 3 met the skip rule"]},
-    }
+    skipped = level_row(
+        {
+            "level": 4,
+            "name": "Level 4",
+            "direction": "both",
+            "passed": False,
+            "skipped": True,
+            "n_trials": 0,
+            "chosen": None,
+            "test": {},
+            "criteria": [],
+            "progression": {
+                "decision": "advance",
+                "reasons": ["skipped: level 3 met the skip rule"],
+            },
+        }
+    )
     verdicts = regime_verdicts([skipped], promotes={2: ["BEAR"], 4: ["SIDEWAYS"]})
     assert [(v.regime, v.deploy) for v in verdicts] == [("BEAR", False), ("SIDEWAYS", False)]
     assert verdicts[0].sentence == "Do not deploy BEAR parameters: level 2 has no result."

@@ -15,12 +15,12 @@ from ffe_dagster.core.reporting.markdown import (
     join_phrases,
 )
 from ffe_dagster.core.reporting.recommendation import (
-    LevelResult,
     PromotionSummary,
     failure_phrases,
     gate_passed,
     regimes_by_level,
 )
+from ffe_dagster.core.study.level_result import LevelResult
 
 _KIND = {"long": "long-only", "short": "short-only", "both": "mixed"}
 
@@ -42,7 +42,7 @@ def curriculum_report(
     the robustness results of the levels that ran them (deflated Sharpe, PBO, walk-forward,
     stress periods, cost sensitivity).
     """
-    levels = sorted(level_results, key=lambda r: int(r["level"]))
+    levels = sorted(level_results, key=lambda r: r.level)
     regimes = regimes_by_level(promotes, promotion_summary)
     parts = [
         "# Curriculum report",
@@ -69,18 +69,16 @@ def _levels_table(levels: Sequence[LevelResult]) -> str:
     )
     rows = [header, "|" + "---|" * 13]
     for r in levels:
-        val = (r.get("chosen") or {}).get("validation") or {}
-        test = r.get("test") or {}
-        progression = r.get("progression") or {}
-        decision = progression.get("decision", "n/a")
-        reasons = "; ".join(progression.get("reasons", []))
+        val = r.chosen.validation if r.chosen else {}
+        decision = r.progression.decision.value if r.progression else "n/a"
+        reasons = "; ".join(r.progression.reasons if r.progression else ())
         cells = [
-            f"L{r['level']} {r.get('name', '')}".strip(),
-            _KIND.get(str(r.get("direction")), str(r.get("direction"))),
+            f"L{r.level} {r.name}".strip(),
+            _KIND.get(r.direction, r.direction),
             _trials_cell(r),
             *_metric_cells(val),
-            *_metric_cells(test),
-            "skipped" if r.get("skipped") else ("yes" if r.get("passed") else "no"),
+            *_metric_cells(r.test),
+            "skipped" if r.skipped else ("yes" if r.passed else "no"),
             f"{decision}: {reasons}" if reasons else decision,
         ]
         rows.append("| " + " | ".join(escape_cell(c) for c in cells) + " |")
@@ -88,8 +86,8 @@ def _levels_table(levels: Sequence[LevelResult]) -> str:
 
 
 def _trials_cell(r: LevelResult) -> str:
-    tries = len(r.get("tries") or [])
-    return f"{r.get('n_trials', 0)}" + (f" ({tries} tries)" if tries > 1 else "")
+    tries = len(r.tries)
+    return f"{r.n_trials}" + (f" ({tries} tries)" if tries > 1 else "")
 
 
 def _metric_cells(metrics: Mapping[str, float]) -> list[str]:
@@ -106,20 +104,20 @@ def _failures(levels: Sequence[LevelResult]) -> list[str]:
     for r in levels:
         phrases = failure_phrases(r)
         if phrases:
-            lines.append(f"- Level {r['level']} failed {join_phrases(phrases)}.")
-        elif not r.get("skipped") and r.get("chosen") is None:
-            lines.append(f"- Level {r['level']} chose no parameter set.")
+            lines.append(f"- Level {r.level} failed {join_phrases(phrases)}.")
+        elif not r.skipped and r.chosen is None:
+            lines.append(f"- Level {r.level} chose no parameter set.")
     return ["Failed criteria (test period):\n\n" + "\n".join(lines)] if lines else []
 
 
 def _level_header(r: LevelResult, regimes: Mapping[int, Sequence[str]]) -> str:
-    kind = _KIND.get(str(r.get("direction")), str(r.get("direction")))
-    targets = regimes.get(int(r["level"]))
-    return f"L{r['level']} {kind}" + (f" → {', '.join(targets)}" if targets else "")
+    kind = _KIND.get(r.direction, r.direction)
+    targets = regimes.get(r.level)
+    return f"L{r.level} {kind}" + (f" → {', '.join(targets)}" if targets else "")
 
 
 def _parameters_table(levels: Sequence[LevelResult], regimes: Mapping[int, Sequence[str]]) -> str:
-    chosen = [((r.get("chosen") or {}).get("params") or {}) for r in levels]
+    chosen = [r.chosen.params if r.chosen else {} for r in levels]
     names: list[str] = []
     for params in chosen:
         names += [k for k in params if k not in names]
@@ -154,30 +152,30 @@ def _promotion_table(summary: PromotionSummary) -> str:
 
 
 def _stability(levels: Sequence[LevelResult], max_shift: float) -> list[str]:
-    shifted = [r for r in levels if r.get("parameter_shift")]
+    shifted = [r for r in levels if r.parameter_shift]
     if not shifted:
         return ["No level had a previous level's choice to compare with."]
     names: list[str] = []
     for r in shifted:
-        names += [k for k in r["parameter_shift"] if k not in names]
-    header = "| parameter | " + " | ".join(f"L{r['level']} vs previous" for r in shifted) + " |"
+        names += [k for k in r.parameter_shift if k not in names]
+    header = "| parameter | " + " | ".join(f"L{r.level} vs previous" for r in shifted) + " |"
     rows = [header, "|" + "---|" * (len(shifted) + 1)]
     for name in names:
         cells = []
         for r in shifted:
-            value = r["parameter_shift"].get(name)
+            value = r.parameter_shift.get(name)
             text = "n/a" if value is None else f"{value:.0%}"
             cells.append(f"**{text}**" if value is not None and value > max_shift else text)
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     notes = []
     for r in shifted:
-        shift: Mapping[str, float] = r["parameter_shift"]
+        shift = r.parameter_shift
         widest = max(shift, key=lambda k: shift[k])
         moved = f"{widest} moved {shift[widest]:.0%} of its search range"
         if shift[widest] > max_shift:
-            notes.append(f"- Level {r['level']}: parameters swing ({moved}, > {max_shift:.0%}).")
+            notes.append(f"- Level {r.level}: parameters swing ({moved}, > {max_shift:.0%}).")
         else:
-            notes.append(f"- Level {r['level']}: stable (largest move: {moved}).")
+            notes.append(f"- Level {r.level}: stable (largest move: {moved}).")
     return [
         "Move of each parameter from the previous level's choice, as a share of its search range "
         f"(bold above {max_shift:.0%}):",
@@ -187,17 +185,17 @@ def _stability(levels: Sequence[LevelResult], max_shift: float) -> list[str]:
 
 
 def _importance_table(levels: Sequence[LevelResult]) -> str:
-    ranked = [r for r in levels if (r.get("analysis") or {}).get("importance")]
+    ranked = [r for r in levels if r.analysis.get("importance")]
     if not ranked:
         return ""
     names: list[str] = []
     for r in ranked:
-        imp: Mapping[str, float] = r["analysis"]["importance"]
+        imp: Mapping[str, float] = r.analysis["importance"]
         names += [k for k in sorted(imp, key=lambda k: -imp[k]) if k not in names]
-    header = "| parameter | " + " | ".join(f"L{r['level']}" for r in ranked) + " |"
+    header = "| parameter | " + " | ".join(f"L{r.level}" for r in ranked) + " |"
     rows = [header, "|" + "---|" * (len(ranked) + 1)]
     for name in names:
-        cells = [format_optional(r["analysis"]["importance"].get(name), "") for r in ranked]
+        cells = [format_optional(r.analysis["importance"].get(name), "") for r in ranked]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -205,13 +203,13 @@ def _importance_table(levels: Sequence[LevelResult]) -> str:
 def _robustness(levels: Sequence[LevelResult]) -> list[str]:
     out: list[str] = []
     for r in levels:
-        analysis = r.get("analysis") or {}
+        analysis = r.analysis
         if not any(k in analysis for k in ("overfitting", "walk_forward", "cost_sensitivity")):
             continue
-        out.append(f"### Level {r['level']} {r.get('name', '')}".rstrip())
+        out.append(f"### Level {r.level} {r.name}".rstrip())
         out.append(_robustness_table(analysis))
-        if r.get("stress"):
-            out.append(_stress_table(r["stress"]))
+        if r.stress:
+            out.append(_stress_table(r.stress))
         if analysis.get("cost_sensitivity"):
             out += _cost_summary(analysis["cost_sensitivity"])
     return out or ["No level ran the robustness tests."]

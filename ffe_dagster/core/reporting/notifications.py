@@ -13,6 +13,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from ffe_dagster.core.study.level_result import LevelResult
+
 SCHEMA = "ffe.notification/1"
 ARROW = "\u2192"
 DASH = " \u2014 "
@@ -275,19 +277,19 @@ def verdict_notification(
     )
 
 
-def level_verdict(result: Mapping[str, Any]) -> str:
+def level_verdict(result: LevelResult) -> str:
     """A stored level result's verdict: ``passed``, ``did not pass`` or ``skipped``."""
-    if result.get("skipped"):
+    if result.skipped:
         return "skipped"
-    return "passed" if result.get("passed") else "did not pass"
+    return "passed" if result.passed else "did not pass"
 
 
 def verdict_change(
     *,
     level: int,
     regimes: Sequence[str],
-    previous: Mapping[str, Any] | None,
-    latest: Mapping[str, Any],
+    previous: LevelResult | None,
+    latest: LevelResult,
     latest_run_id: str | None,
     at: datetime,
 ) -> Notification | None:
@@ -299,9 +301,7 @@ def verdict_change(
     if before == after:
         return None
     failed = [
-        f"{c['name']} {float(c['value']):.3g} (needs {float(c['threshold']):g})"
-        for c in latest.get("criteria", [])
-        if not c.get("passed")
+        f"{c.name} {c.value:.3g} (needs {c.threshold:g})" for c in latest.criteria if not c.passed
     ]
     return verdict_notification(
         level=level,
@@ -310,7 +310,7 @@ def verdict_change(
         after=after,
         failed=failed,
         result_run_id=latest_run_id,
-        mlflow_run_id=latest.get("mlflow_run_id"),
+        mlflow_run_id=latest.mlflow_run_id,
         at=at,
     )
 

@@ -1,8 +1,9 @@
 """The deployment recommendation of a cycle: one verdict per regime, in plain language.
 
 Pure: the functions here and in ``ffe_dagster.core.reporting.curriculum_report`` read only what
-they are given, the level results as ``ffe_dagster.core.study.level_records.outcome_to_dict`` (or
-``skipped_level_result``) stores them and, optionally, this cycle's promotion decision per regime::
+they are given, the level results (``ffe_dagster.core.study.level_result.LevelResult``, as
+``outcome_result`` or ``skipped_level_result`` builds them) and, optionally, this cycle's promotion
+decision per regime::
 
     {"BULL": {"level": 1, "version": 3, "promoted": True, "reason": "COLD passed on ...",
               "stage": "COLD", "model_version": 7}, ...}
@@ -21,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ffe_dagster.core.reporting.markdown import format_value, join_phrases
+from ffe_dagster.core.study.level_result import LevelResult
 
-LevelResult = Mapping[str, Any]
 PromotionSummary = Mapping[str, Mapping[str, Any]]
 
 # criterion -> (what it is called in a sentence, metric label, unit, failing relation)
@@ -64,7 +65,7 @@ def regime_verdicts(
     Deployable sets carry cautions: a walk-forward efficiency below
     ``min_walk_forward_efficiency`` and a cost scenario under which the test return turns negative.
     """
-    by_level = {int(r["level"]): r for r in level_results}
+    by_level = {r.level: r for r in level_results}
     verdicts: list[RegimeVerdict] = []
     for level, names in sorted(regimes_by_level(promotes, promotion_summary).items()):
         for regime in names:
@@ -150,13 +151,13 @@ def _verdict(
         return no(f"Do not deploy new {regime} parameters: none was judged this cycle ({reason}).")
     if result is None:
         return no(f"Do not deploy {named}: level {level} has no result.")
-    if result.get("skipped"):
-        why = "; ".join(result.get("progression", {}).get("reasons", [])) or "skipped"
+    if result.skipped:
+        why = "; ".join(result.progression.reasons if result.progression else ()) or "skipped"
         return no(
             f"Do not deploy {named}: level {level} was not run ({why}), so its criteria "
             "were never tested."
         )
-    if not result.get("passed"):
+    if not result.passed:
         failures = failure_phrases(result)
         why = (
             f"level {level} failed {join_phrases(failures)}"
@@ -171,11 +172,11 @@ def _verdict(
                 f"keep it in paper trading until level {level} passes."
             )
         return no(f"Do not deploy {named}: {why}; the {gate} rejected it too.")
-    count = len(result.get("criteria", []))
+    count = len(result.criteria)
     evidence = (
         f"level {level} passed "
         + ("its test criterion" if count == 1 else f"all {count} test criteria")
-        + f" ({_headline(result.get('test') or {})})"
+        + f" ({_headline(result.test)})"
     )
     if decision is not None and not promoted:
         return no(
@@ -204,20 +205,20 @@ def gate_passed(decision: Mapping[str, Any] | None) -> bool | None:
 
 def failure_phrases(result: LevelResult) -> list[str]:
     phrases: list[str] = []
-    for c in result.get("criteria", []):
-        if c.get("passed"):
+    for c in result.criteria:
+        if c.passed:
             continue
-        noun, _, unit, relation = _CRITERIA.get(c["name"], (c["name"], c["name"], "", "vs"))
-        if c.get("note"):  # not measured (e.g. no out-of-sample stress bars): say so
-            phrases.append(f"its {noun} criterion ({c['note']})")
+        noun, _, unit, relation = _CRITERIA.get(c.name, (c.name, c.name, "", "vs"))
+        if c.note:  # not measured (e.g. no out-of-sample stress bars): say so
+            phrases.append(f"its {noun} criterion ({c.note})")
             continue
-        value = format_value(float(c["value"]), unit)
-        phrases.append(f"its {noun} criterion ({value} {relation} {c['threshold']:g}{unit})")
+        value = format_value(c.value, unit)
+        phrases.append(f"its {noun} criterion ({value} {relation} {c.threshold:g}{unit})")
     return phrases
 
 
 def _cautions(result: LevelResult, min_wfe: float) -> list[str]:
-    analysis = result.get("analysis") or {}
+    analysis = result.analysis
     out: list[str] = []
     wf = analysis.get("walk_forward")
     if wf and wf.get("walk_forward_efficiency") is not None:

@@ -27,7 +27,8 @@ from ffe_dagster.core.study.identity import (
     frame_fingerprint,
     study_identity,
 )
-from ffe_dagster.core.study.level_records import outcome_to_dict, trials_table
+from ffe_dagster.core.study.level_records import outcome_result, trials_table
+from ffe_dagster.core.study.level_result import LevelResult, LevelTry
 from ffe_dagster.core.study.level_reuse import REUSE_KEY, reusable, reuse_key
 from ffe_dagster.core.study.level_robustness import overfitting_report
 from ffe_dagster.core.study.level_specs import (
@@ -120,7 +121,9 @@ __all__ = [
     "LevelData",
     "LevelEvaluator",
     "LevelOutcome",
+    "LevelResult",
     "LevelSpec",
+    "LevelTry",
     "LookaheadError",
     "OptimizerSpec",
     "ParamRange",
@@ -167,7 +170,7 @@ __all__ = [
     "neighbourhood",
     "next_trial_count",
     "open_storage",
-    "outcome_to_dict",
+    "outcome_result",
     "overfitting_report",
     "parameter_shift",
     "quiet_heartbeat_warnings",

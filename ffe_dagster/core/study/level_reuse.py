@@ -9,14 +9,13 @@ still holds exactly the trials the result was computed from (a study worker may 
 
 import hashlib
 import json
-from collections.abc import Mapping
 from dataclasses import asdict
-from typing import Any
 
 from ffe_dagster.core.study.evaluation import Params
+from ffe_dagster.core.study.level_result import LevelResult
 from ffe_dagster.core.study.level_specs import CurriculumSpec, LevelSpec
 
-REUSE_KEY = "reuse_key"
+REUSE_KEY = "reuse_key"  # the key's field in a stored result row (``LevelResult.reuse_key``)
 
 
 def reuse_key(
@@ -52,13 +51,13 @@ def reuse_key(
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def reusable(stored: Mapping[str, Any] | None, key: str, complete_trials: int | None) -> bool:
+def reusable(stored: LevelResult | None, key: str, complete_trials: int | None) -> bool:
     """True when ``stored`` (the level's latest result) was computed under ``key`` from a study
     that still holds ``complete_trials`` complete trials, and was logged (has its MLflow run)."""
-    if not stored or stored.get("skipped") or complete_trials is None:
+    if stored is None or stored.skipped or complete_trials is None:
         return False
     return (
-        stored.get(REUSE_KEY) == key
-        and stored.get("n_trials") == complete_trials
-        and stored.get("mlflow_run_id") is not None
+        stored.reuse_key == key
+        and stored.n_trials == complete_trials
+        and stored.mlflow_run_id is not None
     )

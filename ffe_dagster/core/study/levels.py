@@ -19,6 +19,7 @@ from ffe_dagster.core.backtest.reference import Segment
 from ffe_dagster.core.backtest.strategies import EntryStrategy, get_strategy
 from ffe_dagster.core.study.eras import LevelData, level_windows, test_windows
 from ffe_dagster.core.study.evaluation import FullAnalysis, LevelEvaluator, Params, Period
+from ffe_dagster.core.study.level_result import LevelResult, LevelTry
 from ffe_dagster.core.study.level_robustness import (
     StudyContext,
     cost_sensitivity,
@@ -66,7 +67,7 @@ class LevelOutcome:
     criteria: tuple[CriterionResult, ...]
     parameter_shift: Mapping[str, float]
     progression: Progression
-    tries: tuple[Mapping[str, Any], ...]
+    tries: tuple[LevelTry, ...]
     analysis: Mapping[str, Any]
     chosen_trades: pl.DataFrame | None = None  # vectorbt's trades of the chosen set, all periods
     chosen_equity: pl.DataFrame | None = None  # and its equity curve with drawdown
@@ -324,7 +325,7 @@ def run_level(
     evaluator = level_evaluator(spec, curriculum, data)
     segments = evaluator.segments
     tester = _test_side(spec, curriculum, data, evaluator)
-    tries: list[dict[str, Any]] = []
+    tries: list[LevelTry] = []
     config = study
     while True:
         outcome = run_study(
@@ -341,15 +342,15 @@ def run_level(
         )
         progression = decide(curriculum.progression, chosen.validation if chosen else None, shift)
         tries.append(
-            {
-                "try": len(tries) + 1,
-                "n_trials": config.n_trials,
-                "completed_trials": len(outcome.trials),
-                "stop_reason": outcome.stop_reason,
-                "seconds": round(outcome.seconds, 3),
-                "decision": progression.decision.value,
-                "reasons": list(progression.reasons),
-            }
+            LevelTry(
+                number=len(tries) + 1,
+                n_trials=config.n_trials,
+                completed_trials=len(outcome.trials),
+                stop_reason=outcome.stop_reason,
+                seconds=round(outcome.seconds, 3),
+                decision=progression.decision.value,
+                reasons=progression.reasons,
+            )
         )
         if progression.decision is not Decision.REPEAT or len(tries) >= tries_allowed:
             break
@@ -426,28 +427,21 @@ def run_level(
     )
 
 
-def skipped_level_result(spec: LevelSpec, previous: Mapping[str, Any]) -> dict[str, Any]:
+def skipped_level_result(spec: LevelSpec, previous: LevelResult) -> LevelResult:
     """The stored result of a level the previous one allowed to skip: no study, the previous
     choice carried forward so the next level still warm-starts from it."""
-    reason = f"skipped: level {previous.get('level')} met the skip rule " + "; ".join(
-        previous.get("progression", {}).get("reasons", [])
+    reasons = previous.progression.reasons if previous.progression else ()
+    reason = f"skipped: level {previous.level} met the skip rule " + "; ".join(reasons)
+    return LevelResult(
+        level=spec.level,
+        name=spec.name,
+        direction=spec.direction.value,
+        passed=False,
+        skipped=True,
+        chosen=previous.chosen,
+        progression=Progression(Decision.ADVANCE, (reason,)),
+        chain_trials=previous.chain_trials,
     )
-    return {
-        "level": spec.level,
-        "name": spec.name,
-        "direction": spec.direction.value,
-        "passed": False,
-        "skipped": True,
-        "n_trials": 0,
-        "chosen": previous.get("chosen"),
-        "candidates": [],
-        "test": {},
-        "criteria": [],
-        "progression": {"decision": Decision.ADVANCE.value, "reasons": [reason]},
-        "tries": [],
-        "chain_trials": int(previous.get("chain_trials", 0)),
-        "analysis": {},
-    }
 
 
 def holdout_starts(bars: Mapping[str, pl.DataFrame], holdout_days: int) -> dict[str, datetime]:

@@ -2,6 +2,7 @@
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ffe_dagster.core.study.evaluation import ParamValue
 from ffe_dagster.core.study.level_specs import Constraints, ParamRange
@@ -11,13 +12,41 @@ from ffe_dagster.core.study.search_space import is_feasible
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A Pareto-front trial scored on the validation period."""
+    """A Pareto-front trial scored on the validation period: what a level proposes and what
+    promotion sends to COLD (in validation order)."""
 
     number: int
     params: Mapping[str, ParamValue]
     train: Mapping[str, float]
     validation: Mapping[str, float]
     validation_feasible: bool
+
+    @property
+    def validation_sharpe(self) -> float:
+        """The Sharpe ratio the candidate scored on validation (COLD's reference)."""
+        return float(self.validation["sharpe"])
+
+    def to_json(self) -> dict[str, Any]:
+        """The candidate as a stored level result holds it."""
+        return {
+            "number": self.number,
+            "params": dict(self.params),
+            "train": dict(self.train),
+            "validation": dict(self.validation),
+            "validation_feasible": self.validation_feasible,
+        }
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "Candidate":
+        """A candidate read back from a stored level result (``to_json``'s mapping). A row
+        without train metrics or feasibility (hand-made ones) reads as none / not feasible."""
+        return cls(
+            number=int(row["number"]),
+            params=dict(row["params"]),
+            train=dict(row.get("train") or {}),
+            validation=dict(row.get("validation") or {}),
+            validation_feasible=bool(row.get("validation_feasible", False)),
+        )
 
 
 def rank_on_validation(
