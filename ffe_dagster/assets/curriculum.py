@@ -21,9 +21,9 @@ from ffe_dagster.core.reporting.plots import StudyPlotData
 from ffe_dagster.core.study.convergence import best_feasible_so_far, trials_per_second
 from ffe_dagster.core.study.datasets import StudyDataset, study_datasets
 from ffe_dagster.core.study.identity import (
-    BAR_COLUMNS,
     bytes_fingerprint,
-    frame_fingerprint,
+    level_data_fingerprint,
+    segments_fingerprint,
     study_identity,
 )
 from ffe_dagster.core.study.level_records import outcome_result, trials_table
@@ -50,10 +50,12 @@ from ffe_dagster.terminal import TrialProgress
 
 def study_fingerprint(spec: LevelSpec, curriculum: CurriculumSpec, data: LevelData) -> str:
     """The study's identity (``core.study.identity``): a hash of every input that changes a
-    trial's numbers, the signal file by the hash of its bytes.
+    trial's numbers (the bars of the level's train/validation segments, not the test era or the
+    hold-out), the signal file by the hash of its bytes.
 
-    The same inputs give the same study name, so a crashed run resumes its study from storage;
-    any change starts a new study.
+    The same inputs give the same study name, so a crashed run, or a cycle whose new bars only
+    reach the test era and the hold-out, resumes its study from storage; any change starts a new
+    study.
     """
     signal = None
     if curriculum.signal_file:
@@ -64,8 +66,7 @@ def study_fingerprint(spec: LevelSpec, curriculum: CurriculumSpec, data: LevelDa
     return study_identity(
         spec,
         curriculum,
-        bars={k: frame_fingerprint(v, BAR_COLUMNS) for k, v in data.bars.items()},
-        regimes={k: frame_fingerprint(v, ("ts", "regime")) for k, v in data.regimes.items()},
+        segments=segments_fingerprint(level_evaluator(spec, curriculum, data).segments),
         signal_file_sha256=signal,
     )
 
@@ -176,7 +177,7 @@ def build_level_asset(
         previous_result = warehouse.latest_level_result(previous.level) if previous else None
         warm = previous_result.chosen_params if previous_result else None
         if previous_result is not None and previous_result.decision is Decision.SKIP_NEXT:
-            # The previous level was strong enough to skip this one (SPEC "Progression").
+            # The previous level was strong enough to skip this one (docs/spec.md, Progression).
             result = skipped_level_result(spec, previous_result)
             warehouse.save_level_result(spec.level, spec.asset, context.run.run_id, result)
             reason = result.progression.reasons[0] if result.progression else ""
@@ -192,6 +193,7 @@ def build_level_asset(
             spec,
             curriculum,
             study_name=study_name,
+            data=level_data_fingerprint(data.bars, data.regimes),
             n_trials=n_trials,
             walk_forward_trials=walk_forward_trials,
             warm_start=warm,

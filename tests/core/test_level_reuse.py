@@ -11,6 +11,7 @@ CURRICULUM = load_curriculum(PACKAGE_DIR / "config" / "curriculum.yaml")
 SPEC = CURRICULUM.levels[0]
 BASE = {
     "study_name": "level_1-abc",
+    "data": "bars-1",
     "n_trials": 100,
     "walk_forward_trials": 48,
     "warm_start": {"fast_window": 10},
@@ -28,6 +29,7 @@ def test_every_input_changes_the_key() -> None:
     assert base == _key()  # deterministic
     changed = [
         _key(study_name="level_1-def"),
+        _key(data="bars-2"),
         _key(n_trials=101),
         _key(walk_forward_trials=8),
         _key(warm_start={"fast_window": 11}),

@@ -111,13 +111,9 @@ def test_the_rule_is_not_part_of_a_study_identity() -> None:
 
     def identity(selection: str) -> str:
         chosen = replace(spec, selection=selection)
-        return study_identity(
-            level, chosen, bars={"X": "b"}, regimes={"X": "r"}, signal_file_sha256=None
-        )
+        return study_identity(level, chosen, segments="s", signal_file_sha256=None)
 
     assert identity("best") == identity("plateau")
     # while an input of the trials does change it (the check can fail)
     seeded = replace(spec, seed=spec.seed + 1)
-    assert identity("best") != study_identity(
-        level, seeded, bars={"X": "b"}, regimes={"X": "r"}, signal_file_sha256=None
-    )
+    assert identity("best") != study_identity(level, seeded, segments="s", signal_file_sha256=None)

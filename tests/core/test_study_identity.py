@@ -15,9 +15,13 @@ from ffe_dagster.config.settings import PACKAGE_DIR
 from ffe_dagster.core.backtest.metrics import Metrics
 from ffe_dagster.core.backtest.reference import CostModel
 from ffe_dagster.core.regimes.detection import RegimeConfig, detect_regimes
-from ffe_dagster.core.study.identity import ENGINE_SEMANTICS_VERSION, study_identity
+from ffe_dagster.core.study.identity import (
+    ENGINE_SEMANTICS_VERSION,
+    level_data_fingerprint,
+    study_identity,
+)
 from ffe_dagster.core.study.level_specs import Constraints, CurriculumSpec, ParamRange, Window
-from ffe_dagster.core.study.levels import LevelData, holdout_starts
+from ffe_dagster.core.study.levels import LevelData, holdout_starts, level_evaluator
 from ffe_dagster.core.study.optimize import StudyConfig, open_storage, run_study
 
 CURRICULUM = load_curriculum(PACKAGE_DIR / "config" / "curriculum.yaml")
@@ -102,15 +106,42 @@ def test_the_level_windows_direction_and_regime_change_the_study() -> None:
         assert study_fingerprint(spec, CURRICULUM, DATA) != BASE
 
 
-def test_one_changed_close_starts_a_new_study() -> None:
-    frame = BARS["BTC_USDT"]
-    changed = frame.with_columns(
-        pl.when(pl.int_range(pl.len()) == 1000)
-        .then(pl.col("close") + 0.01)
-        .otherwise(pl.col("close"))
-        .alias("close")
+def _with_close_changed(frame: pl.DataFrame, at: datetime) -> pl.DataFrame:
+    return frame.with_columns(
+        pl.when(pl.col("ts") == at).then(pl.col("close") + 0.01).otherwise(pl.col("close"))
     )
+
+
+def test_one_changed_close_a_trial_reads_starts_a_new_study() -> None:
+    segment = level_evaluator(SPEC, CURRICULUM, DATA).segments[0]
+    at = segment.ts[len(segment) // 2].astype(datetime).replace(tzinfo=UTC)
+    changed = _with_close_changed(BARS["BTC_USDT"], at)
+    assert changed["close"].to_list() != BARS["BTC_USDT"]["close"].to_list()
     assert study_fingerprint(SPEC, CURRICULUM, _data({"BTC_USDT": changed})) != BASE
+
+
+def test_bars_no_trial_reads_keep_the_study_and_change_the_level_result() -> None:
+    # With the test era inside these bars, a changed close there and new bars after it touch no
+    # train/validation segment: the study resumes, the level's result (its reuse key's data) not.
+    era = datetime(2021, 2, 1, tzinfo=UTC)  # the hold-out (the last 30 days) starts after it
+    curriculum = replace(CURRICULUM, test_era_start={"*": era})
+    frame = BARS["BTC_USDT"]
+    last = frame["ts"].max()
+    assert isinstance(last, datetime) and last > era
+    later = frame.filter(pl.col("ts") < last)  # the same bars, the newest one not in yet
+    test_era_change = _with_close_changed(frame, last)
+    base = study_fingerprint(SPEC, curriculum, _data({"BTC_USDT": later}))
+    for bars in (frame, test_era_change):
+        data = _data({"BTC_USDT": bars})
+        assert study_fingerprint(SPEC, curriculum, data) == base
+        assert level_data_fingerprint(data.bars, data.regimes) != level_data_fingerprint(
+            {"BTC_USDT": later}, _data({"BTC_USDT": later}).regimes
+        )
+    # while a change before the era does start a new study (the check can fail)
+    first = level_evaluator(SPEC, curriculum, _data({"BTC_USDT": later})).segments[0]
+    inside = first.ts[len(first) // 2].astype(datetime).replace(tzinfo=UTC)
+    changed = _data({"BTC_USDT": _with_close_changed(later, inside)})
+    assert study_fingerprint(SPEC, curriculum, changed) != base
 
 
 def test_the_signal_file_counts_by_content_not_by_path(tmp_path: Path) -> None:
@@ -126,7 +157,7 @@ def test_the_signal_file_counts_by_content_not_by_path(tmp_path: Path) -> None:
 
 
 def test_the_engine_semantics_version_is_part_of_the_identity() -> None:
-    args = {"bars": {"X": "1"}, "regimes": {}, "signal_file_sha256": None}
+    args = {"segments": "1", "signal_file_sha256": None}
     now = study_identity(SPEC, CURRICULUM, **args)
     import ffe_dagster.core.study.identity as module
 

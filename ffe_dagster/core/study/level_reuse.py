@@ -23,6 +23,7 @@ def reuse_key(
     curriculum: CurriculumSpec,
     *,
     study_name: str,
+    data: str,
     n_trials: int,
     walk_forward_trials: int,
     warm_start: Params | None,
@@ -31,14 +32,17 @@ def reuse_key(
 ) -> str:
     """A hash of every input of a level's result besides its study's trials.
 
-    ``study_name`` carries the study's identity (bars, regimes, space, seed, costs, ...); the rest
-    are what the level adds: the whole level and curriculum specs (pass criteria, progression,
+    ``study_name`` carries the study's identity (the bars its trials read, space, seed, costs,
+    ...); ``data`` is ``identity.level_data_fingerprint`` of every bar and regime label, since the
+    level's test, stress periods and robustness read bars no trial does; the rest are what the
+    level adds: the whole level and curriculum specs (pass criteria, progression,
     robustness settings, stress periods), the trial target, the warm start (the previous level's
     choice), the trials of the warm-start chain, and the code version (a code change may change
     any step, so it never reuses a result of other code).
     """
     payload = {
         "study_name": study_name,
+        "data": data,
         "n_trials": n_trials,
         "walk_forward_trials": walk_forward_trials,
         "warm_start": dict(sorted((warm_start or {}).items())),
