@@ -13,6 +13,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from ffe_dagster.core.promotion.config import Stage
+from ffe_dagster.core.promotion.records import Action
+
 SCHEMA = "ffe.notification/1"
 ARROW = "\u2192"
 DASH = " \u2014 "
@@ -169,10 +172,10 @@ class DecisionFacts:
 
     transition_id: int
     regime: str
-    action: str  # the audit trail's action: advance, promote, reject, rollback, suspend, wait
+    action: Action
     version: int
-    from_stage: str
-    to_stage: str
+    from_stage: Stage
+    to_stage: Stage
     version_before: int | None
     version_after: int | None
     params_before: Mapping[str, Any] | None  # of ``version_before`` (None when there is none)
@@ -188,11 +191,11 @@ class DecisionFacts:
 
 
 _NOTIFIED = {
-    "advance": Kind.PROMOTE,
-    "promote": Kind.PROMOTE,
-    "reject": Kind.REJECT,
-    "rollback": Kind.ROLLBACK,
-    "suspend": Kind.SUSPEND,
+    Action.ADVANCE: Kind.PROMOTE,
+    Action.PROMOTE: Kind.PROMOTE,
+    Action.REJECT: Kind.REJECT,
+    Action.ROLLBACK: Kind.ROLLBACK,
+    Action.SUSPEND: Kind.SUSPEND,
 }
 _TITLES = {
     Kind.PROMOTE: "Parameter Optimization Complete",
