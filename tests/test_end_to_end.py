@@ -82,20 +82,20 @@ def test_two_cycles_end_to_end(tiny_settings: Settings, tmp_path: Path) -> None:
 
     registry = ParameterRegistryResource(url=tiny_settings.registry_url)
     history = registry.history()
-    assert all(v["reason"] for v in history)
+    assert all(v.reason for v in history)
     promoted = {k for k, v in exported["regimes"].items() if v is not None}
-    assert promoted == {v["regime"] for v in history if v["status"] == "current"}
+    assert promoted == {v.regime for v in history if v.status == "current"}
     # A regime whose level did not pass has no version: each cycle blocked it, naming the level.
     levels = {spec.level: spec for spec in load_curriculum(tiny_settings.curriculum_path).levels}
     for level, info in report["levels"].items():
         for regime in levels[level].promotes:
             noted = registry.regime_decisions(regime)
             if info["passed"]:
-                assert {v["regime"] for v in history} >= {regime}
+                assert {v.regime for v in history} >= {regime}
                 continue
-            assert not [v for v in history if v["regime"] == regime]
-            assert [d["action"] for d in noted] == ["blocked", "blocked"]
-            assert all(d["reason"].startswith(f"level {level} did not pass") for d in noted)
+            assert not [v for v in history if v.regime == regime]
+            assert [d.action for d in noted] == ["blocked", "blocked"]
+            assert all(d.reason.startswith(f"level {level} did not pass") for d in noted)
             blocked = [c for c in exported["changes"] if c["regime"] == regime]
             assert [c["action"] for c in blocked] == ["blocked"]
     # The second cycle decided something for every regime, with its reason, trigger and run id.

@@ -10,7 +10,7 @@ The SQL resource (``resources/registry.py``) runs the queries and converts its r
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -88,11 +88,9 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def checks_from_json(found: Sequence[Mapping[str, Any]] | None) -> tuple[GateCheck, ...] | None:
+def checks_from_json(found: Sequence[Mapping[str, Any]]) -> tuple[GateCheck, ...]:
     """Stored checks (``GateDecision.checks_as_dicts``) as ``GateCheck``s; ``waiting`` is
     absent from checks written before it existed."""
-    if found is None:
-        return None
     return tuple(
         GateCheck(
             name=str(c["name"]),
@@ -106,10 +104,8 @@ def checks_from_json(found: Sequence[Mapping[str, Any]] | None) -> tuple[GateChe
     )
 
 
-def checks_to_json(checks: Sequence[GateCheck] | None) -> list[dict[str, Any]] | None:
+def checks_to_json(checks: Sequence[GateCheck]) -> list[dict[str, Any]]:
     """``checks`` as stored in the audit trail (the keys of ``GateDecision.checks_as_dicts``)."""
-    if checks is None:
-        return None
     return [
         {
             "name": c.name,
@@ -217,7 +213,10 @@ class ParameterVersion:
 @dataclass(frozen=True, slots=True)
 class Transition:
     """One row of the audit trail: a decision about ``version``, the stage it left and entered,
-    and the regime's current version before (``from_version``) and after (``to_version``)."""
+    and the regime's current version before (``from_version``) and after (``to_version``).
+
+    ``metrics`` and ``checks`` are the evidence behind it; empty when none was stored (a manual
+    rollback, rows of the first schema)."""
 
     id: int
     regime: str
@@ -231,8 +230,8 @@ class Transition:
     trigger: Trigger
     run_id: str | None
     at: datetime
-    metrics: Mapping[str, float] | None = None
-    checks: tuple[GateCheck, ...] | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict[str, float])
+    checks: tuple[GateCheck, ...] = ()
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> "Transition":
@@ -251,8 +250,8 @@ class Transition:
             trigger=Trigger(row["trigger"]),
             run_id=row["run_id"],
             at=_aware(row["at"]),
-            metrics=_json(row.get("metrics")),
-            checks=checks_from_json(_json(row.get("checks"))),
+            metrics=_json(row.get("metrics")) or {},
+            checks=checks_from_json(_json(row.get("checks")) or []),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -270,7 +269,7 @@ class Transition:
             "trigger": self.trigger.value,
             "run_id": self.run_id,
             "at": self.at.isoformat(),
-            "metrics": None if self.metrics is None else dict(self.metrics),
+            "metrics": dict(self.metrics),
             "checks": checks_to_json(self.checks),
         }
 
