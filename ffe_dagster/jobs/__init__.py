@@ -54,7 +54,7 @@ def build_jobs(bar_partitions: MultiPartitionsDefinition) -> list[UnresolvedAsse
             "optimization_job",
             selection=OPTIMIZATION_ASSETS,
             description="Run the curriculum of studies level 1 -> 4 and the promotion gates.",
-            tags={"ffe/trigger": "manual"},
+            tags={"ffe/trigger": Trigger.MANUAL.value},
         ),
     ]
 
@@ -141,7 +141,7 @@ def build_rollback_job(
         name="rollback_job",
         description="Manual rollback of one regime's parameters to an earlier version, recorded "
         "with trigger 'manual' and re-exported for the trading system.",
-        tags={"ffe/trigger": "manual"},
+        tags={"ffe/trigger": Trigger.MANUAL.value},
     )
     def rollback_job() -> None:
         rollback_parameters()
