@@ -18,7 +18,8 @@ Per regime, in this order:
 
 Every decision goes to the registry with its checks, metrics, trigger and run id, and the
 current parameters per regime (plus the LIMITED ones, with their capital share) are exported
-atomically as JSON for the trading system.
+atomically as JSON for the trading system. The registry is any ``PromotionRegistry``
+(``core/promotion/registry.py``): the SQL resource in a run, an in-memory one in tests.
 """
 
 from collections.abc import Mapping, Sequence

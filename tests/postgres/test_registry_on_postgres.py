@@ -7,6 +7,7 @@ import optuna
 import pytest
 import sqlalchemy as sa
 
+from ffe_dagster.core.promotion.checks import GateCheck
 from ffe_dagster.core.promotion.config import Stage
 from ffe_dagster.core.promotion.records import Action, VersionStatus
 from ffe_dagster.core.study.optimize import DIRECTIONS, open_storage
@@ -74,7 +75,8 @@ def test_a_candidate_climbs_to_full_with_its_audit_trail(postgres_url: str) -> N
         (Action.PROMOTE, Stage.LIMITED, Stage.FULL),
     ]
     last = registry.transitions("BEAR")[-1]
-    assert last.checks == CHECKS and last.at == T0 + timedelta(hours=40)
+    assert last.checks == (GateCheck("sharpe", 1.2, 0.5, True, "ok"),)
+    assert last.at == T0 + timedelta(hours=40)
 
 
 def test_registry_and_studies_share_one_database(postgres_url: str) -> None:

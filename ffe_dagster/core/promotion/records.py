@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from ffe_dagster.core.backtest.reference import Direction
-from ffe_dagster.core.promotion.checks import GateCheck
+from ffe_dagster.core.promotion.checks import GateCheck, checks_as_dicts
 from ffe_dagster.core.promotion.config import Stage
 from ffe_dagster.core.study.evaluation import Params
 
@@ -102,21 +102,6 @@ def checks_from_json(found: Sequence[Mapping[str, Any]]) -> tuple[GateCheck, ...
         )
         for c in found
     )
-
-
-def checks_to_json(checks: Sequence[GateCheck]) -> list[dict[str, Any]]:
-    """``checks`` as stored in the audit trail (the keys of ``GateDecision.checks_as_dicts``)."""
-    return [
-        {
-            "name": c.name,
-            "value": c.value,
-            "threshold": c.threshold,
-            "passed": c.passed,
-            "waiting": c.waiting,
-            "reason": c.reason,
-        }
-        for c in checks
-    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +255,7 @@ class Transition:
             "run_id": self.run_id,
             "at": self.at.isoformat(),
             "metrics": dict(self.metrics),
-            "checks": checks_to_json(self.checks),
+            "checks": checks_as_dicts(self.checks),
         }
 
 
