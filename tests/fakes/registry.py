@@ -44,6 +44,18 @@ def _trigger(trigger: str) -> Trigger:
     return Trigger(trigger)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Why:
+    """What every audit row of one decision shares (``AuditEntry`` in the SQL registry)."""
+
+    reason: str
+    trigger: str
+    run_id: str | None
+    at: datetime
+    metrics: Mapping[str, float] | None
+    checks: Checks | None
+
+
 class InMemoryRegistry:
     """The registry's versions, audit trail, regime decisions and COLD bars, in lists."""
 
@@ -133,12 +145,7 @@ class InMemoryRegistry:
         action: Action,
         from_stage: Stage,
         to_stage: Stage,
-        reason: str,
-        trigger: str,
-        run_id: str | None,
-        at: datetime,
-        metrics: Mapping[str, float] | None,
-        checks: Checks | None,
+        why: "_Why",
     ) -> None:
         self._transitions.append(
             Transition(
@@ -150,12 +157,12 @@ class InMemoryRegistry:
                 action=action,
                 from_stage=from_stage,
                 to_stage=to_stage,
-                reason=reason,
-                trigger=_trigger(trigger),
-                run_id=run_id,
-                at=at,
-                metrics=_stored(dict(metrics or {})),
-                checks=checks_from_json(_stored([dict(c) for c in checks or ()])),
+                reason=why.reason,
+                trigger=_trigger(why.trigger),
+                run_id=why.run_id,
+                at=why.at,
+                metrics=_stored(dict(why.metrics or {})),
+                checks=checks_from_json(_stored([dict(c) for c in why.checks or ()])),
             )
         )
 
@@ -253,12 +260,7 @@ class InMemoryRegistry:
             action=Action.ADVANCE if passed else Action.REJECT,
             from_stage=Stage.COLD,
             to_stage=stage,
-            reason=reason,
-            trigger=trigger,
-            run_id=run_id,
-            at=at,
-            metrics=metrics,
-            checks=checks,
+            why=_Why(reason, trigger, run_id, at, metrics, checks),
         )
         return version
 
@@ -307,12 +309,7 @@ class InMemoryRegistry:
             action=Action.PROMOTE if full else Action.ADVANCE,
             from_stage=row.stage,
             to_stage=to_stage,
-            reason=reason,
-            trigger=trigger,
-            run_id=run_id,
-            at=at,
-            metrics=metrics,
-            checks=checks,
+            why=_Why(reason, trigger, run_id, at, metrics, checks),
         )
 
     def _decide(
@@ -348,12 +345,7 @@ class InMemoryRegistry:
             action=action,
             from_stage=row.stage,
             to_stage=row.stage,
-            reason=reason,
-            trigger=trigger,
-            run_id=run_id,
-            at=at,
-            metrics=metrics,
-            checks=checks,
+            why=_Why(reason, trigger, run_id, at, metrics, checks),
         )
 
     def wait(
@@ -465,12 +457,7 @@ class InMemoryRegistry:
             action=Action.ROLLBACK,
             from_stage=Stage.FULL,
             to_stage=Stage.FULL,
-            reason=reason,
-            trigger=trigger,
-            run_id=run_id,
-            at=at,
-            metrics=metrics,
-            checks=checks,
+            why=_Why(reason, trigger, run_id, at, metrics, checks),
         )
         return target
 
@@ -499,12 +486,7 @@ class InMemoryRegistry:
             action=Action.SUSPEND,
             from_stage=Stage.FULL,
             to_stage=Stage.FULL,
-            reason=reason,
-            trigger=trigger,
-            run_id=run_id,
-            at=at,
-            metrics=metrics,
-            checks=checks,
+            why=_Why(reason, trigger, run_id, at, metrics, checks),
         )
         return current
 
