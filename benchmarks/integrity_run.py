@@ -195,7 +195,7 @@ def run_world(
         metrics: dict[str, float] = {}
         if row.version is not None:
             metrics = {
-                k: float(v) for k, v in registry.version(row.regime, row.version)["metrics"].items()
+                k: float(v) for k, v in registry.version(row.regime, row.version).metrics.items()
             }
         regimes.append(
             RegimeFigures(

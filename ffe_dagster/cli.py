@@ -225,23 +225,23 @@ def regime_lines(
     lines: list[RegimeLine] = []
     for regime in regimes:
         current = registry.current(regime)
-        mine = [t for t in registry.transitions(regime) if t.get("run_id") == run_id]
+        mine = [t for t in registry.transitions(regime) if t.run_id == run_id]
         # Decisions that stored no version (a level that did not pass blocks its regime).
-        noted = [d for d in registry.regime_decisions(regime) if d.get("run_id") == run_id]
+        noted = [d for d in registry.regime_decisions(regime) if d.run_id == run_id]
         flight = registry.in_flight(regime)
         if flight:
-            stage = f"v{flight[0]['version']} in {flight[0]['stage']}"
+            stage = f"v{flight[0].version} in {flight[0].stage}"
         elif current is not None:
-            stage = f"v{current['version']} current (level {current['level']})"
+            stage = f"v{current.version} current (level {current.level})"
         else:
             stage = "nothing promoted"
         if mine:
             last = mine[-1]
-            reason = f"{last['action']} v{last['version']}: {last['reason']}"
+            reason = f"{last.action} v{last.version}: {last.reason}"
         elif noted:
-            reason = f"{noted[-1]['action']}: {noted[-1]['reason']}"
+            reason = f"{noted[-1].action}: {noted[-1].reason}"
         elif flight:
-            reason = str(flight[0]["reason"])
+            reason = flight[0].reason
         else:
             reason = "no decision this run"
         lines.append(RegimeLine(regime, stage, reason))

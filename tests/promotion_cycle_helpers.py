@@ -1,6 +1,6 @@
 """What the promotion-cycle and rollback tests share: parameter sets found on the bundled bars
-of 2022, the bars cut at an instant, one promotion cycle with a real registry, and live trades
-as the trading system reports them."""
+of 2022, the bars cut at an instant, one promotion cycle on a registry (the SQL one or the
+in-memory fake), and live trades as the trading system reports them."""
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -15,13 +15,13 @@ from ffe_dagster.core.promotion.performance import (
     LIVE_RESULT_COLUMNS,
     combine_live_results,
 )
+from ffe_dagster.core.promotion.registry import PromotionRegistry
 from ffe_dagster.promotion.decisions import CycleReport
 from ffe_dagster.promotion.state_machine import (
     Market,
     RegimeCandidates,
     run_promotion_cycle,
 )
-from ffe_dagster.resources.registry import ParameterRegistryResource
 
 PPY = {"BTC_USDT": 24 * 365.0, "ETH_USDT": 24 * 365.0}
 STRATEGY = get_strategy("sma_crossover")
@@ -73,7 +73,7 @@ def market(bars: dict[str, pl.DataFrame]) -> Market:
 
 
 def run_cycle(
-    registry: ParameterRegistryResource,
+    registry: PromotionRegistry,
     bars: dict[str, pl.DataFrame],
     now: datetime,
     run_id: str,

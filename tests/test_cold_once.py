@@ -9,8 +9,9 @@ import polars as pl
 import pytest
 
 from ffe_dagster.core.backtest.reference import CostModel, Direction
-from ffe_dagster.core.promotion.config import PromotionRegime
+from ffe_dagster.core.promotion.config import PromotionRegime, Stage
 from ffe_dagster.core.promotion.performance import paper_performance
+from ffe_dagster.core.promotion.records import Action, RegimeAction
 from ffe_dagster.core.study.selection import Candidate
 from ffe_dagster.promotion.state_machine import RegimeCandidates
 from ffe_dagster.resources.registry import ParameterRegistryResource
@@ -50,14 +51,14 @@ def test_a_set_judged_at_cold_is_never_judged_again(history, tmp_path: Path) -> 
     registry = ParameterRegistryResource(url=f"sqlite:///{tmp_path / 'r.db'}")
     # cycle 1: B and LOSER both fail COLD on the bars up to T0 (one version stores the last)
     report = run_cycle(registry, upto(history, T0), T0 + FIVE, "c1", _level4(B, LOSER))
-    assert decisions(report) == [("DEFAULT", 1, "COLD", "reject")]
+    assert decisions(report) == [("DEFAULT", 1, Stage.COLD, Action.REJECT)]
     assert registry.cold_tested("DEFAULT") == [B, LOSER]
     assert registry.cold_bars_used("DEFAULT") == {"BTC_USDT": T0, "ETH_USDT": T0}
     # 16 days later B would pass COLD on the newest bars (tests/promotion_cycle_helpers.py), but it
     # had its test: neither set is judged again
     t2 = T0 + timedelta(days=16)
     report = run_cycle(registry, upto(history, t2), t2 + FIVE, "c2", _level4(B, LOSER))
-    assert decisions(report) == [("DEFAULT", None, "COLD", "skip")]
+    assert decisions(report) == [("DEFAULT", None, Stage.COLD, RegimeAction.SKIP)]
     assert "judged by an earlier cycle" in report.rows[0].reason
     assert len(registry.history("DEFAULT")) == 1
 
@@ -69,10 +70,10 @@ def test_cold_waits_for_bars_no_earlier_cold_test_used(history, tmp_path: Path) 
     # unused, so COLD waits and stores no version
     t2 = T0 + timedelta(days=2)
     report = run_cycle(registry, upto(history, t2), t2 + FIVE, "c2", _level4(A))
-    assert decisions(report) == [("DEFAULT", None, "COLD", "wait")]
+    assert decisions(report) == [("DEFAULT", None, Stage.COLD, RegimeAction.WAIT)]
     (noted,) = registry.regime_decisions("DEFAULT")
-    assert noted["action"] == "wait" and noted["run_id"] == "c2"
-    assert noted["reason"] == (
+    assert noted.action is RegimeAction.WAIT and noted.run_id == "c2"
+    assert noted.reason == (
         "waits for bars no earlier COLD test used: BTC_USDT has 2.0 of 7 days after "
         "2022-11-01 00:00; ETH_USDT has 2.0 of 7 days after 2022-11-01 00:00"
     )
@@ -85,9 +86,9 @@ def test_a_later_cold_test_starts_after_the_bars_earlier_ones_used(history, tmp_
     t2 = T0 + timedelta(days=16)
     bars = upto(history, t2)
     report = run_cycle(registry, bars, t2 + FIVE, "c2", _level4(A))
-    (row,) = [r for r in report.rows if r.stage == "COLD"]
+    (row,) = [r for r in report.rows if r.stage == Stage.COLD]
     version = registry.version("DEFAULT", 2)
-    days = int(version["metrics"]["window_days"])
+    days = int(version.metrics["window_days"])
     # worked by hand: the window of `days` days back from t2, cut at T0 (the last bar cycle 1
     # used) when it reaches further back than that
     since = {k: max(t2 - timedelta(days=days), T0) for k in bars}
@@ -101,8 +102,8 @@ def test_a_later_cold_test_starts_after_the_bars_earlier_ones_used(history, tmp_
         periods_per_year=PPY,
         warmup_bars=400,
     )
-    assert version["metrics"]["n_trades"] == expected.n_trades
-    assert version["metrics"]["sharpe"] == pytest.approx(expected.sharpe, rel=1e-12)
+    assert version.metrics["n_trades"] == expected.n_trades
+    assert version.metrics["sharpe"] == pytest.approx(expected.sharpe, rel=1e-12)
     assert row.version == 2
     assert registry.cold_bars_used("DEFAULT") == {"BTC_USDT": t2, "ETH_USDT": t2}
     if days == 30:

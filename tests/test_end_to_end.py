@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from ffe_dagster.cli import run_cycle
 from ffe_dagster.config import load_curriculum
 from ffe_dagster.config.settings import PACKAGE_DIR, Settings
+from ffe_dagster.core.promotion.records import RegimeAction, Trigger, VersionStatus
 from ffe_dagster.definitions import build_definitions
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.warehouse import WarehouseResource
@@ -82,30 +83,30 @@ def test_two_cycles_end_to_end(tiny_settings: Settings, tmp_path: Path) -> None:
 
     registry = ParameterRegistryResource(url=tiny_settings.registry_url)
     history = registry.history()
-    assert all(v["reason"] for v in history)
+    assert all(v.reason for v in history)
     promoted = {k for k, v in exported["regimes"].items() if v is not None}
-    assert promoted == {v["regime"] for v in history if v["status"] == "current"}
+    assert promoted == {v.regime for v in history if v.status is VersionStatus.CURRENT}
     # A regime whose level did not pass has no version: each cycle blocked it, naming the level.
     levels = {spec.level: spec for spec in load_curriculum(tiny_settings.curriculum_path).levels}
     for level, info in report["levels"].items():
         for regime in levels[level].promotes:
             noted = registry.regime_decisions(regime)
             if info["passed"]:
-                assert {v["regime"] for v in history} >= {regime}
+                assert {v.regime for v in history} >= {regime}
                 continue
-            assert not [v for v in history if v["regime"] == regime]
-            assert [d["action"] for d in noted] == ["blocked", "blocked"]
-            assert all(d["reason"].startswith(f"level {level} did not pass") for d in noted)
+            assert not [v for v in history if v.regime == regime]
+            assert [d.action for d in noted] == [RegimeAction.BLOCKED, RegimeAction.BLOCKED]
+            assert all(d.reason.startswith(f"level {level} did not pass") for d in noted)
             blocked = [c for c in exported["changes"] if c["regime"] == regime]
             assert [c["action"] for c in blocked] == ["blocked"]
     # The second cycle decided something for every regime, with its reason, trigger and run id.
     trail = [
         t
         for t in [*registry.transitions(), *registry.regime_decisions()]
-        if t["run_id"] == second.run_id
+        if t.run_id == second.run_id
     ]
-    assert {t["regime"] for t in trail} == {"BULL", "BEAR", "SIDEWAYS", "DEFAULT"}
-    assert all(t["reason"] and t["trigger"] == "schedule" for t in trail)
+    assert {t.regime for t in trail} == {"BULL", "BEAR", "SIDEWAYS", "DEFAULT"}
+    assert all(t.reason and t.trigger is Trigger.SCHEDULE for t in trail)
 
 
 def _check_mlflow_cycles(settings: Settings, report: dict, second_run_id: str) -> None:

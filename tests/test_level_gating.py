@@ -101,9 +101,9 @@ def test_a_level_that_did_not_pass_sends_no_candidate_to_cold(tiny_settings: Set
     for regime in ("SIDEWAYS", "DEFAULT"):
         assert registry.history(regime) == []  # no version: nothing was judged at COLD
         (noted,) = registry.regime_decisions(regime)
-        assert (noted["level"], noted["stage"], noted["action"]) == (4, "COLD", "blocked")
-        assert noted["reason"] == L4_REASON
-        assert noted["trigger"] == "schedule"
+        assert (noted.level, noted.stage, noted.action) == (4, "COLD", "blocked")
+        assert noted.reason == L4_REASON
+        assert noted.trigger == "schedule"
     # levels 1 and 2 passed: their regimes were judged at COLD (a version each)
     assert [len(registry.history(r)) for r in ("BULL", "BEAR")] == [1, 1]
     blocked = [c for c in exported["changes"] if c["action"] == "blocked"]
@@ -127,7 +127,7 @@ def test_promote_without_pass_lets_the_level_send_its_candidates(
     registry, _, exported = _run(tiny_settings)
     for regime in ("SIDEWAYS", "DEFAULT"):
         (version,) = registry.history(regime)
-        assert version["params"] == A
+        assert version.params == A
         assert registry.regime_decisions(regime) == []
     assert not [c for c in exported["changes"] if c["action"] == "blocked"]
 

@@ -90,7 +90,7 @@ def test_promotions_to_warm_limited_and_full_are_announced(
         level=1,
         params=P1,
         metrics={"sharpe": 1.0},
-        stage="FULL",
+        stage=Stage.FULL,
         promoted=True,
         reason="imported",
         trigger="manual",
@@ -100,7 +100,7 @@ def test_promotions_to_warm_limited_and_full_are_announced(
     registry.advance(
         regime="BULL",
         version=version,
-        to_stage="LIMITED",
+        to_stage=Stage.LIMITED,
         reason="WARM passed on paper trading",
         metrics={"sharpe": 1.3, "current_sharpe": 1.1},
         checks=[],
@@ -111,7 +111,7 @@ def test_promotions_to_warm_limited_and_full_are_announced(
     registry.advance(
         regime="BULL",
         version=version,
-        to_stage="FULL",
+        to_stage=Stage.FULL,
         reason="LIMITED passed on its live results",
         metrics={"sharpe": 1.40, "current_sharpe": 1.17},
         checks=_dicts(at_least("sharpe_vs_current", 1.40, 1.3455)),
@@ -131,7 +131,7 @@ def test_promotions_to_warm_limited_and_full_are_announced(
         "dagster_run": "http://dagster.test:3000/runs/run-2",
         "mlflow_run": "http://mlflow.test:5000/#/runs/mlflow-7",
     }
-    assert limited["to_stage"] == "LIMITED" and "Sharpe improvement +0.20" in limited["text"]
+    assert limited["to_stage"] == Stage.LIMITED and "Sharpe improvement +0.20" in limited["text"]
     # 1.40 - 1.17 = 0.23
     assert full["text"] == (
         "Parameter Optimization Complete — Regime: BULL — v2 LIMITED → FULL — "
@@ -182,7 +182,7 @@ def _two_promoted(registry: ParameterRegistryResource) -> None:
             level=1,
             params=params,
             metrics={"sharpe": 1.0},
-            stage="FULL",
+            stage=Stage.FULL,
             promoted=True,
             reason="imported",
             trigger="manual",

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from dagster import DagsterInstance, build_run_status_sensor_context, build_sensor_context, job, op
 
+from ffe_dagster.core.promotion.config import Stage
 from ffe_dagster.core.reporting.notifications import UiLinks
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.webhook import WebhookResource
@@ -42,7 +43,7 @@ def _three_decisions(registry: ParameterRegistryResource) -> None:
             level=1,
             params={"stop_loss_pct": stop},
             metrics={"sharpe": 1.0},
-            stage="FULL",
+            stage=Stage.FULL,
             promoted=True,
             reason=f"import {n}",
             trigger="manual",

@@ -11,7 +11,8 @@ import pytest
 from ffe_dagster.config.errors import ConfigError
 from ffe_dagster.config.settings import Settings
 from ffe_dagster.core.backtest.reference import Direction
-from ffe_dagster.core.promotion.config import PromotionRegime
+from ffe_dagster.core.promotion.config import PromotionRegime, Stage
+from ffe_dagster.core.promotion.records import Action
 from ffe_dagster.core.reporting.notifications import UiLinks
 from ffe_dagster.core.study.selection import Candidate
 from ffe_dagster.definitions import build_definitions
@@ -110,7 +111,7 @@ def test_an_undeliverable_required_notification_pauses_promotion_to_limited(
     )
     five = timedelta(minutes=5)
     report = run_cycle(registry, upto(history, T0), T0 + five, "cycle-1", [level4])
-    assert decisions(report) == [("DEFAULT", 1, "COLD", "advance")]
+    assert decisions(report) == [("DEFAULT", 1, Stage.COLD, Action.ADVANCE)]
 
     receiver = WebhookReceiver().start()
     receiver.stop()  # the endpoint is down
@@ -121,16 +122,16 @@ def test_an_undeliverable_required_notification_pauses_promotion_to_limited(
     # 13 days later v1 passes WARM (as in test_promotion_cycle), but nobody heard of it
     t3 = T0 + timedelta(days=13)
     report = run_cycle(registry, upto(history, t3), t3 + five, "cycle-3", [level4])
-    assert decisions(report)[0] == ("DEFAULT", 1, "WARM", "wait")
+    assert decisions(report)[0] == ("DEFAULT", 1, Stage.WARM, Action.WAIT)
     reason = report.rows[0].reason
     assert reason.startswith("WARM passed on ")
     assert (
         "notifications are required and undelivered since 2022-11-01 00:05 UTC (webhook "
         "unreachable: ConnectionRefusedError): promotion to LIMITED and FULL waits for delivery"
     ) in reason
-    assert registry.version("DEFAULT", 1)["stage"] == "WARM"
+    assert registry.version("DEFAULT", 1).stage == Stage.WARM
     held = registry.transitions("DEFAULT")[-1]
-    assert (held["action"], held["run_id"], held["reason"]) == ("wait", "cycle-3", reason)
+    assert (held.action, held.run_id, held.reason) == (Action.WAIT, "cycle-3", reason)
 
     receiver.start()  # back: the pending notification is delivered, the hold lifts
     later = datetime.now(UTC) + timedelta(hours=1)
@@ -140,5 +141,5 @@ def test_an_undeliverable_required_notification_pauses_promotion_to_limited(
         receiver.stop()
     assert registry.delivery_hold(t3 + 2 * five) is None
     report = run_cycle(registry, upto(history, t3), t3 + 2 * five, "cycle-3b", [level4])
-    assert decisions(report)[0] == ("DEFAULT", 1, "WARM", "advance")
-    assert registry.version("DEFAULT", 1)["stage"] == "LIMITED"
+    assert decisions(report)[0] == ("DEFAULT", 1, Stage.WARM, Action.ADVANCE)
+    assert registry.version("DEFAULT", 1).stage == Stage.LIMITED

@@ -16,12 +16,13 @@ from dagster import materialize
 from ffe_dagster.config import load_curriculum, load_universe
 from ffe_dagster.config.settings import Settings
 from ffe_dagster.core.backtest.reference import CostModel, Direction
-from ffe_dagster.core.promotion.config import LimitedGateConfig, PromotionRegime
+from ffe_dagster.core.promotion.config import LimitedGateConfig, PromotionRegime, Stage
 from ffe_dagster.core.promotion.performance import (
     LIVE_RESULT_COLUMNS,
     paper_performance,
     watermark,
 )
+from ffe_dagster.core.promotion.records import Action, RegimeAction, VersionStatus
 from ffe_dagster.core.study.selection import Candidate
 from ffe_dagster.definitions import EXPORT_FILE
 from ffe_dagster.promotion.asset import build_promotion_asset
@@ -94,20 +95,20 @@ def test_a_candidate_climbs_cold_warm_limited_full_across_cycles(
 
     # cycle 1: A passes COLD and starts paper trading from the newest bars
     report = run_cycle(registry, upto(history, T0), T0 + five, "cycle-1", [only_a])
-    assert decisions(report) == [("DEFAULT", 1, "COLD", "advance")]
+    assert decisions(report) == [("DEFAULT", 1, Stage.COLD, Action.ADVANCE)]
     v1 = registry.version("DEFAULT", 1)
-    assert (v1["stage"], v1["status"], v1["params"]) == ("WARM", "candidate", A)
-    assert v1["data_marks"] == {"BTC_USDT": T0, "ETH_USDT": T0}
-    assert (v1["candidate_number"], v1["source_run_id"]) == (12, "mlflow-level-4")
-    assert v1["metrics"]["window_days"] == 14.0 and v1["metrics"]["n_trades"] >= 20
+    assert (v1.stage, v1.status, v1.params) == (Stage.WARM, VersionStatus.CANDIDATE, A)
+    assert v1.data_marks == {"BTC_USDT": T0, "ETH_USDT": T0}
+    assert (v1.candidate_number, v1.source_run_id) == (12, "mlflow-level-4")
+    assert v1.metrics["window_days"] == 14.0 and v1.metrics["n_trades"] >= 20
 
     # cycle 2: two hours of new bars are not enough to judge; A waits, B is not tried again
     report = run_cycle(
         registry, upto(history, T0 + 2 * HOUR), T0 + 2 * HOUR + five, "cycle-2", [level4]
     )
     assert decisions(report) == [
-        ("DEFAULT", 1, "WARM", "wait"),
-        ("DEFAULT", None, "COLD", "skip"),
+        ("DEFAULT", 1, Stage.WARM, Action.WAIT),
+        ("DEFAULT", None, Stage.COLD, RegimeAction.SKIP),
     ]
     assert "window_hours not judged (2.0 of 4 h so far)" in report.rows[0].reason
 
@@ -115,12 +116,12 @@ def test_a_candidate_climbs_cold_warm_limited_full_across_cycles(
     t3 = T0 + timedelta(days=13)
     now3 = t3 + five
     report = run_cycle(registry, upto(history, t3), now3, "cycle-3", [level4])
-    assert decisions(report)[0] == ("DEFAULT", 1, "WARM", "advance")
+    assert decisions(report)[0] == ("DEFAULT", 1, Stage.WARM, Action.ADVANCE)
     warm = registry.transitions("DEFAULT")[-1]
     expected = _paper(upto(history, t3), A, {"BTC_USDT": T0, "ETH_USDT": T0})
-    assert warm["metrics"]["n_trades"] == expected.n_trades == 24
-    assert warm["metrics"]["sharpe"] == expected.sharpe
-    assert warm["metrics"]["current_sharpe"] == 0.0  # no current version: staying flat
+    assert warm.metrics["n_trades"] == expected.n_trades == 24
+    assert warm.metrics["sharpe"] == expected.sharpe
+    assert warm.metrics["current_sharpe"] == 0.0  # no current version: staying flat
     payload = export_current(registry, export, "cycle-3", LimitedGateConfig())
     assert payload["regimes"]["DEFAULT"] is None
     trial = payload["limited"]["DEFAULT"]
@@ -131,20 +132,20 @@ def test_a_candidate_climbs_cold_warm_limited_full_across_cycles(
     live = live_trades(1, now3 + 30 * timedelta(minutes=1), [1.0, 1.0, 1.0, -0.5, 1.0] * 4)
     # cycle 4: 12 hours in, the 24 h window is not complete
     report = run_cycle(registry, upto(history, t3), now3 + 12 * HOUR, "cycle-4", live=live)
-    assert decisions(report) == [("DEFAULT", 1, "LIMITED", "wait")]
+    assert decisions(report) == [("DEFAULT", 1, Stage.LIMITED, Action.WAIT)]
     # cycle 5: after 25 hours -> FULL, the new current version
     now5 = now3 + 25 * HOUR
     report = run_cycle(registry, upto(history, t3), now5, "cycle-5", live=live)
-    assert decisions(report)[0] == ("DEFAULT", 1, "LIMITED", "promote")
+    assert decisions(report)[0] == ("DEFAULT", 1, Stage.LIMITED, Action.PROMOTE)
     assert report.changes == [
-        CurrentChange("DEFAULT", "promote", 1, None, report.rows[0].reason, "schedule")
+        CurrentChange("DEFAULT", Action.PROMOTE, 1, None, report.rows[0].reason, "schedule")
     ]
     current = registry.current("DEFAULT")
-    assert current is not None and current["version"] == 1 and current["stage"] == "FULL"
-    assert current["stage_marks"] == watermark(upto(history, t3))
+    assert current is not None and current.version == 1 and current.stage == Stage.FULL
+    assert current.stage_marks == watermark(upto(history, t3))
     promote = registry.transitions("DEFAULT")[-1]
-    assert (promote["metrics"]["n_trades"], promote["metrics"]["n_wins"]) == (20.0, 16.0)
-    assert promote["metrics"]["pnl_usd"] == pytest.approx(14.0)
+    assert (promote.metrics["n_trades"], promote.metrics["n_wins"]) == (20.0, 16.0)
+    assert promote.metrics["pnl_usd"] == pytest.approx(14.0)
     payload = export_current(registry, export, "cycle-5", LimitedGateConfig())
     assert payload["regimes"]["DEFAULT"]["version"] == 1
     assert payload["regimes"]["DEFAULT"]["promoted_by_run"] == "cycle-5"
@@ -155,39 +156,39 @@ def test_a_candidate_climbs_cold_warm_limited_full_across_cycles(
     # paper-trades from 2022-11-17 against the current A
     t6 = T0 + timedelta(days=16)
     report = run_cycle(registry, upto(history, t6), t6 + five, "cycle-6", [level4], live)
-    assert ("DEFAULT", 2, "COLD", "advance") in decisions(report)
-    assert ("DEFAULT", 1, "FULL", "watch: wait") in decisions(report)  # 3 trades since FULL
-    assert registry.version("DEFAULT", 2)["params"] == B
+    assert ("DEFAULT", 2, Stage.COLD, Action.ADVANCE) in decisions(report)
+    assert ("DEFAULT", 1, Stage.FULL, "watch: wait") in decisions(report)  # 3 trades since FULL
+    assert registry.version("DEFAULT", 2).params == B
 
     # cycle 7: B is judged on the bars after 2022-11-17, A on the very same bars
     t7 = T0 + timedelta(days=30)
     report = run_cycle(registry, upto(history, t7), t7 + five, "cycle-7", [level4], live)
-    judged = next(t for t in registry.transitions("DEFAULT") if t["run_id"] == "cycle-7")
+    judged = next(t for t in registry.transitions("DEFAULT") if t.run_id == "cycle-7")
     since = watermark(upto(history, t6))
     b_perf = _paper(upto(history, t7), B, since)
     a_perf = _paper(upto(history, t7), A, since)
-    assert judged["version"] == 2 and judged["from_stage"] == "WARM"
-    assert judged["metrics"]["sharpe"] == b_perf.sharpe
-    assert judged["metrics"]["current_sharpe"] == a_perf.sharpe
-    assert judged["metrics"]["current_n_trades"] == a_perf.n_trades
+    assert judged.version == 2 and judged.from_stage == Stage.WARM
+    assert judged.metrics["sharpe"] == b_perf.sharpe
+    assert judged.metrics["current_sharpe"] == a_perf.sharpe
+    assert judged.metrics["current_n_trades"] == a_perf.n_trades
     # B lost on these bars: rejected at WARM with the reasons named
-    assert judged["action"] == "reject" and "sharpe_vs_current" in judged["reason"]
-    assert ("DEFAULT", 1, "FULL", "watch: pass") in decisions(report)
+    assert judged.action is Action.REJECT and "sharpe_vs_current" in judged.reason
+    assert ("DEFAULT", 1, Stage.FULL, "watch: pass") in decisions(report)
     # a set rejected after paper trading is not tried again
-    assert ("DEFAULT", None, "COLD", "skip") in decisions(report)
+    assert ("DEFAULT", None, Stage.COLD, RegimeAction.SKIP) in decisions(report)
 
     trail = registry.transitions("DEFAULT")
-    assert {t["trigger"] for t in trail} == {"schedule"}
-    assert [(t["action"], t["version"], t["run_id"]) for t in trail] == [
-        ("advance", 1, "cycle-1"),
-        ("wait", 1, "cycle-2"),
-        ("advance", 1, "cycle-3"),
-        ("wait", 1, "cycle-4"),
-        ("promote", 1, "cycle-5"),
-        ("advance", 2, "cycle-6"),
-        ("reject", 2, "cycle-7"),
+    assert {t.trigger for t in trail} == {"schedule"}
+    assert [(t.action, t.version, t.run_id) for t in trail] == [
+        (Action.ADVANCE, 1, "cycle-1"),
+        (Action.WAIT, 1, "cycle-2"),
+        (Action.ADVANCE, 1, "cycle-3"),
+        (Action.WAIT, 1, "cycle-4"),
+        (Action.PROMOTE, 1, "cycle-5"),
+        (Action.ADVANCE, 2, "cycle-6"),
+        (Action.REJECT, 2, "cycle-7"),
     ]
-    assert all(t["reason"] and t["checks"] for t in trail)
+    assert all(t.reason and t.checks for t in trail)
 
 
 def _seed_warehouse(settings: Settings, history: dict[str, pl.DataFrame]) -> None:
@@ -235,12 +236,12 @@ def test_the_asset_records_the_trigger_and_reports_per_regime(
     )
     assert result.success
     trail = registry.transitions()
-    assert {t["regime"] for t in trail} == {"BULL", "BEAR", "SIDEWAYS", "DEFAULT"}
-    assert {(t["trigger"], t["run_id"]) for t in trail} == {("schedule", result.run_id)}
+    assert {t.regime for t in trail} == {"BULL", "BEAR", "SIDEWAYS", "DEFAULT"}
+    assert {(t.trigger, t.run_id) for t in trail} == {("schedule", result.run_id)}
     # the level-4 set passes COLD for both regimes it serves and waits in WARM
     for regime in ("SIDEWAYS", "DEFAULT"):
         (flying,) = registry.in_flight(regime)
-        assert (flying["stage"], flying["source_run_id"]) == ("WARM", "mlflow-4")
+        assert (flying.stage, flying.source_run_id) == (Stage.WARM, "mlflow-4")
     (event,) = result.asset_materializations_for_node("promoted_parameters")
     table = event.metadata["decisions"].value
     assert isinstance(table, str)

@@ -102,20 +102,20 @@ def _actions(registry: ParameterRegistryResource) -> list[tuple[Any, ...]]:
             out.append(
                 (
                     regime.value,
-                    v["version"],
-                    v["level"],
-                    v["direction"],
-                    v["stage"],
-                    v["status"],
-                    v["reason"],
-                    v["params"],
-                    v["metrics"],
+                    v.version,
+                    v.level,
+                    v.direction,
+                    v.stage,
+                    v.status,
+                    v.reason,
+                    v.params,
+                    v.metrics,
                 )
             )
         for d in registry.regime_decisions(regime.value):
-            out.append((regime.value, d["level"], d["stage"], d["action"], d["reason"]))
+            out.append((regime.value, d.level, d.stage, d.action, d.reason))
         for c in registry.transitions(regime.value):
-            out.append((regime.value, c["version"], c["action"], c["to_stage"], c["reason"]))
+            out.append((regime.value, c.version, c.action, c.to_stage, c.reason))
     return out
 
 

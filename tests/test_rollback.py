@@ -15,7 +15,8 @@ from dagster import AssetKey
 
 from ffe_dagster.config.settings import Settings
 from ffe_dagster.core.backtest.reference import CostModel, Direction, run_engine
-from ffe_dagster.core.promotion.config import LimitedGateConfig
+from ffe_dagster.core.promotion.config import LimitedGateConfig, Stage
+from ffe_dagster.core.promotion.records import Action, Trigger, VersionStatus
 from ffe_dagster.core.study.evaluation import trade_params
 from ffe_dagster.core.study.level_specs import bars_to_segment
 from ffe_dagster.definitions import EXPORT_FILE, build_definitions
@@ -48,7 +49,7 @@ def _two_versions(registry: ParameterRegistryResource, *, earlier: bool) -> None
             level=4,
             params=A,
             metrics={"sharpe": 1.0},
-            stage="COLD",
+            stage=Stage.COLD,
             promoted=True,
             reason="first",
             trigger="manual",
@@ -59,7 +60,7 @@ def _two_versions(registry: ParameterRegistryResource, *, earlier: bool) -> None
         level=4,
         params=LOSER,
         metrics={"sharpe": 2.0},
-        stage="COLD",
+        stage=Stage.COLD,
         promoted=True,
         reason="second",
         trigger="manual",
@@ -95,29 +96,29 @@ def test_a_breach_on_new_bars_rolls_back_automatically(
     start, later = datetime(2022, 5, 1, tzinfo=UTC), datetime(2022, 5, 12, tzinfo=UTC)
     # the first cycle after the promotion starts the watch at the bars it knows
     report = run_cycle(registry, upto(history, start), start, "watch-1")
-    assert decisions(report) == [("DEFAULT", 2, "FULL", "watch")]
+    assert decisions(report) == [("DEFAULT", 2, Stage.FULL, "watch")]
     # two days on the loss stays below $5 a day and only 5 trades closed: no breach yet
     report = run_cycle(registry, upto(history, start + timedelta(days=2)), start, "watch-2")
-    assert decisions(report) == [("DEFAULT", 2, "FULL", "watch: wait")]
+    assert decisions(report) == [("DEFAULT", 2, Stage.FULL, "watch: wait")]
     assert not report.changes
     # eleven days on, one day lost $7.90: rolled back to v1
     report = run_cycle(registry, upto(history, later), later, "watch-3")
-    assert [(c.action, c.version, c.previous) for c in report.changes] == [("rollback", 1, 2)]
+    assert [(c.action, c.version, c.previous) for c in report.changes] == [(Action.ROLLBACK, 1, 2)]
     current = registry.current("DEFAULT")
-    assert current is not None and current["version"] == 1
-    assert registry.version("DEFAULT", 2)["status"] == "rolled_back"
+    assert current is not None and current.version == 1
+    assert registry.version("DEFAULT", 2).status == VersionStatus.ROLLED_BACK
     rollback = registry.transitions("DEFAULT")[-1]
-    assert (rollback["action"], rollback["from_version"], rollback["to_version"]) == (
-        "rollback",
+    assert (rollback.action, rollback.from_version, rollback.to_version) == (
+        Action.ROLLBACK,
         2,
         1,
     )
-    assert (rollback["trigger"], rollback["run_id"]) == ("automatic-rollback", "watch-3")
+    assert (rollback.trigger, rollback.run_id) == ("automatic-rollback", "watch-3")
     by_hand = _daily_loss_by_hand(history, LOSER, start, later)
     assert by_hand == pytest.approx(-7.899, abs=1e-3)
-    assert rollback["metrics"]["worst_day_pnl_usd"] == pytest.approx(by_hand, rel=1e-9)
-    assert f"safety.daily_loss ${-by_hand:.2f} (too high; needs <= $5.00)" in rollback["reason"]
-    failed = {c["name"] for c in rollback["checks"] if not c["passed"] and not c["waiting"]}
+    assert rollback.metrics["worst_day_pnl_usd"] == pytest.approx(by_hand, rel=1e-9)
+    assert f"safety.daily_loss ${-by_hand:.2f} (too high; needs <= $5.00)" in rollback.reason
+    failed = {c.name for c in rollback.checks if not c.passed and not c.waiting}
     assert "safety.daily_loss" in failed
     # the export follows, and the restored version's watch restarts on the next cycle
     export = tmp_path / EXPORT_FILE
@@ -131,13 +132,13 @@ def test_a_breach_on_new_bars_rolls_back_automatically(
     assert exported["regimes"]["DEFAULT"]["version"] == 1
     # The MLflow alias follows the registry: v1 was registered and is the regime's alias now.
     restored = registry.version("DEFAULT", 1)
-    assert restored["mlflow_model_version"] == mlflow.current_model_version("DEFAULT") == 1
-    assert mlflow.promoted_params("DEFAULT") == restored["params"]
+    assert restored.mlflow_model_version == mlflow.current_model_version("DEFAULT") == 1
+    assert mlflow.promoted_params("DEFAULT") == restored.params
     (change,) = exported["changes"]
-    assert (change["action"], change["version"], change["previous"]) == ("rollback", 1, 2)
+    assert (change["action"], change["version"], change["previous"]) == (Action.ROLLBACK, 1, 2)
     assert change["trigger"] == "automatic-rollback"
     report = run_cycle(registry, upto(history, later), later + HOUR, "watch-4")
-    assert decisions(report) == [("DEFAULT", 1, "FULL", "watch")]
+    assert decisions(report) == [("DEFAULT", 1, Stage.FULL, "watch")]
     assert not report.changes
 
 
@@ -149,7 +150,9 @@ def test_a_breach_without_an_earlier_version_suspends_the_regime(
     start, later = datetime(2022, 5, 1, tzinfo=UTC), datetime(2022, 5, 12, tzinfo=UTC)
     run_cycle(registry, upto(history, start), start, "watch-1")
     report = run_cycle(registry, upto(history, later), later, "watch-2")
-    assert [(c.action, c.version, c.previous) for c in report.changes] == [("suspend", None, 1)]
+    assert [(c.action, c.version, c.previous) for c in report.changes] == [
+        (Action.SUSPEND, None, 1)
+    ]
     assert registry.current("DEFAULT") is None
     payload = export_current(registry, tmp_path / EXPORT_FILE, "watch-2", LimitedGateConfig())
     assert payload["regimes"]["DEFAULT"] is None
@@ -160,18 +163,18 @@ def test_a_breach_in_live_results_rolls_back_automatically(
 ) -> None:
     registry = ParameterRegistryResource(url=f"sqlite:///{tmp_path / 'registry.db'}")
     _two_versions(registry, earlier=True)
-    promoted_at = registry.version("DEFAULT", 2)["stage_entered_at"]
+    promoted_at = registry.version("DEFAULT", 2).since
     bars = upto(history, datetime(2022, 5, 1, tzinfo=UTC))
     # the trading system reports one trade of v2 that lost $6
     live = live_trades(2, promoted_at + timedelta(minutes=10), [-6.0])
     report = run_cycle(registry, bars, promoted_at + 5 * HOUR, "live-1", live=live)
-    assert [(c.action, c.version) for c in report.changes] == [("rollback", 1)]
+    assert [(c.action, c.version) for c in report.changes] == [(Action.ROLLBACK, 1)]
     rollback = registry.transitions("DEFAULT")[-1]
-    assert rollback["trigger"] == "automatic-rollback"
-    assert "its live results" in rollback["reason"]
-    assert "safety.daily_loss $6.00 (too high; needs <= $5.00)" in rollback["reason"]
-    assert rollback["metrics"]["live_worst_day_pnl_usd"] == -6.0
-    failed = {c["name"] for c in rollback["checks"] if not c["passed"] and not c["waiting"]}
+    assert rollback.trigger is Trigger.AUTOMATIC_ROLLBACK
+    assert "its live results" in rollback.reason
+    assert "safety.daily_loss $6.00 (too high; needs <= $5.00)" in rollback.reason
+    assert rollback.metrics["live_worst_day_pnl_usd"] == -6.0
+    failed = {c.name for c in rollback.checks if not c.passed and not c.waiting}
     assert failed == {"live_safety.daily_loss"}
 
 
@@ -183,7 +186,7 @@ def _seed_registry(settings: Settings) -> ParameterRegistryResource:
             level=1,
             params={"x": x},
             metrics={"sharpe": x},
-            stage="COLD",
+            stage=Stage.COLD,
             promoted=promoted,
             reason=f"v{x}",
             trigger="schedule",
@@ -204,14 +207,14 @@ def test_manual_rollback_job(tiny_settings: Settings) -> None:
     assert result.success
     assert result.output_for_node("rollback_parameters") == 1
     current = registry.current("BULL")
-    assert current is not None and current["version"] == 1
+    assert current is not None and current.version == 1
     rollback = registry.transitions("BULL")[-1]
-    assert (rollback["action"], rollback["from_version"], rollback["to_version"]) == (
-        "rollback",
+    assert (rollback.action, rollback.from_version, rollback.to_version) == (
+        Action.ROLLBACK,
         2,
         1,
     )
-    assert (rollback["trigger"], rollback["run_id"], rollback["reason"]) == (
+    assert (rollback.trigger, rollback.run_id, rollback.reason) == (
         "manual",
         result.run_id,
         reason,
@@ -256,4 +259,4 @@ def test_manual_rollback_job(tiny_settings: Settings) -> None:
     )
     assert not failed.success
     current = registry.current("BULL")
-    assert current is not None and current["version"] == 2
+    assert current is not None and current.version == 2

@@ -4,7 +4,8 @@ import json
 from pathlib import Path
 
 from ffe_dagster.cli import regime_lines
-from ffe_dagster.core.promotion.config import LimitedGateConfig
+from ffe_dagster.core.promotion.config import LimitedGateConfig, Stage
+from ffe_dagster.core.promotion.records import RegimeAction
 from ffe_dagster.core.study.level_result import LevelResult
 from ffe_dagster.promotion.export import NO_CONFIRMED_REGIME, export_current
 from ffe_dagster.resources.registry import ParameterRegistryResource
@@ -124,7 +125,7 @@ def test_export_names_every_instrument_with_the_set_to_use(tmp_path: Path) -> No
         level=1,
         params={"stop_loss_pct": 1.0},
         metrics={"sharpe": 1.0},
-        stage="COLD",
+        stage=Stage.COLD,
         promoted=True,
         reason="test",
         trigger="manual",
@@ -151,8 +152,8 @@ def test_regime_lines_say_why_a_level_blocked_its_regime(tmp_path: Path) -> None
         registry.note_decision(
             regime="BULL",
             level=1,
-            stage="COLD",
-            action="blocked",
+            stage=Stage.COLD,
+            action=RegimeAction.BLOCKED,
             reason=why,
             trigger="manual",
             run_id=run_id,

@@ -3,6 +3,7 @@ rollback of promoted parameters; ``study_workers_job`` (many Optuna workers on o
 lives in ``study_workers``."""
 
 from pathlib import Path
+from typing import Any
 
 from dagster import (
     AssetKey,
@@ -22,6 +23,8 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 )
 
 from ffe_dagster.core.promotion.config import LimitedGateConfig, PromotionRegime
+from ffe_dagster.core.promotion.records import Action, Trigger
+from ffe_dagster.core.promotion.registry import PromotionRegistry
 from ffe_dagster.jobs.study_workers import build_study_workers_job as build_study_workers_job
 from ffe_dagster.promotion.decisions import CurrentChange
 from ffe_dagster.promotion.export import publish_current
@@ -51,7 +54,7 @@ def build_jobs(bar_partitions: MultiPartitionsDefinition) -> list[UnresolvedAsse
             "optimization_job",
             selection=OPTIMIZATION_ASSETS,
             description="Run the curriculum of studies level 1 -> 4 and the promotion gates.",
-            tags={"ffe/trigger": "manual"},
+            tags={"ffe/trigger": Trigger.MANUAL.value},
         ),
     ]
 
@@ -64,6 +67,31 @@ class RollbackConfig(Config):
     regime: PromotionRegime
     reason: str
     to_version: int | None = None
+
+
+def manual_rollback(
+    registry: PromotionRegistry,
+    mlflow_tracking: MlflowTrackingResource,
+    export_path: Path,
+    limited: LimitedGateConfig,
+    *,
+    regime: str,
+    reason: str,
+    to_version: int | None,
+    run_id: str,
+) -> tuple[int | None, int, dict[str, Any]]:
+    """Roll ``regime`` back (trigger ``manual``) and re-export; returns the version that was
+    current before, the restored one, and the export written."""
+    if not reason.strip():
+        raise ValueError("a manual rollback needs a reason for the audit trail")
+    current = registry.current(regime)
+    previous = None if current is None else current.version
+    restored = registry.rollback(
+        regime, reason=reason, trigger=Trigger.MANUAL, run_id=run_id, to_version=to_version
+    )
+    change = CurrentChange(regime, Action.ROLLBACK, restored, previous, reason, Trigger.MANUAL)
+    payload = publish_current(registry, mlflow_tracking, export_path, run_id, [change], limited)
+    return previous, restored, payload
 
 
 def build_rollback_job(
@@ -81,21 +109,16 @@ def build_rollback_job(
     ) -> int:
         """Make an earlier version of the regime current again (trigger ``manual``, this run's
         id), re-export the parameters for the trading system and return the restored version."""
-        if not config.reason.strip():
-            raise ValueError("a manual rollback needs a reason for the audit trail")
         regime = config.regime.value
-        current = registry.current(regime)
-        previous = None if current is None else int(current["version"])
-        restored = registry.rollback(
-            regime,
+        previous, restored, payload = manual_rollback(
+            registry,
+            mlflow_tracking,
+            export_path,
+            limited,
+            regime=regime,
             reason=config.reason,
-            trigger="manual",
-            run_id=context.run_id,
             to_version=config.to_version,
-        )
-        change = CurrentChange(regime, "rollback", restored, previous, config.reason, "manual")
-        payload = publish_current(
-            registry, mlflow_tracking, export_path, context.run_id, [change], limited
+            run_id=context.run_id,
         )
         context.log.info(f"{regime}: v{previous} -> v{restored} ({config.reason})")
         context.log_event(
@@ -118,7 +141,7 @@ def build_rollback_job(
         name="rollback_job",
         description="Manual rollback of one regime's parameters to an earlier version, recorded "
         "with trigger 'manual' and re-exported for the trading system.",
-        tags={"ffe/trigger": "manual"},
+        tags={"ffe/trigger": Trigger.MANUAL.value},
     )
     def rollback_job() -> None:
         rollback_parameters()

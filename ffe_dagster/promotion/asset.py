@@ -17,6 +17,7 @@ from ffe_dagster.assets.loading import load_level_data
 from ffe_dagster.config import Universe
 from ffe_dagster.core.data.bars import interval_to_timedelta
 from ffe_dagster.core.promotion.config import PromotionConfig, Stage, describe_promotion
+from ffe_dagster.core.promotion.records import Action, RegimeAction
 from ffe_dagster.core.regimes.detection import RegimeConfig, confirmed_regime
 from ffe_dagster.core.study.level_specs import CurriculumSpec
 from ffe_dagster.core.study.levels import entry_strategy
@@ -28,9 +29,7 @@ from ffe_dagster.promotion.export import publish_current
 from ffe_dagster.promotion.live_results import read_live_results
 from ffe_dagster.promotion.state_machine import Market, RegimeCandidates, run_promotion_cycle
 from ffe_dagster.promotion.verdicts import announce_verdict_changes
-from ffe_dagster.resources.registry import (
-    ParameterRegistryResource,
-)
+from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.tracking_cycles import cycle_ref
 from ffe_dagster.resources.warehouse import WarehouseResource
@@ -142,7 +141,7 @@ def build_promotion_asset(
                 "reason": row.reason,
             }
             for row in report.rows
-            if row.stage == Stage.COLD
+            if row.stage is Stage.COLD
         }
         report_meta = publish_cycle_report(
             mlflow_tracking,
@@ -156,9 +155,11 @@ def build_promotion_asset(
             metadata={
                 **report_meta,
                 "export_path": MetadataValue.path(str(export_path)),
-                "promoted": sum(c.action == "promote" for c in report.changes),
-                "rolled_back": sum(c.action in ("rollback", "suspend") for c in report.changes),
-                "blocked": sum(c.action == "blocked" for c in report.changes),
+                "promoted": sum(c.action is Action.PROMOTE for c in report.changes),
+                "rolled_back": sum(
+                    c.action in (Action.ROLLBACK, Action.SUSPEND) for c in report.changes
+                ),
+                "blocked": sum(c.action is RegimeAction.BLOCKED for c in report.changes),
                 "decisions": MetadataValue.md(_markdown(report.rows)),
                 "current": MetadataValue.json(payload["regimes"]),
                 "active": MetadataValue.json(payload["active"]),

@@ -2,6 +2,9 @@
 
 from dataclasses import dataclass, field
 
+from ffe_dagster.core.promotion.config import Stage
+from ffe_dagster.core.promotion.records import Action, RegimeAction
+
 
 @dataclass(frozen=True, slots=True)
 class DecisionRow:
@@ -9,8 +12,8 @@ class DecisionRow:
 
     regime: str
     version: int | None
-    stage: str
-    decision: str
+    stage: Stage
+    decision: str  # an ``Action``, a ``RegimeAction``, or the safety watch's "watch: <outcome>"
     reason: str
 
 
@@ -19,7 +22,7 @@ class CurrentChange:
     """A change of a regime's current version (what the trading system and MLflow follow)."""
 
     regime: str
-    action: str  # promote, rollback or suspend; blocked: no change, the level did not pass
+    action: Action | RegimeAction  # promote, rollback, suspend; blocked: the level did not pass
     version: int | None  # the new current version; None after a suspension
     previous: int | None
     reason: str
@@ -33,6 +36,6 @@ class CycleReport:
     rows: list[DecisionRow] = field(default_factory=list)
     changes: list[CurrentChange] = field(default_factory=list)
 
-    def add(self, regime: str, version: int | None, stage: str, decision: str, why: str) -> None:
+    def add(self, regime: str, version: int | None, stage: Stage, decision: str, why: str) -> None:
         """Append one decision."""
         self.rows.append(DecisionRow(regime, version, stage, decision, why))

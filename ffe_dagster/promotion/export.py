@@ -8,11 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from ffe_dagster.core.promotion.config import LimitedGateConfig, PromotionRegime, Stage
+from ffe_dagster.core.promotion.records import Action, ParameterVersion, RegimeAction
+from ffe_dagster.core.promotion.registry import PromotionRegistry
 from ffe_dagster.promotion.decisions import CurrentChange
-from ffe_dagster.promotion.state_machine import stage_since
-from ffe_dagster.resources.registry import (
-    ParameterRegistryResource,
-)
 from ffe_dagster.resources.tracking import MlflowTrackingResource, ensure_writable_folder
 
 EXPORT_SCHEMA = "ffe_dagster.promoted_parameters/1"
@@ -28,17 +26,17 @@ def ensure_export_writable(path: Path) -> None:
     ensure_writable_folder(path.parent, "export folder", "set FFE_EXPORT_DIR to a writable folder")
 
 
-def _export_entry(row: Mapping[str, Any]) -> dict[str, Any]:
+def _export_entry(row: ParameterVersion) -> dict[str, Any]:
     return {
-        "version": row["version"],
-        "level": row["level"],
-        "direction": row["direction"],
-        "stage": row["stage"],
-        "params": row["params"],
-        "cold_metrics": row["metrics"],
-        "since": stage_since(row).isoformat(),
-        "by_run": row["stage_run_id"] or row["run_id"],
-        "mlflow_model_version": row["mlflow_model_version"],
+        "version": row.version,
+        "level": row.level,
+        "direction": None if row.direction is None else row.direction.value,
+        "stage": row.stage.value,
+        "params": dict(row.params),
+        "cold_metrics": dict(row.metrics),
+        "since": row.since.isoformat(),
+        "by_run": row.stage_run_id or row.run_id,
+        "mlflow_model_version": row.mlflow_model_version,
     }
 
 
@@ -59,7 +57,7 @@ def _active_entry(regime: str | None, regimes: Mapping[str, Any]) -> dict[str, A
 
 
 def export_current(
-    registry: ParameterRegistryResource,
+    registry: PromotionRegistry,
     path: Path,
     run_id: str,
     limited: LimitedGateConfig,
@@ -90,10 +88,10 @@ def export_current(
                 "promoted_at": entry["since"],
                 "promoted_by_run": entry["by_run"],
             }
-        live = [r for r in registry.in_flight(regime.value) if r["stage"] == Stage.LIMITED]
+        live = [r for r in registry.in_flight(regime.value) if r.stage is Stage.LIMITED]
         trials[regime.value] = None
         if live:
-            judge_after = stage_since(live[0]) + timedelta(hours=limited.min_hours)
+            judge_after = live[0].since + timedelta(hours=limited.min_hours)
             trials[regime.value] = {
                 **_export_entry(live[0]),
                 "capital_fraction": limited.capital_fraction,
@@ -132,7 +130,7 @@ def export_current(
 
 
 def publish_current(
-    registry: ParameterRegistryResource,
+    registry: PromotionRegistry,
     mlflow_tracking: MlflowTrackingResource,
     path: Path,
     run_id: str,
@@ -150,25 +148,25 @@ def publish_current(
     """
     ensure_export_writable(path)
     for change in changes:
-        if change.action == "blocked":
+        if change.action is RegimeAction.BLOCKED:
             continue  # a level that did not pass changed nothing: no alias moves
         row = registry.current(change.regime)
-        if change.action == "suspend" or row is None:
+        if change.action is Action.SUSPEND or row is None:
             mlflow_tracking.clear_current(regime=change.regime)
-        elif change.action == "rollback" and row.get("mlflow_model_version") is not None:
+        elif change.action is Action.ROLLBACK and row.mlflow_model_version is not None:
             mlflow_tracking.set_current(
-                regime=change.regime, model_version=int(row["mlflow_model_version"])
+                regime=change.regime, model_version=row.mlflow_model_version
             )
         else:  # a promotion, or a restored version that was never registered
             model_version = mlflow_tracking.register_promotion(
                 regime=change.regime,
-                params=row["params"],
-                metrics=row["metrics"],
-                source_run_id=row.get("source_run_id"),
+                params=dict(row.params),
+                metrics=dict(row.metrics),
+                source_run_id=row.source_run_id,
                 description=change.reason,
-                registry_version=int(row["version"]),
-                level=row.get("level"),
+                registry_version=row.version,
+                level=row.level,
                 dagster_run_id=run_id,
             )
-            registry.set_mlflow_model_version(change.regime, int(row["version"]), model_version)
+            registry.set_mlflow_model_version(change.regime, row.version, model_version)
     return export_current(registry, path, run_id, limited, changes, active)

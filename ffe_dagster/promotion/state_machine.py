@@ -18,13 +18,13 @@ Per regime, in this order:
 
 Every decision goes to the registry with its checks, metrics, trigger and run id, and the
 current parameters per regime (plus the LIMITED ones, with their capital share) are exported
-atomically as JSON for the trading system.
+atomically as JSON for the trading system. The registry is any ``PromotionRegistry``
+(``core/promotion/registry.py``): the SQL resource in a run, an in-memory one in tests.
 """
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import polars as pl
 
@@ -39,18 +39,22 @@ from ffe_dagster.core.promotion.performance import (
     paper_performance,
     watermark,
 )
+from ffe_dagster.core.promotion.records import (
+    Action,
+    Marks,
+    ParameterVersion,
+    RegimeAction,
+    Trigger,
+    VersionStatus,
+)
+from ffe_dagster.core.promotion.registry import PromotionRegistry
 from ffe_dagster.core.promotion.safety import safety_gate
 from ffe_dagster.core.study.evaluation import Params
 from ffe_dagster.core.study.selection import Candidate
 from ffe_dagster.promotion.decisions import CurrentChange, CycleReport
-from ffe_dagster.resources.registry import (
-    STATUS_SUPERSEDED,
-    Marks,
-    ParameterRegistryResource,
-)
 
 WARMUP_BARS = 400
-AUTOMATIC_ROLLBACK = "automatic-rollback"
+AUTOMATIC_ROLLBACK = Trigger.AUTOMATIC_ROLLBACK
 _YEAR = timedelta(days=365)
 
 
@@ -98,7 +102,7 @@ class Market:
 class _Cycle:
     """Everything one cycle shares, so the steps below take few arguments."""
 
-    registry: ParameterRegistryResource
+    registry: PromotionRegistry
     market: Market
     live: pl.DataFrame
     now: datetime
@@ -109,16 +113,15 @@ class _Cycle:
     run_id: str | None
     report: CycleReport
 
-    def direction(self, row: Mapping[str, Any]) -> Direction:
-        if row.get("direction"):
-            return Direction(row["direction"])
-        level = int(row["level"])
-        if level not in self.level_directions:
+    def direction(self, row: ParameterVersion) -> Direction:
+        if row.direction is not None:
+            return row.direction
+        if row.level not in self.level_directions:
             raise ValueError(
-                f"{row['regime']} v{row['version']} has no direction and level {level} is not "
+                f"{row.regime} v{row.version} has no direction and level {row.level} is not "
                 "in the curriculum any more"
             )
-        return self.level_directions[level]
+        return self.level_directions[row.level]
 
     def live_perf(self, regime: str, version: int, since: datetime) -> Performance:
         return live_performance(
@@ -131,43 +134,40 @@ class _Cycle:
             periods_per_year=_YEAR / self.market.bar_period,
         )
 
-    def record(self, row: Mapping[str, Any], decision: GateDecision, action: str) -> None:
+    def record(self, row: ParameterVersion, decision: GateDecision, action: Action) -> None:
         """Store a WAIT or FAIL decision about an in-flight version."""
-        kwargs: dict[str, Any] = {
-            "regime": row["regime"],
-            "version": row["version"],
-            "reason": decision.reason,
-            "metrics": {**decision.metrics, **_prefixed("current_", decision.baseline)},
-            "checks": decision.checks_as_dicts(),
-            "trigger": self.trigger,
-            "run_id": self.run_id,
-            "at": self.now,
-        }
-        if action == "wait":
-            self.registry.wait(**kwargs)
-        else:
-            self.registry.reject(**kwargs)
-        self.report.add(row["regime"], row["version"], row["stage"], action, decision.reason)
+        store = self.registry.wait if action is Action.WAIT else self.registry.reject
+        store(
+            regime=row.regime,
+            version=row.version,
+            reason=decision.reason,
+            metrics={**decision.metrics, **_prefixed("current_", decision.baseline)},
+            checks=decision.checks_as_dicts(),
+            trigger=self.trigger,
+            run_id=self.run_id,
+            at=self.now,
+        )
+        self.report.add(row.regime, row.version, row.stage, action, decision.reason)
 
 
 def _prefixed(prefix: str, values: Mapping[str, float]) -> dict[str, float]:
     return {prefix + k: v for k, v in values.items()}
 
 
-def stage_since(row: Mapping[str, Any]) -> datetime:
+def stage_since(row: ParameterVersion) -> datetime:
     """When a version entered its stage (its creation for rows of the first registry schema)."""
-    return row["stage_entered_at"] or row["created_at"]
+    return row.since
 
 
-def _reference_sharpe(row: Mapping[str, Any]) -> float:
+def _reference_sharpe(row: ParameterVersion) -> float:
     """What a version was expected to do after COLD: its COLD Sharpe."""
-    if "sharpe" not in row["metrics"]:
-        raise ValueError(f"{row['regime']} v{row['version']} has no COLD Sharpe in its metrics")
-    return float(row["metrics"]["sharpe"])
+    if "sharpe" not in row.metrics:
+        raise ValueError(f"{row.regime} v{row.version} has no COLD Sharpe in its metrics")
+    return float(row.metrics["sharpe"])
 
 
 def run_promotion_cycle(
-    registry: ParameterRegistryResource,
+    registry: PromotionRegistry,
     *,
     regimes: Sequence[RegimeCandidates],
     market: Market,
@@ -194,10 +194,10 @@ def run_promotion_cycle(
     by_regime = {r.regime: r for r in regimes}
     for regime in PromotionRegime:
         for row in registry.in_flight(regime.value):
-            if row["stage"] == Stage.LIMITED:
+            if row.stage is Stage.LIMITED:
                 _judge_limited(cycle, row)
         for row in registry.in_flight(regime.value):
-            if row["stage"] == Stage.WARM:
+            if row.stage is Stage.WARM:
                 _judge_warm(cycle, row)
         if regime in by_regime:
             _take_candidate(cycle, by_regime[regime])
@@ -206,21 +206,21 @@ def run_promotion_cycle(
     return cycle.report
 
 
-def _judge_limited(cycle: _Cycle, row: Mapping[str, Any]) -> None:
-    regime, version = row["regime"], int(row["version"])
+def _judge_limited(cycle: _Cycle, row: ParameterVersion) -> None:
+    regime, version = row.regime, row.version
     current = cycle.registry.current(regime)
-    since = row["stage_entered_at"]
+    since = row.since
     decision = limited_gate(
         cycle.live_perf(regime, version, since),
-        None if current is None else cycle.live_perf(regime, int(current["version"]), since),
+        None if current is None else cycle.live_perf(regime, current.version, since),
         reference_sharpe=_reference_sharpe(row),
         config=cycle.config.limited,
         limits=cycle.config.safety,
     )
     if decision.outcome is Outcome.WAIT:
-        cycle.record(row, decision, "wait")
+        cycle.record(row, decision, Action.WAIT)
     elif decision.outcome is Outcome.FAIL:
-        cycle.record(row, decision, "reject")
+        cycle.record(row, decision, Action.REJECT)
     elif not _held(cycle, row, decision):
         cycle.registry.advance(
             regime=regime,
@@ -234,33 +234,36 @@ def _judge_limited(cycle: _Cycle, row: Mapping[str, Any]) -> None:
             data_marks=cycle.marks,
             at=cycle.now,
         )
-        previous = None if current is None else int(current["version"])
-        cycle.report.add(regime, version, Stage.LIMITED, "promote", decision.reason)
+        previous = None if current is None else current.version
+        cycle.report.add(regime, version, Stage.LIMITED, Action.PROMOTE, decision.reason)
         cycle.report.changes.append(
-            CurrentChange(regime, "promote", version, previous, decision.reason, cycle.trigger)
+            CurrentChange(regime, Action.PROMOTE, version, previous, decision.reason, cycle.trigger)
         )
 
 
-def _judge_warm(cycle: _Cycle, row: Mapping[str, Any]) -> None:
-    regime, version = row["regime"], int(row["version"])
+def _judge_warm(cycle: _Cycle, row: ParameterVersion) -> None:
+    regime, version = row.regime, row.version
     current = cycle.registry.current(regime)
-    since = row["data_marks"]
+    since = row.data_marks
+    if since is None:
+        raise ValueError(f"{regime} v{version} is at WARM but has no data marks to trade from")
     decision = warm_gate(
-        cycle.market.paper(row["params"], cycle.direction(row), since),
+        cycle.market.paper(row.params, cycle.direction(row), since),
         None
         if current is None
-        else cycle.market.paper(current["params"], cycle.direction(current), since),
+        else cycle.market.paper(current.params, cycle.direction(current), since),
         reference_sharpe=_reference_sharpe(row),
         config=cycle.config.warm,
         limits=cycle.config.safety,
     )
     if decision.outcome is not Outcome.PASS:
-        cycle.record(row, decision, "wait" if decision.outcome is Outcome.WAIT else "reject")
+        action = Action.WAIT if decision.outcome is Outcome.WAIT else Action.REJECT
+        cycle.record(row, decision, action)
         return
-    busy = [r for r in cycle.registry.in_flight(regime) if r["stage"] == Stage.LIMITED]
+    busy = [r for r in cycle.registry.in_flight(regime) if r.stage is Stage.LIMITED]
     if busy:
         # One live trial per regime at a time: the trading system runs one LIMITED set.
-        reason = f"{decision.reason}; waits for v{busy[0]['version']} to leave LIMITED"
+        reason = f"{decision.reason}; waits for v{busy[0].version} to leave LIMITED"
         cycle.registry.wait(
             regime=regime,
             version=version,
@@ -271,7 +274,7 @@ def _judge_warm(cycle: _Cycle, row: Mapping[str, Any]) -> None:
             run_id=cycle.run_id,
             at=cycle.now,
         )
-        cycle.report.add(regime, version, Stage.WARM, "wait", reason)
+        cycle.report.add(regime, version, Stage.WARM, Action.WAIT, reason)
         return
     if _held(cycle, row, decision):
         return
@@ -286,10 +289,10 @@ def _judge_warm(cycle: _Cycle, row: Mapping[str, Any]) -> None:
         run_id=cycle.run_id,
         at=cycle.now,
     )
-    cycle.report.add(regime, version, Stage.WARM, "advance", decision.reason)
+    cycle.report.add(regime, version, Stage.WARM, Action.ADVANCE, decision.reason)
 
 
-def _note(cycle: _Cycle, inputs: RegimeCandidates, action: str, reason: str) -> None:
+def _note(cycle: _Cycle, inputs: RegimeCandidates, action: RegimeAction, reason: str) -> None:
     """Store and report a decision about the regime that creates no version."""
     regime = inputs.regime.value
     cycle.registry.note_decision(
@@ -321,7 +324,7 @@ def _unused_since(cycle: _Cycle, regime: str) -> tuple[dict[str, datetime], str 
     return used, "waits for bars no earlier COLD test used: " + "; ".join(short)
 
 
-def _held(cycle: _Cycle, row: Mapping[str, Any], decision: GateDecision) -> bool:
+def _held(cycle: _Cycle, row: ParameterVersion, decision: GateDecision) -> bool:
     """Whether a version that passed its gate must wait because required notifications are
     undeliverable (nobody would learn that live capital moved); the wait is recorded."""
     hold = cycle.registry.delivery_hold(cycle.now)
@@ -329,8 +332,8 @@ def _held(cycle: _Cycle, row: Mapping[str, Any], decision: GateDecision) -> bool
         return False
     reason = f"{decision.reason}; {hold}"
     cycle.registry.wait(
-        regime=row["regime"],
-        version=int(row["version"]),
+        regime=row.regime,
+        version=row.version,
         reason=reason,
         metrics={**decision.metrics, **_prefixed("current_", decision.baseline)},
         checks=decision.checks_as_dicts(),
@@ -338,28 +341,30 @@ def _held(cycle: _Cycle, row: Mapping[str, Any], decision: GateDecision) -> bool
         run_id=cycle.run_id,
         at=cycle.now,
     )
-    cycle.report.add(row["regime"], int(row["version"]), row["stage"], "wait", reason)
+    cycle.report.add(row.regime, row.version, row.stage, Action.WAIT, reason)
     return True
 
 
 def _take_candidate(cycle: _Cycle, inputs: RegimeCandidates) -> None:
     regime = inputs.regime.value
     if inputs.blocked is not None:
-        _note(cycle, inputs, "blocked", inputs.blocked)
+        _note(cycle, inputs, RegimeAction.BLOCKED, inputs.blocked)
         current = cycle.registry.current(regime)
-        version = None if current is None else int(current["version"])
+        version = None if current is None else current.version
         cycle.report.changes.append(
-            CurrentChange(regime, "blocked", version, version, inputs.blocked, cycle.trigger)
+            CurrentChange(
+                regime, RegimeAction.BLOCKED, version, version, inputs.blocked, cycle.trigger
+            )
         )
         return
     flying = cycle.registry.in_flight(regime)
     if flying:
-        busy = ", ".join(f"v{r['version']} at {r['stage']}" for r in flying)
-        _note(cycle, inputs, "skip", f"{busy} in flight; new candidates wait")
+        busy = ", ".join(f"v{r.version} at {r.stage}" for r in flying)
+        _note(cycle, inputs, RegimeAction.SKIP, f"{busy} in flight; new candidates wait")
         return
     # Every set the regime ever stored (current, superseded, rolled back, rejected at any stage,
     # COLD included) is not tried again: a set judged once on the hold-out has had its test.
-    known = [v["params"] for v in cycle.registry.history(regime)]
+    known: list[Mapping[str, object]] = [v.params for v in cycle.registry.history(regime)]
     known += cycle.registry.cold_tested(regime)
     fresh = [c for c in inputs.candidates if dict(c.params) not in known]
     if not fresh:
@@ -368,11 +373,11 @@ def _take_candidate(cycle: _Cycle, inputs: RegimeCandidates) -> None:
             if not inputs.candidates
             else f"every candidate of level {inputs.level} was judged by an earlier cycle"
         )
-        _note(cycle, inputs, "skip", why)
+        _note(cycle, inputs, RegimeAction.SKIP, why)
         return
     used, wait = _unused_since(cycle, regime)
     if wait is not None:
-        _note(cycle, inputs, "wait", wait)
+        _note(cycle, inputs, RegimeAction.WAIT, wait)
         return
     decisions: list[GateDecision] = []
 
@@ -419,7 +424,7 @@ def _take_candidate(cycle: _Cycle, inputs: RegimeCandidates) -> None:
         run_id=cycle.run_id,
         at=cycle.now,
     )
-    outcome = "advance" if choice.params is not None else "reject"
+    outcome = Action.ADVANCE if choice.params is not None else Action.REJECT
     cycle.report.add(regime, version, Stage.COLD, outcome, choice.reason)
 
 
@@ -427,26 +432,24 @@ def _watch_current(cycle: _Cycle, regime: str) -> None:
     current = cycle.registry.current(regime)
     if current is None:
         return
-    version = int(current["version"])
+    version = current.version
     reference = _reference_sharpe(current)
     limits = cycle.config.safety
     # (prefix of its metrics in the audit trail, decision)
     decisions: list[tuple[str, GateDecision]] = []
-    if current["stage_marks"] is None:
+    if current.stage_marks is None:
         # Restored by a rollback, or promoted before the watch existed: paper trading is
         # watched from the bars known now.
         cycle.registry.start_watch(regime, version, cycle.marks)
         cycle.report.add(regime, version, Stage.FULL, "watch", "safety watch starts at these bars")
     else:
-        paper = cycle.market.paper(
-            current["params"], cycle.direction(current), current["stage_marks"]
-        )
+        paper = cycle.market.paper(current.params, cycle.direction(current), current.stage_marks)
         window = "the bars since its promotion"
         decisions.append(
             ("", safety_gate(paper, reference_sharpe=reference, limits=limits, window=window))
         )
     reported = cycle.live.filter((pl.col("regime") == regime) & (pl.col("version") == version))
-    since = stage_since(current)
+    since = current.since
     if reported.height and cycle.now > since:
         live = cycle.live_perf(regime, version, since)
         window = "its live results"
@@ -468,22 +471,19 @@ def _watch_current(cycle: _Cycle, regime: str) -> None:
     earlier = [
         v
         for v in cycle.registry.history(regime)
-        if v["status"] == STATUS_SUPERSEDED and v["version"] < version
+        if v.status is VersionStatus.SUPERSEDED and v.version < version
     ]
-    kwargs: dict[str, Any] = {
-        "reason": reason,
-        "trigger": AUTOMATIC_ROLLBACK,
-        "run_id": cycle.run_id,
-        "metrics": metrics,
-        "checks": checks,
-        "at": cycle.now,
-    }
-    if earlier:
-        restored: int | None = cycle.registry.rollback(regime, **kwargs)
-        action = "rollback"
-    else:
-        cycle.registry.suspend(regime, **kwargs)
-        restored, action = None, "suspend"
+    take_back = cycle.registry.rollback if earlier else cycle.registry.suspend
+    back = take_back(
+        regime,
+        reason=reason,
+        trigger=AUTOMATIC_ROLLBACK,
+        run_id=cycle.run_id,
+        metrics=metrics,
+        checks=checks,
+        at=cycle.now,
+    )
+    restored, action = (back, Action.ROLLBACK) if earlier else (None, Action.SUSPEND)
     cycle.report.add(regime, version, Stage.FULL, action, reason)
     cycle.report.changes.append(
         CurrentChange(regime, action, restored, version, reason, AUTOMATIC_ROLLBACK)

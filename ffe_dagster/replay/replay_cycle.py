@@ -53,7 +53,7 @@ def _live_results(inputs: CycleInputs, data: LevelData, t: datetime) -> pl.DataF
     frames: list[pl.DataFrame] = []
     share = inputs.promotion.limited.capital_fraction
     for regime in PromotionRegime:
-        rows = [r for r in inputs.registry.in_flight(regime.value) if r["stage"] == Stage.LIMITED]
+        rows = [r for r in inputs.registry.in_flight(regime.value) if r.stage is Stage.LIMITED]
         current = inputs.registry.current(regime.value)
         plays = [(r, share) for r in rows] + ([(current, 1.0 - share)] if current else [])
         for row, fraction in plays:
@@ -62,8 +62,8 @@ def _live_results(inputs: CycleInputs, data: LevelData, t: datetime) -> pl.DataF
                 result = trade_period(
                     frame,
                     instrument,
-                    row["params"],
-                    Direction(row["direction"]),
+                    row.params,
+                    Direction(row.direction),
                     inputs.trading,
                     start=since,
                     end=t,
@@ -72,7 +72,7 @@ def _live_results(inputs: CycleInputs, data: LevelData, t: datetime) -> pl.DataF
                     live_rows(
                         result,
                         regime=regime.value,
-                        version=int(row["version"]),
+                        version=row.version,
                         capital_fraction=fraction,
                     )
                 )

@@ -2,11 +2,11 @@
 claim the rows that are due, record each delivery attempt, count what is where.
 
 A row is ``pending`` until one attempt succeeds, then ``sent``; a failed attempt schedules the
-next one (``core.notifications.retry_delay_s``) and a row is never dropped, so a notification
-made while the endpoint is down is delivered when it is back. A row is claimed (``claimed_until``)
-before it is posted, so two deliverers (the delivery sensor and the run-failure sensor) never post
-the same row at once; its key goes with every attempt for the receiver to drop a repeat (a post
-that succeeded but whose answer was lost is posted again).
+next one (``retry_delay_s`` in ``core/reporting/notifications.py``) and a row is never dropped,
+so a notification made while the endpoint is down is delivered when it is back. A row is
+claimed (``claimed_until``) before it is posted, so two deliverers (the delivery sensor and the
+run-failure sensor) never post the same row at once; its key goes with every attempt for the
+receiver to drop a repeat (a post that succeeded but whose answer was lost is posted again).
 """
 
 import json
@@ -18,13 +18,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ffe_dagster.core.promotion.config import Stage
+from ffe_dagster.core.promotion.records import Action, ParameterVersion
 from ffe_dagster.core.reporting.notifications import (
     DecisionFacts,
     DeliveryCounts,
     Notification,
     decision_notification,
 )
-from ffe_dagster.resources.registry_schema import OUTBOX, OUTBOX_ATTEMPTS, VERSIONS, decode
+from ffe_dagster.resources.registry_schema import OUTBOX, OUTBOX_ATTEMPTS, VERSIONS
 
 STATUS_PENDING = "pending"
 STATUS_SENT = "sent"
@@ -56,7 +58,7 @@ def enqueue(con: sa.Connection, notification: Notification) -> bool:
     return True
 
 
-def _version_row(con: sa.Connection, regime: str, version: int | None) -> dict[str, Any] | None:
+def _version_row(con: sa.Connection, regime: str, version: int | None) -> ParameterVersion | None:
     if version is None:
         return None
     row = (
@@ -66,7 +68,7 @@ def _version_row(con: sa.Connection, regime: str, version: int | None) -> dict[s
         .mappings()
         .first()
     )
-    return None if row is None else decode(row)
+    return None if row is None else ParameterVersion.from_row(row)
 
 
 def enqueue_decision(
@@ -75,9 +77,9 @@ def enqueue_decision(
     transition_id: int,
     regime: str,
     version: int,
-    action: str,
-    from_stage: str,
-    to_stage: str,
+    action: Action,
+    from_stage: Stage,
+    to_stage: Stage,
     from_version: int | None,
     to_version: int | None,
     reason: str,
@@ -99,14 +101,14 @@ def enqueue_decision(
         to_stage=to_stage,
         version_before=from_version,
         version_after=to_version,
-        params_before=None if before is None else before["params"],
-        params_after=None if subject is None or action == "suspend" else subject["params"],
+        params_before=None if before is None else before.params,
+        params_after=None if subject is None or action is Action.SUSPEND else subject.params,
         reason=reason,
         trigger=trigger,
         run_id=run_id,
         at=at,
-        level=None if subject is None else subject["level"],
-        mlflow_run_id=None if subject is None else subject.get("source_run_id"),
+        level=None if subject is None else subject.level,
+        mlflow_run_id=None if subject is None else subject.source_run_id,
         metrics=metrics,
         checks=checks,
     )

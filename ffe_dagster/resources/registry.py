@@ -15,10 +15,12 @@ from typing import Any
 import sqlalchemy as sa
 from dagster import ConfigurableResource
 
+from ffe_dagster.core.promotion.config import Stage
+from ffe_dagster.core.promotion.records import Action, Marks, RegimeAction, VersionStatus
 from ffe_dagster.resources.outbox import Outbox
 from ffe_dagster.resources.registry_queries import (
+    audit_entry,
     current_number,
-    decision,
     explicit_target,
     in_flight_row,
     insert_version,
@@ -36,31 +38,13 @@ from ffe_dagster.resources.registry_records import (
 )
 from ffe_dagster.resources.registry_schema import (
     METADATA,
-    STAGES,
-    STATUS_CANDIDATE,
-    STATUS_CURRENT,
-    STATUS_REJECTED,
-    STATUS_ROLLED_BACK,
-    STATUS_SUPERSEDED,
-    TRIGGERS,
     VERSIONS,
-    Marks,
     add_missing_columns,
     marks_json,
     to_json,
 )
 
-__all__ = [
-    "STAGES",
-    "STATUS_CANDIDATE",
-    "STATUS_CURRENT",
-    "STATUS_REJECTED",
-    "STATUS_ROLLED_BACK",
-    "STATUS_SUPERSEDED",
-    "TRIGGERS",
-    "Marks",
-    "ParameterRegistryResource",
-]
+__all__ = ["ParameterRegistryResource"]
 
 
 class ParameterRegistryResource(RegistryReads, ConfigurableResource):
@@ -105,11 +89,31 @@ class ParameterRegistryResource(RegistryReads, ConfigurableResource):
 
     # --- writing -------------------------------------------------------------------------------
 
-    def note_decision(self, *, at: datetime | None = None, **fields: Any) -> None:
-        """Store a decision about a regime that creates no version: ``regime``, ``level``,
-        ``stage``, ``action``, ``reason``, ``trigger``, ``run_id`` (see ``regime_decisions``)."""
+    def note_decision(
+        self,
+        *,
+        regime: str,
+        level: int,
+        stage: Stage,
+        action: RegimeAction,
+        reason: str,
+        trigger: str,
+        run_id: str | None,
+        at: datetime | None = None,
+    ) -> None:
+        """Store a decision about a regime that creates no version (see ``regime_decisions``)."""
         with self._connect(write=True) as con:
-            insert_regime_decision(con, at=at or datetime.now(UTC), **fields)
+            insert_regime_decision(
+                con,
+                regime=regime,
+                level=level,
+                stage=stage,
+                action=action,
+                reason=reason,
+                trigger=trigger,
+                run_id=run_id,
+                at=at or datetime.now(UTC),
+            )
 
     def note_cold_bars(
         self,
@@ -140,7 +144,7 @@ class ParameterRegistryResource(RegistryReads, ConfigurableResource):
         level: int,
         params: Mapping[str, Any],
         metrics: Mapping[str, Any],
-        stage: str,
+        stage: Stage,
         promoted: bool,
         reason: str,
         trigger: str,
@@ -149,7 +153,7 @@ class ParameterRegistryResource(RegistryReads, ConfigurableResource):
         """Store a version in one step: current at once when ``promoted`` (the old current is
         superseded), else rejected at ``stage``. The staged path is ``add_candidate`` and
         ``advance``; this one stays for imports and tests of a finished decision."""
-        d = decision(reason, trigger, run_id, metrics, None, None)
+        d = audit_entry(reason, trigger, run_id, metrics, None, None)
         with self._connect(write=True) as con:
             version = next_version(con, regime)
             previous = current_number(con, regime)
@@ -163,8 +167,8 @@ class ParameterRegistryResource(RegistryReads, ConfigurableResource):
                 level=level,
                 params=params,
                 metrics=metrics,
-                stage="FULL" if promoted else stage,
-                status=STATUS_CURRENT if promoted else STATUS_REJECTED,
+                stage=Stage.FULL if promoted else stage,
+                status=VersionStatus.CURRENT if promoted else VersionStatus.REJECTED,
             )
             transition(
                 con,
@@ -173,9 +177,9 @@ class ParameterRegistryResource(RegistryReads, ConfigurableResource):
                 version=version,
                 from_version=previous,
                 to_version=version if promoted else previous,
-                action="promote" if promoted else "reject",
+                action=Action.PROMOTE if promoted else Action.REJECT,
                 from_stage=stage,
-                to_stage="FULL" if promoted else stage,
+                to_stage=Stage.FULL if promoted else stage,
             )
         return version
 
@@ -200,8 +204,8 @@ class ParameterRegistryResource(RegistryReads, ConfigurableResource):
         """Store a new version judged by the COLD gate: in flight at WARM when it ``passed``, else
         rejected at COLD. ``data_marks`` (the newest bar per instrument now) is where its WARM
         paper trading starts. Returns the version number."""
-        d = decision(reason, trigger, run_id, metrics, checks, at)
-        stage = "WARM" if passed else "COLD"
+        d = audit_entry(reason, trigger, run_id, metrics, checks, at)
+        stage = Stage.WARM if passed else Stage.COLD
         with self._connect(write=True) as con:
             version = next_version(con, regime)
             current = current_number(con, regime)
@@ -214,7 +218,7 @@ class ParameterRegistryResource(RegistryReads, ConfigurableResource):
                 params=params,
                 metrics=metrics,
                 stage=stage,
-                status=STATUS_CANDIDATE if passed else STATUS_REJECTED,
+                status=VersionStatus.CANDIDATE if passed else VersionStatus.REJECTED,
                 direction=direction,
                 source_run_id=source_run_id,
                 candidate_number=candidate_number,
@@ -229,8 +233,8 @@ class ParameterRegistryResource(RegistryReads, ConfigurableResource):
                 version=version,
                 from_version=current,
                 to_version=current,
-                action="advance" if passed else "reject",
-                from_stage="COLD",
+                action=Action.ADVANCE if passed else Action.REJECT,
+                from_stage=Stage.COLD,
                 to_stage=stage,
             )
         return version
@@ -240,7 +244,7 @@ class ParameterRegistryResource(RegistryReads, ConfigurableResource):
         *,
         regime: str,
         version: int,
-        to_stage: str,
+        to_stage: Stage,
         reason: str,
         metrics: Mapping[str, Any],
         checks: Sequence[Mapping[str, Any]],
@@ -252,15 +256,15 @@ class ParameterRegistryResource(RegistryReads, ConfigurableResource):
         """Move an in-flight version one stage up: WARM -> LIMITED, or LIMITED -> FULL (it
         becomes current, the old current is superseded; ``data_marks`` is where the watch of
         its safety limits starts)."""
-        d = decision(reason, trigger, run_id, metrics, checks, at)
+        d = audit_entry(reason, trigger, run_id, metrics, checks, at)
         with self._connect(write=True) as con:
             row = in_flight_row(con, regime, version)
-            from_stage = row["stage"]
-            expected = {"WARM": "LIMITED", "LIMITED": "FULL"}.get(from_stage)
+            from_stage = row.stage
+            expected = {Stage.WARM: Stage.LIMITED, Stage.LIMITED: Stage.FULL}.get(from_stage)
             if to_stage != expected:
                 raise ValueError(f"{regime} v{version} at {from_stage} cannot move to {to_stage}")
             previous = current_number(con, regime)
-            full = to_stage == "FULL"
+            full = to_stage == Stage.FULL
             if full:
                 supersede_current(con, regime, d.at)
             update_version(
@@ -268,10 +272,10 @@ class ParameterRegistryResource(RegistryReads, ConfigurableResource):
                 regime,
                 version,
                 stage=to_stage,
-                status=STATUS_CURRENT if full else STATUS_CANDIDATE,
+                status=VersionStatus.CURRENT if full else VersionStatus.CANDIDATE,
                 reason=reason,
                 stage_entered_at=d.at,
-                stage_marks=marks_json(data_marks) if full else row["stage_marks"],
+                stage_marks=marks_json(data_marks if full else row.stage_marks),
                 stage_metrics=to_json(dict(metrics)),
                 stage_run_id=run_id,
                 updated_at=d.at,
@@ -283,7 +287,7 @@ class ParameterRegistryResource(RegistryReads, ConfigurableResource):
                 version=version,
                 from_version=previous,
                 to_version=version if full else previous,
-                action="promote" if full else "advance",
+                action=Action.PROMOTE if full else Action.ADVANCE,
                 from_stage=from_stage,
                 to_stage=to_stage,
             )
@@ -301,7 +305,7 @@ class ParameterRegistryResource(RegistryReads, ConfigurableResource):
         at: datetime | None = None,
     ) -> None:
         """Record that an in-flight version could not be judged yet; it stays at its stage."""
-        self._decide(regime, version, "wait", reason, metrics, checks, trigger, run_id, at)
+        self._decide(regime, version, Action.WAIT, reason, metrics, checks, trigger, run_id, at)
 
     def reject(
         self,
@@ -316,13 +320,13 @@ class ParameterRegistryResource(RegistryReads, ConfigurableResource):
         at: datetime | None = None,
     ) -> None:
         """Reject an in-flight version at its stage."""
-        self._decide(regime, version, "reject", reason, metrics, checks, trigger, run_id, at)
+        self._decide(regime, version, Action.REJECT, reason, metrics, checks, trigger, run_id, at)
 
     def _decide(
         self,
         regime: str,
         version: int,
-        action: str,
+        action: Action,
         reason: str,
         metrics: Mapping[str, Any],
         checks: Sequence[Mapping[str, Any]],
@@ -330,7 +334,7 @@ class ParameterRegistryResource(RegistryReads, ConfigurableResource):
         run_id: str | None,
         at: datetime | None,
     ) -> None:
-        d = decision(reason, trigger, run_id, metrics, checks, at)
+        d = audit_entry(reason, trigger, run_id, metrics, checks, at)
         with self._connect(write=True) as con:
             row = in_flight_row(con, regime, version)
             values: dict[str, Any] = {
@@ -338,8 +342,8 @@ class ParameterRegistryResource(RegistryReads, ConfigurableResource):
                 "stage_metrics": to_json(dict(metrics)),
                 "updated_at": d.at,
             }
-            if action == "reject":
-                values["status"] = STATUS_REJECTED
+            if action is Action.REJECT:
+                values["status"] = VersionStatus.REJECTED
             update_version(con, regime, version, **values)
             current = current_number(con, regime)
             transition(
@@ -350,8 +354,8 @@ class ParameterRegistryResource(RegistryReads, ConfigurableResource):
                 from_version=current,
                 to_version=current,
                 action=action,
-                from_stage=row["stage"],
-                to_stage=row["stage"],
+                from_stage=row.stage,
+                to_stage=row.stage,
             )
 
     def rollback(
@@ -373,7 +377,7 @@ class ParameterRegistryResource(RegistryReads, ConfigurableResource):
         (if any) becomes ``rolled_back``. The restored version's safety watch starts afresh: its
         ``stage_marks`` are cleared and set by the next cycle.
         """
-        d = decision(reason, trigger, run_id, metrics, checks, at)
+        d = audit_entry(reason, trigger, run_id, metrics, checks, at)
         with self._connect(write=True) as con:
             current = current_number(con, regime)
             target = (
@@ -387,8 +391,8 @@ class ParameterRegistryResource(RegistryReads, ConfigurableResource):
                 con,
                 regime,
                 target,
-                status=STATUS_CURRENT,
-                stage="FULL",
+                status=VersionStatus.CURRENT,
+                stage=Stage.FULL,
                 stage_entered_at=d.at,
                 stage_marks=None,
                 stage_run_id=run_id,
@@ -401,9 +405,9 @@ class ParameterRegistryResource(RegistryReads, ConfigurableResource):
                 version=target,
                 from_version=current,
                 to_version=target,
-                action="rollback",
-                from_stage="FULL",
-                to_stage="FULL",
+                action=Action.ROLLBACK,
+                from_stage=Stage.FULL,
+                to_stage=Stage.FULL,
             )
         return target
 
@@ -420,7 +424,7 @@ class ParameterRegistryResource(RegistryReads, ConfigurableResource):
     ) -> int:
         """Take the current version back when there is no earlier one to return to: the regime
         has no current set until a new one is promoted. Returns the suspended version."""
-        d = decision(reason, trigger, run_id, metrics, checks, at)
+        d = audit_entry(reason, trigger, run_id, metrics, checks, at)
         with self._connect(write=True) as con:
             current = current_number(con, regime)
             if current is None:
@@ -433,9 +437,9 @@ class ParameterRegistryResource(RegistryReads, ConfigurableResource):
                 version=current,
                 from_version=current,
                 to_version=None,
-                action="suspend",
-                from_stage="FULL",
-                to_stage="FULL",
+                action=Action.SUSPEND,
+                from_stage=Stage.FULL,
+                to_stage=Stage.FULL,
             )
         return current
 
@@ -447,7 +451,7 @@ class ParameterRegistryResource(RegistryReads, ConfigurableResource):
                 con,
                 regime,
                 version,
-                VERSIONS.c.status == STATUS_CURRENT,
+                VERSIONS.c.status == VersionStatus.CURRENT,
                 stage_marks=marks_json(data_marks),
                 updated_at=datetime.now(UTC),
             )

@@ -12,22 +12,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ffe_dagster.core.promotion.config import Stage
+from ffe_dagster.core.promotion.records import Action, ParameterVersion, VersionStatus
 from ffe_dagster.resources.outbox import enqueue_decision
-from ffe_dagster.resources.registry_schema import (
-    STATUS_CANDIDATE,
-    STATUS_CURRENT,
-    STATUS_ROLLED_BACK,
-    STATUS_SUPERSEDED,
-    TRANSITIONS,
-    TRIGGERS,
-    VERSIONS,
-    to_json,
-)
+from ffe_dagster.resources.registry_schema import TRANSITIONS, TRIGGERS, VERSIONS, to_json
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
-    """What every audit-trail row of one decision shares: why, who, the evidence, when."""
+class AuditEntry:
+    """What every audit-trail row of one decision shares: why, who, the evidence, when (the
+    rest of the row, ``Transition``, says what was decided about which version)."""
 
     reason: str
     trigger: str
@@ -37,22 +31,26 @@ class Decision:
     at: datetime
 
 
-def decision(
+def audit_entry(
     reason: str,
     trigger: str,
     run_id: str | None,
     metrics: Mapping[str, Any] | None,
     checks: Sequence[Mapping[str, Any]] | None,
     at: datetime | None,
-) -> Decision:
+) -> AuditEntry:
     """Check ``trigger`` and stamp the decision (now, unless ``at`` is given)."""
     if trigger not in TRIGGERS:
         raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
-    return Decision(reason, trigger, run_id, metrics, checks, at or datetime.now(UTC))
+    return AuditEntry(reason, trigger, run_id, metrics, checks, at or datetime.now(UTC))
 
 
 def find_version(
-    con: sa.Connection, regime: str, *, status: str | None = None, version: int | None = None
+    con: sa.Connection,
+    regime: str,
+    *,
+    status: VersionStatus | None = None,
+    version: int | None = None,
 ) -> sa.RowMapping | None:
     query = sa.select(VERSIONS).where(VERSIONS.c.regime == regime)
     if status is not None:
@@ -62,11 +60,11 @@ def find_version(
     return con.execute(query).mappings().first()
 
 
-def in_flight_row(con: sa.Connection, regime: str, version: int) -> sa.RowMapping:
+def in_flight_row(con: sa.Connection, regime: str, version: int) -> ParameterVersion:
     row = find_version(con, regime, version=version)
-    if row is None or row["status"] != STATUS_CANDIDATE:
+    if row is None or row["status"] != VersionStatus.CANDIDATE:
         raise ValueError(f"{regime} v{version} is not in flight")
-    return row
+    return ParameterVersion.from_row(row)
 
 
 def next_version(con: sa.Connection, regime: str) -> int:
@@ -79,7 +77,7 @@ def next_version(con: sa.Connection, regime: str) -> int:
 def current_number(con: sa.Connection, regime: str) -> int | None:
     found = con.execute(
         sa.select(VERSIONS.c.version).where(
-            VERSIONS.c.regime == regime, VERSIONS.c.status == STATUS_CURRENT
+            VERSIONS.c.regime == regime, VERSIONS.c.status == VersionStatus.CURRENT
         )
     ).scalar()
     return None if found is None else int(found)
@@ -87,15 +85,15 @@ def current_number(con: sa.Connection, regime: str) -> int | None:
 
 def insert_version(
     con: sa.Connection,
-    d: Decision,
+    d: AuditEntry,
     *,
     regime: str,
     version: int,
     level: int,
     params: Mapping[str, Any],
     metrics: Mapping[str, Any],
-    stage: str,
-    status: str,
+    stage: Stage,
+    status: VersionStatus,
     **extra: Any,
 ) -> None:
     """Insert a new version, made and put into ``stage`` by decision ``d``."""
@@ -135,20 +133,20 @@ def update_version(
 def supersede_current(con: sa.Connection, regime: str, now: datetime) -> None:
     con.execute(
         VERSIONS.update()
-        .where(VERSIONS.c.regime == regime, VERSIONS.c.status == STATUS_CURRENT)
-        .values(status=STATUS_SUPERSEDED, updated_at=now)
+        .where(VERSIONS.c.regime == regime, VERSIONS.c.status == VersionStatus.CURRENT)
+        .values(status=VersionStatus.SUPERSEDED, updated_at=now)
     )
 
 
-def roll_back(con: sa.Connection, regime: str, version: int, d: Decision) -> None:
+def roll_back(con: sa.Connection, regime: str, version: int, d: AuditEntry) -> None:
     update_version(
-        con, regime, version, status=STATUS_ROLLED_BACK, reason=d.reason, updated_at=d.at
+        con, regime, version, status=VersionStatus.ROLLED_BACK, reason=d.reason, updated_at=d.at
     )
 
 
 def previous_promoted(con: sa.Connection, regime: str, current: int | None) -> int:
     query = sa.select(sa.func.max(VERSIONS.c.version)).where(
-        VERSIONS.c.regime == regime, VERSIONS.c.status == STATUS_SUPERSEDED
+        VERSIONS.c.regime == regime, VERSIONS.c.status == VersionStatus.SUPERSEDED
     )
     if current is not None:
         query = query.where(VERSIONS.c.version < current)
@@ -159,14 +157,15 @@ def previous_promoted(con: sa.Connection, regime: str, current: int | None) -> i
 
 
 def explicit_target(con: sa.Connection, regime: str, target: int, current: int | None) -> int:
-    row = find_version(con, regime, version=target)
-    if row is None:
+    found = find_version(con, regime, version=target)
+    if found is None:
         raise ValueError(f"regime {regime} has no version {target}")
     if target == current:
         raise ValueError(f"{regime} v{target} is already current")
-    if row["status"] not in (STATUS_SUPERSEDED, STATUS_ROLLED_BACK):
+    row = ParameterVersion.from_row(found)
+    if row.status not in (VersionStatus.SUPERSEDED, VersionStatus.ROLLED_BACK):
         raise ValueError(
-            f"{regime} v{target} was never promoted (status {row['status']} at {row['stage']}); "
+            f"{regime} v{target} was never promoted (status {row.status} at {row.stage}); "
             "only a version that was current can be restored"
         )
     return target
@@ -174,15 +173,15 @@ def explicit_target(con: sa.Connection, regime: str, target: int, current: int |
 
 def transition(
     con: sa.Connection,
-    d: Decision,
+    d: AuditEntry,
     *,
     regime: str,
     version: int,
     from_version: int | None,
     to_version: int | None,
-    action: str,
-    from_stage: str,
-    to_stage: str,
+    action: Action,
+    from_stage: Stage,
+    to_stage: Stage,
 ) -> None:
     """Append decision ``d`` about ``version`` to the audit trail, and its notification to the
     outbox in the same transaction (``resources/outbox.py``)."""

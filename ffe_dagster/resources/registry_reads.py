@@ -1,4 +1,5 @@
-"""The registry's reads: versions, the audit trail, decisions and what COLD has judged.
+"""The registry's reads: versions, the audit trail, decisions and what COLD has judged, as the
+records of ``core/promotion/records``.
 
 A mixin of ``ParameterRegistryResource`` (``resources/registry.py``), which supplies the
 connection; the changes, each one transaction with its audit row, stay there.
@@ -11,16 +12,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ffe_dagster.core.promotion.records import (
+    ParameterVersion,
+    RegimeDecision,
+    Transition,
+    VersionStatus,
+)
 from ffe_dagster.resources.registry_queries import find_version
 from ffe_dagster.resources.registry_records import cold_bars_query, cold_tested_query
-from ffe_dagster.resources.registry_schema import (
-    REGIME_DECISIONS,
-    STATUS_CANDIDATE,
-    STATUS_CURRENT,
-    TRANSITIONS,
-    VERSIONS,
-    decode,
-)
+from ffe_dagster.resources.registry_schema import REGIME_DECISIONS, TRANSITIONS, VERSIONS
 
 
 class RegistryReads:
@@ -29,52 +29,53 @@ class RegistryReads:
     def _connect(self, write: bool) -> AbstractContextManager[sa.Connection]:
         raise NotImplementedError  # the resource's connection
 
-    def _rows(self, query: sa.Select[Any]) -> list[dict[str, Any]]:
+    def _rows(self, query: sa.Select[Any]) -> list[sa.RowMapping]:
         with self._connect(write=False) as con:
-            return [decode(r) for r in con.execute(query).mappings()]
+            return list(con.execute(query).mappings())
 
-    def current(self, regime: str) -> dict[str, Any] | None:
+    def current(self, regime: str) -> ParameterVersion | None:
         """The current (FULL) version of ``regime``, or None when there is none."""
         with self._connect(write=False) as con:
-            row = find_version(con, regime, status=STATUS_CURRENT)
-        return decode(row) if row else None
+            row = find_version(con, regime, status=VersionStatus.CURRENT)
+        return ParameterVersion.from_row(row) if row else None
 
-    def version(self, regime: str, version: int) -> dict[str, Any]:
+    def version(self, regime: str, version: int) -> ParameterVersion:
         """One version of ``regime``; ``KeyError`` when it does not exist."""
         with self._connect(write=False) as con:
             row = find_version(con, regime, version=version)
         if row is None:
             raise KeyError(f"regime {regime} has no version {version}")
-        return decode(row)
+        return ParameterVersion.from_row(row)
 
-    def in_flight(self, regime: str) -> list[dict[str, Any]]:
+    def in_flight(self, regime: str) -> list[ParameterVersion]:
         """The versions of ``regime`` in flight (stage WARM or LIMITED), oldest first."""
-        return self._rows(
+        query = (
             sa.select(VERSIONS)
-            .where(VERSIONS.c.regime == regime, VERSIONS.c.status == STATUS_CANDIDATE)
+            .where(VERSIONS.c.regime == regime, VERSIONS.c.status == VersionStatus.CANDIDATE)
             .order_by(VERSIONS.c.version)
         )
+        return [ParameterVersion.from_row(r) for r in self._rows(query)]
 
-    def history(self, regime: str | None = None) -> list[dict[str, Any]]:
+    def history(self, regime: str | None = None) -> list[ParameterVersion]:
         """Every version (of one regime when given), by regime then version."""
         query = sa.select(VERSIONS).order_by(VERSIONS.c.regime, VERSIONS.c.version)
         if regime is not None:
             query = query.where(VERSIONS.c.regime == regime)
-        return self._rows(query)
+        return [ParameterVersion.from_row(r) for r in self._rows(query)]
 
-    def transitions(self, regime: str | None = None) -> list[dict[str, Any]]:
+    def transitions(self, regime: str | None = None) -> list[Transition]:
         """The audit trail (of one regime when given), oldest first."""
         query = sa.select(TRANSITIONS).order_by(TRANSITIONS.c.id)
         if regime is not None:
             query = query.where(TRANSITIONS.c.regime == regime)
-        return self._rows(query)
+        return [Transition.from_row(r) for r in self._rows(query)]
 
-    def regime_decisions(self, regime: str | None = None) -> list[dict[str, Any]]:
+    def regime_decisions(self, regime: str | None = None) -> list[RegimeDecision]:
         """Decisions that stored no version (``blocked``, ``wait``, ``skip``), oldest first."""
         query = sa.select(REGIME_DECISIONS).order_by(REGIME_DECISIONS.c.id)
         if regime is not None:
             query = query.where(REGIME_DECISIONS.c.regime == regime)
-        return self._rows(query)
+        return [RegimeDecision.from_row(r) for r in self._rows(query)]
 
     def cold_bars_used(self, regime: str) -> dict[str, datetime]:
         """Per instrument, the newest bar an earlier COLD test of ``regime`` judged."""

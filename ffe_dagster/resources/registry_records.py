@@ -8,6 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ffe_dagster.core.promotion.config import Stage
+from ffe_dagster.core.promotion.records import RegimeAction
 from ffe_dagster.resources.registry_schema import COLD_BARS, REGIME_DECISIONS, TRIGGERS
 
 
@@ -16,8 +18,8 @@ def insert_regime_decision(
     *,
     regime: str,
     level: int,
-    stage: str,
-    action: str,
+    stage: Stage,
+    action: RegimeAction,
     reason: str,
     trigger: str,
     run_id: str | None,

@@ -1,4 +1,4 @@
-"""The tables of the parameter registry, their in-place upgrade, and how their rows are decoded.
+"""The tables of the parameter registry, their in-place upgrade, and how values are stored.
 
 ``parameter_versions`` keeps every version a cycle produced, with its stage (COLD, WARM, LIMITED,
 FULL) and status:
@@ -15,24 +15,22 @@ checks and metrics behind it, what triggered it (schedule, sensor, manual, autom
 and the Dagster run id. ``from_version`` / ``to_version`` are the regime's current version before
 and after the decision.
 
-Columns added since the first schema are nullable and added in place to an existing database
-(``add_missing_columns``), so a registry written by an older release keeps working.
+The stored strings are the values of ``core/promotion/records``' enums (``VersionStatus``,
+``Action``, ``RegimeAction``, ``Trigger``) and of ``Stage``; rows are read back as that module's
+records. Columns added since the first schema are nullable and added in place to an existing
+database (``add_missing_columns``), so a registry written by an older release keeps working.
 """
 
 import json
-from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-STATUS_CANDIDATE = "candidate"
-STATUS_CURRENT = "current"
-STATUS_SUPERSEDED = "superseded"
-STATUS_REJECTED = "rejected"
-STATUS_ROLLED_BACK = "rolled_back"
-STAGES = ("COLD", "WARM", "LIMITED", "FULL")
-TRIGGERS = ("schedule", "sensor", "manual", "automatic-rollback")
+from ffe_dagster.core.promotion.config import Stage
+from ffe_dagster.core.promotion.records import Marks, Trigger, marks_to_json
+
+STAGES = tuple(s.value for s in Stage)
+TRIGGERS = tuple(t.value for t in Trigger)
 
 METADATA = sa.MetaData()
 VERSIONS = sa.Table(
@@ -139,17 +137,6 @@ OUTBOX_ATTEMPTS = sa.Table(
     sa.Column("http_status", sa.Integer),
     sa.Column("error", sa.Text),
 )
-_JSON_COLUMNS = (
-    "params",
-    "metrics",
-    "data_marks",
-    "stage_marks",
-    "stage_metrics",
-    "checks",
-    "tested",
-)
-_TIME_COLUMNS = ("created_at", "stage_entered_at", "updated_at", "at", "first_bar", "last_bar")
-Marks = Mapping[str, datetime]
 
 
 def add_missing_columns(engine: sa.Engine) -> None:
@@ -172,28 +159,10 @@ def add_missing_columns(engine: sa.Engine) -> None:
 
 def marks_json(marks: Marks | None) -> str | None:
     """``marks`` as stored: a JSON object of ISO-8601 instants, or None."""
-    if marks is None:
-        return None
-    return json.dumps({k: v.isoformat() for k, v in sorted(marks.items())})
+    found = marks_to_json(marks)
+    return None if found is None else json.dumps(found)
 
 
 def to_json(value: Any) -> str | None:
     """``value`` as stored in a JSON text column, or None."""
     return None if value is None else json.dumps(value, sort_keys=True, default=str)
-
-
-def decode(row: Mapping[Any, Any]) -> dict[str, Any]:
-    """A row of either table as plain values: JSON parsed, marks and times as aware UTC."""
-    out = dict(row)
-    for name in _JSON_COLUMNS:
-        if name in out and out[name] is not None:
-            out[name] = json.loads(out[name])
-    for name in ("data_marks", "stage_marks"):
-        if out.get(name) is not None:
-            out[name] = {k: datetime.fromisoformat(v) for k, v in out[name].items()}
-    for name in _TIME_COLUMNS:
-        # SQLite hands back naive datetimes; every time stored here is UTC.
-        value = out.get(name)
-        if isinstance(value, datetime) and value.tzinfo is None:
-            out[name] = value.replace(tzinfo=UTC)
-    return out

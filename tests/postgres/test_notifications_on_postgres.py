@@ -4,6 +4,7 @@ claimed by one deliverer is not handed to another."""
 
 from datetime import UTC, datetime, timedelta
 
+from ffe_dagster.core.promotion.config import Stage
 from ffe_dagster.core.reporting.notifications import UiLinks
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.webhook import WebhookResource
@@ -21,7 +22,7 @@ def test_the_outbox_delivers_once_after_an_outage(postgres_url: str) -> None:
             level=2,
             params={"stop_loss_pct": float(n)},
             metrics={"sharpe": 1.0},
-            stage="FULL",
+            stage=Stage.FULL,
             promoted=True,
             reason=f"import {n}",
             trigger="manual",

@@ -8,6 +8,9 @@ import pytest
 import sqlalchemy as sa
 
 from ffe_dagster.config.settings import Settings
+from ffe_dagster.core.promotion.checks import GateCheck
+from ffe_dagster.core.promotion.config import Stage
+from ffe_dagster.core.promotion.records import Action, VersionStatus
 from ffe_dagster.core.study.optimize import DIRECTIONS, open_storage
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from tests.test_registry import CHECKS, MARKS, T0, _candidate, _record
@@ -20,22 +23,22 @@ def test_versions_transitions_and_rollback(postgres_url: str) -> None:
     assert _record(registry, 2.0, False) == 2  # rejected: the current version stays
     assert _record(registry, 3.0, True) == 3
     current = registry.current("BULL")
-    assert current is not None and current["params"] == {"x": 3.0}
+    assert current is not None and current.params == {"x": 3.0}
     assert registry.rollback("BULL", reason="breach", trigger="manual", run_id="r2") == 1
     current = registry.current("BULL")
-    assert current is not None and current["version"] == 1
-    assert current["created_at"].tzinfo is not None  # timestamptz round-trips aware datetimes
-    assert [v["status"] for v in registry.history("BULL")] == [
+    assert current is not None and current.version == 1
+    assert current.created_at.tzinfo is not None  # timestamptz round-trips aware datetimes
+    assert [v.status for v in registry.history("BULL")] == [
         "current",
-        "rejected",
-        "rolled_back",
+        VersionStatus.REJECTED,
+        VersionStatus.ROLLED_BACK,
     ]
-    actions = [(t["action"], t["from_version"], t["to_version"]) for t in registry.transitions()]
+    actions = [(t.action, t.from_version, t.to_version) for t in registry.transitions()]
     assert actions == [
-        ("promote", None, 1),
-        ("reject", 1, 1),
-        ("promote", 1, 3),
-        ("rollback", 3, 1),
+        (Action.PROMOTE, None, 1),
+        (Action.REJECT, 1, 1),
+        (Action.PROMOTE, 1, 3),
+        (Action.ROLLBACK, 3, 1),
     ]
     with pytest.raises(ValueError, match="no earlier promoted version"):
         registry.rollback("BULL", reason="again", trigger="manual", run_id=None)
@@ -45,10 +48,10 @@ def test_a_candidate_climbs_to_full_with_its_audit_trail(postgres_url: str) -> N
     registry = ParameterRegistryResource(url=postgres_url)
     assert _candidate(registry, 1.0) == 1
     (flying,) = registry.in_flight("BEAR")
-    assert flying["data_marks"] == MARKS and flying["stage_entered_at"] == T0
+    assert flying.data_marks == MARKS and flying.stage_entered_at == T0
     common = {"regime": "BEAR", "version": 1, "checks": CHECKS, "trigger": "schedule"}
     registry.advance(
-        to_stage="LIMITED",
+        to_stage=Stage.LIMITED,
         reason="WARM passed",
         metrics={"sharpe": 1.3},
         run_id="run-3",
@@ -56,7 +59,7 @@ def test_a_candidate_climbs_to_full_with_its_audit_trail(postgres_url: str) -> N
         **common,
     )
     registry.advance(
-        to_stage="FULL",
+        to_stage=Stage.FULL,
         reason="LIMITED passed",
         metrics={"sharpe": 1.4},
         run_id="run-4",
@@ -64,15 +67,16 @@ def test_a_candidate_climbs_to_full_with_its_audit_trail(postgres_url: str) -> N
         **common,
     )
     current = registry.current("BEAR")
-    assert current is not None and (current["stage"], current["stage_run_id"]) == ("FULL", "run-4")
-    trail = [(t["action"], t["from_stage"], t["to_stage"]) for t in registry.transitions("BEAR")]
+    assert current is not None and (current.stage, current.stage_run_id) == (Stage.FULL, "run-4")
+    trail = [(t.action, t.from_stage, t.to_stage) for t in registry.transitions("BEAR")]
     assert trail == [
-        ("advance", "COLD", "WARM"),
-        ("advance", "WARM", "LIMITED"),
-        ("promote", "LIMITED", "FULL"),
+        (Action.ADVANCE, Stage.COLD, Stage.WARM),
+        (Action.ADVANCE, Stage.WARM, Stage.LIMITED),
+        (Action.PROMOTE, Stage.LIMITED, Stage.FULL),
     ]
     last = registry.transitions("BEAR")[-1]
-    assert last["checks"] == CHECKS and last["at"] == T0 + timedelta(hours=40)
+    assert last.checks == (GateCheck("sharpe", 1.2, 0.5, True, "ok"),)
+    assert last.at == T0 + timedelta(hours=40)
 
 
 def test_registry_and_studies_share_one_database(postgres_url: str) -> None:

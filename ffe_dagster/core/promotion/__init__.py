@@ -17,6 +17,11 @@ Each name lives in one module, and is re-exported here:
   (``normalize_live_results``, ``combine_live_results``, ``live_performance``).
 - ``safety``: the safety limits (``safety_checks``, ``safety_gate``, ``sharpe_degradation_pct``).
 - ``gates``: ``cold_gate``, ``warm_gate``, ``limited_gate`` and ``choose_for_regime``.
+- ``records``: what the registry stores and reads back (``ParameterVersion``, ``Transition``,
+  ``RegimeDecision``) and the enums of its columns (``VersionStatus``, ``Action``,
+  ``RegimeAction``, ``Trigger``).
+- ``registry``: ``PromotionRegistry``, the Protocol the state machine, the export and the
+  rollback depend on (SQL in ``resources/registry.py``, in memory in ``tests/fakes``).
 """
 
 from ffe_dagster.core.promotion.checks import GateCheck, GateDecision, at_least, at_most
@@ -42,21 +47,41 @@ from ffe_dagster.core.promotion.performance import (
     paper_performance,
     watermark,
 )
+from ffe_dagster.core.promotion.records import (
+    Action,
+    Marks,
+    ParameterVersion,
+    RegimeAction,
+    RegimeDecision,
+    Transition,
+    Trigger,
+    VersionStatus,
+)
+from ffe_dagster.core.promotion.registry import PromotionRegistry
 from ffe_dagster.core.promotion.safety import safety_gate, sharpe_degradation_pct
 
 __all__ = [
     "LIVE_RESULT_COLUMNS",
+    "Action",
     "ColdGateConfig",
     "GateCheck",
     "GateDecision",
     "InvalidLimits",
     "LimitedGateConfig",
+    "Marks",
     "Outcome",
+    "ParameterVersion",
     "Performance",
     "PromotionConfig",
     "PromotionRegime",
+    "PromotionRegistry",
+    "RegimeAction",
+    "RegimeDecision",
     "SafetyLimits",
     "Stage",
+    "Transition",
+    "Trigger",
+    "VersionStatus",
     "WarmGateConfig",
     "at_least",
     "at_most",

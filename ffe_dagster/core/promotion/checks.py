@@ -53,17 +53,22 @@ class GateDecision:
 
     def checks_as_dicts(self) -> list[dict[str, object]]:
         """The checks as JSON-ready dicts (for the audit trail)."""
-        return [
-            {
-                "name": c.name,
-                "value": c.value,
-                "threshold": c.threshold,
-                "passed": c.passed,
-                "waiting": c.waiting,
-                "reason": c.reason,
-            }
-            for c in self.checks
-        ]
+        return checks_as_dicts(self.checks)
+
+
+def checks_as_dicts(checks: Sequence[GateCheck]) -> list[dict[str, object]]:
+    """``checks`` as JSON-ready dicts, as the audit trail stores them."""
+    return [
+        {
+            "name": c.name,
+            "value": c.value,
+            "threshold": c.threshold,
+            "passed": c.passed,
+            "waiting": c.waiting,
+            "reason": c.reason,
+        }
+        for c in checks
+    ]
 
 
 def _fmt(value: float, unit: str) -> str:

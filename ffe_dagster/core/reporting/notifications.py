@@ -13,6 +13,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from ffe_dagster.core.promotion.config import Stage
+from ffe_dagster.core.promotion.records import Action
 from ffe_dagster.core.study.level_result import LevelResult
 
 SCHEMA = "ffe.notification/1"
@@ -171,10 +173,10 @@ class DecisionFacts:
 
     transition_id: int
     regime: str
-    action: str  # the audit trail's action: advance, promote, reject, rollback, suspend, wait
+    action: Action
     version: int
-    from_stage: str
-    to_stage: str
+    from_stage: Stage
+    to_stage: Stage
     version_before: int | None
     version_after: int | None
     params_before: Mapping[str, Any] | None  # of ``version_before`` (None when there is none)
@@ -190,11 +192,11 @@ class DecisionFacts:
 
 
 _NOTIFIED = {
-    "advance": Kind.PROMOTE,
-    "promote": Kind.PROMOTE,
-    "reject": Kind.REJECT,
-    "rollback": Kind.ROLLBACK,
-    "suspend": Kind.SUSPEND,
+    Action.ADVANCE: Kind.PROMOTE,
+    Action.PROMOTE: Kind.PROMOTE,
+    Action.REJECT: Kind.REJECT,
+    Action.ROLLBACK: Kind.ROLLBACK,
+    Action.SUSPEND: Kind.SUSPEND,
 }
 _TITLES = {
     Kind.PROMOTE: "Parameter Optimization Complete",
