@@ -15,7 +15,7 @@ from ffe_dagster.core.promotion.performance import (
     LIVE_RESULT_COLUMNS,
     combine_live_results,
 )
-from ffe_dagster.core.promotion.registry import PromotionRegistry
+from ffe_dagster.core.promotion.registry_protocol import PromotionRegistry
 from ffe_dagster.promotion.decisions import CycleReport
 from ffe_dagster.promotion.state_machine import (
     Market,

@@ -1,5 +1,5 @@
-"""The promotion state machine on the in-memory registry (``tests/fakes/registry.py``), each
-step run on the real SQLite registry too with the same bars, candidates, live results and
+"""The promotion state machine on the in-memory registry (``tests/fakes/in_memory_registry.py``),
+each step run on the real SQLite registry too with the same bars, candidates, live results and
 clock: the decisions, the stored versions and the audit trail must be the same, so the fake
 cannot drift from the registry it stands in for.
 
@@ -23,14 +23,14 @@ from ffe_dagster.core.promotion.records import (
     Trigger,
     VersionStatus,
 )
-from ffe_dagster.core.promotion.registry import PromotionRegistry
+from ffe_dagster.core.promotion.registry_protocol import PromotionRegistry
 from ffe_dagster.core.study.evaluation import Params
 from ffe_dagster.core.study.selection import Candidate
 from ffe_dagster.promotion.decisions import CycleReport
 from ffe_dagster.promotion.export import export_current
 from ffe_dagster.promotion.state_machine import RegimeCandidates
 from ffe_dagster.resources.registry import ParameterRegistryResource
-from tests.fakes.registry import InMemoryRegistry
+from tests.fakes.in_memory_registry import InMemoryRegistry
 from tests.promotion_cycle_helpers import (
     HOUR,
     LOSER,

@@ -3,8 +3,9 @@ frozen types they become.
 
 - ``settings``: the environment, read once (``Settings.from_env``), and the bundled files' folder.
 - ``universe``: ``universe.yaml`` (``load_universe``) and the universe's types.
-- ``curriculum``: ``curriculum.yaml`` (``load_curriculum``), range-checked by ``curriculum_checks``.
-- ``promotion``: ``promotion.yaml`` (``load_promotion``), every promotion limit.
+- ``curriculum_file``: ``curriculum.yaml`` (``load_curriculum``), range-checked by
+  ``curriculum_checks``.
+- ``promotion_file``: ``promotion.yaml`` (``load_promotion``), every promotion limit.
 - ``credentials``: the secrets the universe's sources need; ``environment``: the checks of the
   environment's values; ``errors``: ``ConfigError``, every problem of one source at once.
 
@@ -19,9 +20,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ffe_dagster.config.credentials import require_credentials
-    from ffe_dagster.config.curriculum import load_curriculum
+    from ffe_dagster.config.curriculum_file import load_curriculum
     from ffe_dagster.config.errors import ConfigError
-    from ffe_dagster.config.promotion import load_promotion
+    from ffe_dagster.config.promotion_file import load_promotion
     from ffe_dagster.config.universe import (
         CcxtSourceSpec,
         FilesSourceSpec,
@@ -41,8 +42,8 @@ _HOMES = {
     "SourceSpec": "universe",
     "Universe": "universe",
     "ValidationSettings": "universe",
-    "load_curriculum": "curriculum",
-    "load_promotion": "promotion",
+    "load_curriculum": "curriculum_file",
+    "load_promotion": "promotion_file",
     "load_universe": "universe",
     "require_credentials": "credentials",
 }

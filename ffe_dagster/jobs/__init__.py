@@ -24,7 +24,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 
 from ffe_dagster.core.promotion.config import LimitedGateConfig, PromotionRegime
 from ffe_dagster.core.promotion.records import Action, Trigger
-from ffe_dagster.core.promotion.registry import PromotionRegistry
+from ffe_dagster.core.promotion.registry_protocol import PromotionRegistry
 from ffe_dagster.jobs.study_workers import build_study_workers_job as build_study_workers_job
 from ffe_dagster.promotion.decisions import CurrentChange
 from ffe_dagster.promotion.export import publish_current

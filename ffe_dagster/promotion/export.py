@@ -9,7 +9,7 @@ from typing import Any
 
 from ffe_dagster.core.promotion.config import LimitedGateConfig, PromotionRegime, Stage
 from ffe_dagster.core.promotion.records import Action, ParameterVersion, RegimeAction
-from ffe_dagster.core.promotion.registry import PromotionRegistry
+from ffe_dagster.core.promotion.registry_protocol import PromotionRegistry
 from ffe_dagster.promotion.decisions import CurrentChange
 from ffe_dagster.resources.tracking import MlflowTrackingResource, ensure_writable_folder
 

@@ -19,7 +19,7 @@ Per regime, in this order:
 Every decision goes to the registry with its checks, metrics, trigger and run id, and the
 current parameters per regime (plus the LIMITED ones, with their capital share) are exported
 atomically as JSON for the trading system. The registry is any ``PromotionRegistry``
-(``core/promotion/registry.py``): the SQL resource in a run, an in-memory one in tests.
+(``core/promotion/registry_protocol.py``): the SQL resource in a run, an in-memory one in tests.
 """
 
 from collections.abc import Mapping, Sequence
@@ -47,7 +47,7 @@ from ffe_dagster.core.promotion.records import (
     Trigger,
     VersionStatus,
 )
-from ffe_dagster.core.promotion.registry import PromotionRegistry
+from ffe_dagster.core.promotion.registry_protocol import PromotionRegistry
 from ffe_dagster.core.promotion.safety import safety_gate
 from ffe_dagster.core.study.evaluation import Params
 from ffe_dagster.core.study.selection import Candidate

@@ -57,7 +57,7 @@ from ffe_dagster.core.promotion.records import (
     Trigger,
     VersionStatus,
 )
-from ffe_dagster.core.promotion.registry import PromotionRegistry
+from ffe_dagster.core.promotion.registry_protocol import PromotionRegistry
 from ffe_dagster.core.promotion.safety import safety_gate, sharpe_degradation_pct
 
 __all__ = [

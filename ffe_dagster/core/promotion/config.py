@@ -2,8 +2,8 @@
 config object per stage plus the safety limits (SPEC section 5).
 
 The values are the user's settings, kept in ``ffe_dagster/config/promotion.yaml`` and read by
-``ffe_dagster.config.promotion``. The defaults below equal that file (a test compares them); they
-let tests and tools build one stage's limits without reading it.
+``ffe_dagster.config.promotion_file``. The defaults below equal that file (a test compares
+them); they let tests and tools build one stage's limits without reading it.
 """
 
 from collections.abc import Sequence

@@ -1,5 +1,5 @@
 """Curriculum levels as data: the frozen specs, data windows, time splits and pass criteria
-(``ffe_dagster.config.curriculum`` parses ``curriculum.yaml`` into them).
+(``ffe_dagster.config.curriculum_file`` parses ``curriculum.yaml`` into them).
 
 A level's data is a set of windows per instrument (fixed dates plus regime segments found by the
 detector). Overlapping windows are merged so no bar counts twice; each merged window becomes one

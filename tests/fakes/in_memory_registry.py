@@ -26,7 +26,7 @@ from ffe_dagster.core.promotion.records import (
     VersionStatus,
     checks_from_json,
 )
-from ffe_dagster.core.promotion.registry import Checks
+from ffe_dagster.core.promotion.registry_protocol import Checks
 from ffe_dagster.core.study.evaluation import Params
 
 _NEXT = {Stage.WARM: Stage.LIMITED, Stage.LIMITED: Stage.FULL}
