@@ -8,6 +8,7 @@ deployment recommendation and the per-regime verdicts).
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ffe_dagster.core.promotion.config import Stage
 from ffe_dagster.core.reporting.markdown import (
     escape_cell,
     format_optional,
@@ -141,7 +142,7 @@ def _promotion_table(summary: PromotionSummary) -> str:
         cells = [
             regime,
             str(d.get("level", "n/a")),
-            str(d.get("stage") or "COLD"),
+            str(d.get("stage") or Stage.COLD.value),
             "not judged" if passed is None else ("yes" if passed else "no"),
             str(d.get("version") or "n/a"),
             str(d.get("model_version") or "n/a"),
