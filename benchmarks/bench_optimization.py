@@ -74,8 +74,8 @@ def _engine(studies: str) -> dict[str, Any]:
     from ffe_dagster.assets.loading import load_level_data
     from ffe_dagster.config import load_curriculum, load_universe
     from ffe_dagster.core.study.levels import level_study_config, run_level
-    from ffe_dagster.core.study.optimize import open_storage
     from ffe_dagster.core.study.progression import Decision
+    from ffe_dagster.resources.optuna_storage import open_storage
     from ffe_dagster.resources.warehouse import WarehouseResource
     from ffe_dagster.settings import Settings
 

@@ -46,8 +46,9 @@ from benchmarks.storage_report import BATCH, OBJECTIVE, REFERENCE_S, TRIALS, mar
 from ffe_dagster.core.backtest.metrics import Metrics
 from ffe_dagster.core.study.evaluation import Params
 from ffe_dagster.core.study.level_specs import ParamRange
-from ffe_dagster.core.study.optimize import DIRECTIONS, StudyConfig, open_storage, run_study
+from ffe_dagster.core.study.optimize import DIRECTIONS, StudyConfig, run_study
 from ffe_dagster.local_postgres import PostgresServer, running_postgres
+from ffe_dagster.resources.optuna_storage import open_storage
 from ffe_dagster.settings import PROJECT_DIR
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import optuna_dashboard
 from sqlalchemy.engine import make_url
 
-from ffe_dagster.core.study.optimize import JOURNAL_SCHEME, open_storage
+from ffe_dagster.resources.optuna_storage import JOURNAL_SCHEME, open_storage
 from ffe_dagster.settings import Settings
 
 

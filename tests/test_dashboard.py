@@ -15,8 +15,9 @@ import optuna
 
 from ffe_dagster.config import load_curriculum
 from ffe_dagster.core.backtest.metrics import Metrics
-from ffe_dagster.core.study.optimize import StudyConfig, open_storage, run_study
+from ffe_dagster.core.study.optimize import StudyConfig, run_study
 from ffe_dagster.dashboard import shown_url
+from ffe_dagster.resources.optuna_storage import open_storage
 from ffe_dagster.settings import PACKAGE_DIR, PROJECT_DIR
 
 TRIALS = {1: 5, 2: 3}

@@ -29,8 +29,8 @@ from ffe_dagster.core.study.eras import LevelData
 from ffe_dagster.core.study.identity import BAR_COLUMNS, frame_fingerprint
 from ffe_dagster.core.study.level_specs import CurriculumSpec
 from ffe_dagster.core.study.levels import entry_strategy, holdout_starts
-from ffe_dagster.core.study.optimize import open_storage
 from ffe_dagster.replay.replay_cycle import CycleInputs, replay_cycle
+from ffe_dagster.resources.optuna_storage import open_storage
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.sources.files import FileSource
 

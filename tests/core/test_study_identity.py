@@ -17,7 +17,8 @@ from ffe_dagster.core.regimes.detection import RegimeConfig, detect_regimes
 from ffe_dagster.core.study.identity import ENGINE_SEMANTICS_VERSION, study_identity
 from ffe_dagster.core.study.level_specs import Constraints, CurriculumSpec, ParamRange, Window
 from ffe_dagster.core.study.levels import LevelData, holdout_starts
-from ffe_dagster.core.study.optimize import StudyConfig, open_storage, run_study
+from ffe_dagster.core.study.optimize import StudyConfig, run_study
+from ffe_dagster.resources.optuna_storage import open_storage
 from ffe_dagster.settings import PACKAGE_DIR
 
 CURRICULUM = load_curriculum(PACKAGE_DIR / "config" / "curriculum.yaml")

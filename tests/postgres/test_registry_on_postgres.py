@@ -7,7 +7,8 @@ import optuna
 import pytest
 import sqlalchemy as sa
 
-from ffe_dagster.core.study.optimize import DIRECTIONS, open_storage
+from ffe_dagster.core.study.optimize import DIRECTIONS
+from ffe_dagster.resources.optuna_storage import open_storage
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.settings import Settings
 from tests.test_registry import CHECKS, MARKS, T0, _candidate, _record

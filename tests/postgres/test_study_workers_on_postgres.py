@@ -10,7 +10,7 @@ import pytest
 from dagster import DagsterInstance, JobDefinition
 from optuna.trial import TrialState
 
-from ffe_dagster.core.study.optimize import open_storage
+from ffe_dagster.resources.optuna_storage import open_storage
 from ffe_dagster.settings import Settings
 from tests.test_study_workers import TRIALS, run_workers_job, workers_job
 from tests.test_study_workers import settings as settings  # the fixture, used below

@@ -74,10 +74,6 @@ from ffe_dagster.core.study.lookahead import (
 )
 from ffe_dagster.core.study.optimize import (
     DIRECTIONS,
-    GRACE_PERIOD_S,
-    HEARTBEAT_INTERVAL_S,
-    JOURNAL_SCHEME,
-    MAX_RETRY,
     BatchObjective,
     ParetoTracker,
     StorageUnavailableError,
@@ -85,7 +81,7 @@ from ffe_dagster.core.study.optimize import (
     StudyOutcome,
     TrialRecord,
     complete_trial_count,
-    open_storage,
+    reachable,
     run_study,
 )
 from ffe_dagster.core.study.progression import Decision, decide, next_trial_count
@@ -102,10 +98,6 @@ __all__ = [
     "BAR_COLUMNS",
     "DIRECTIONS",
     "ENGINE_SEMANTICS_VERSION",
-    "GRACE_PERIOD_S",
-    "HEARTBEAT_INTERVAL_S",
-    "JOURNAL_SCHEME",
-    "MAX_RETRY",
     "MIN_PERIOD_BARS",
     "PASS_CRITERIA",
     "REUSE_KEY",
@@ -167,7 +159,6 @@ __all__ = [
     "merge_windows",
     "neighbourhood",
     "next_trial_count",
-    "open_storage",
     "outcome_to_dict",
     "overfitting_report",
     "parameter_shift",
@@ -175,6 +166,7 @@ __all__ = [
     "quiet_heartbeat_warnings",
     "rank_by_plateau",
     "rank_on_validation",
+    "reachable",
     "reusable",
     "reuse_key",
     "run_level",

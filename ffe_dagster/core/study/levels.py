@@ -177,7 +177,7 @@ def _validation(evaluator: LevelEvaluator) -> BatchObjective:
 def level_study_config(
     curriculum: CurriculumSpec,
     study_name: str,
-    storage: str | BaseStorage,
+    storage: BaseStorage,
     n_trials: int,
     *,
     fail_stale_running: bool = True,
