@@ -3,9 +3,9 @@ figure, also for an empty study, and long equity curves are thinned without losi
 drawdown. Writing them as files: ``tests/test_tracking_plots.py``."""
 
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 import numpy as np
-import plotly.graph_objects as go
 import polars as pl
 import pytest
 
@@ -54,9 +54,17 @@ def equity_frame(hours: int, start: datetime, instrument: str) -> pl.DataFrame:
     )
 
 
+def traces(plot: StudyPlot) -> list[dict[str, Any]]:
+    """The plotly figure's traces as plain dicts of their properties, numbers as arrays (plotly's
+    own trace classes are untyped, and ``to_plotly_json`` encodes arrays as base64)."""
+    data = cast("tuple[Any, ...]", plot.interactive.data)
+    return [{key: trace[key] for key in ("name", "x", "y", "text")} for trace in data]
+
+
 def no_data_notes(plot: StudyPlot) -> list[str]:
     """The "no data" texts of both figures (annotations of the plotly one, texts of the axes)."""
-    interactive = [a.text for a in plot.interactive.layout.annotations if "no data" in a.text]
+    layout = plot.interactive.to_plotly_json()["layout"]
+    interactive = [a["text"] for a in layout.get("annotations", ()) if "no data" in a["text"]]
     static = [t.get_text() for ax in plot.static.axes for t in ax.texts]
     return [*interactive, *(t for t in static if "no data" in t)]
 
@@ -78,19 +86,17 @@ def test_all_plots_of_a_study() -> None:
     plots = study_plots(data)
     assert tuple(p.name for p in plots) == STEMS
     for plot in plots:
-        assert plot.static.axes and plot.interactive.data, plot.name
+        assert plot.static.axes and traces(plot), plot.name
         assert no_data_notes(plot) == [], plot.name
-        assert plot.interactive.layout.title.text.startswith("L1 test: ")
-    pareto = plots[2].interactive
-    front = next(t for t in pareto.data if isinstance(t, go.Scatter) and t.name == "Pareto front")
-    assert front.text is not None and [t.split("<br>")[0] for t in front.text] == [
-        "trial 1",
-        "trial 4",
-    ]  # the hover names the front's trials
-    equity_plot = plots[3].interactive
-    assert {t.name for t in equity_plot.data} >= {"BTC_USDT", "EUR_USD"}
-    btc = next(t for t in equity_plot.data if t.name == "BTC_USDT")
-    assert sum(v is None for v in btc.x) == 1  # the line breaks once, at the gap between windows
+        title = plot.interactive.to_plotly_json()["layout"]["title"]["text"]
+        assert title.startswith("L1 test: ")
+    front = next(t for t in traces(plots[2]) if t["name"] == "Pareto front")
+    hover = [text.split("<br>")[0] for text in front["text"]]
+    assert hover == ["trial 1", "trial 4"]  # the hover names the front's trials
+    equity_traces = traces(plots[3])
+    assert {t["name"] for t in equity_traces} >= {"BTC_USDT", "EUR_USD"}
+    btc = next(t for t in equity_traces if t["name"] == "BTC_USDT")
+    assert sum(v is None for v in btc["x"]) == 1  # the line breaks once, at the windows' gap
 
 
 def test_empty_study_gives_no_data_figures() -> None:
@@ -107,9 +113,9 @@ def test_history_without_a_feasible_trial() -> None:
     trials = study_trials().with_columns(pl.lit(False).alias("feasible"))
     plot = optimization_history(trials)
     assert plot.name == "optimization_history"
-    by_name = {t.name: t for t in plot.interactive.data}
-    assert len(by_name["feasible trial"].x) == 0 and len(by_name["infeasible"].x) == 30
-    assert np.isnan(np.asarray(by_name["best feasible so far"].y, dtype=float)).all()
+    by_name = {t["name"]: t for t in traces(plot)}
+    assert len(by_name["feasible trial"]["x"]) == 0 and len(by_name["infeasible"]["x"]) == 30
+    assert np.isnan(np.asarray(by_name["best feasible so far"]["y"], dtype=float)).all()
 
 
 @pytest.mark.parametrize("max_points", [200, 10_000])
@@ -117,7 +123,7 @@ def test_equity_thinning_keeps_the_deepest_drawdown(max_points: int) -> None:
     frame = equity_frame(5000, datetime(2020, 1, 1), "BTC_USDT")
     deepest = float(frame["drawdown_pct"].max())  # type: ignore[arg-type]
     plot = equity_drawdown(frame, max_points=max_points)
-    drawdown = np.asarray(plot.interactive.data[1].y, dtype=float)  # equity, then -drawdown
+    drawdown = np.asarray(traces(plot)[1]["y"], dtype=float)  # equity, then -drawdown
     assert drawdown.size <= min(max_points, 5000)
     assert float(np.nanmin(drawdown)) == pytest.approx(-deepest)
     static = plot.static.axes[1].lines[0].get_ydata()
