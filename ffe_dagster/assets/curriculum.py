@@ -42,6 +42,7 @@ from ffe_dagster.resources.tracking import MlflowTrackingResource, code_version,
 from ffe_dagster.resources.tracking_cycles import DatasetSource, cycle_ref
 from ffe_dagster.resources.tracking_reuse import log_reused_study
 from ffe_dagster.resources.warehouse import WarehouseResource
+from ffe_dagster.sources.files import curriculum_signals
 from ffe_dagster.terminal import TrialProgress
 
 
@@ -159,7 +160,9 @@ def build_level_asset(
         optuna_storage: OptunaStorageResource,
         mlflow_tracking: MlflowTrackingResource,
     ) -> MaterializeResult:
-        data = load_level_data(warehouse, universe, curriculum.holdout_days)
+        data = load_level_data(
+            warehouse, universe, curriculum.holdout_days, signals=curriculum_signals(curriculum)
+        )
         previous_result = warehouse.latest_level_result(previous.level) if previous else None
         warm = (previous_result or {}).get("chosen") or {}
         if (previous_result or {}).get("progression", {}).get("decision") == "skip_next":

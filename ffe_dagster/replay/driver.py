@@ -120,7 +120,7 @@ def run_replay(
         trial_profile=config.trial_profile,
         promotion=promotion,
         trading=Trading(
-            strategy=entry_strategy(curriculum),
+            strategy=entry_strategy(curriculum, history.signals),
             costs=curriculum.costs,
             periods_per_year=history.periods_per_year,
         ),
