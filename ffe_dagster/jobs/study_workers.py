@@ -190,7 +190,7 @@ def fill_share(
     objective: BatchObjective,
     curriculum: CurriculumSpec,
     share: WorkerShare,
-    storage: str | optuna.storages.BaseStorage,
+    storage: optuna.storages.BaseStorage,
     on_trial: Callable[[TrialRecord, int], None] | None = None,
 ) -> tuple[int, float, str]:
     """Add ``share.trials`` trials to the shared study; returns (added, seconds, stop reason)."""
