@@ -51,8 +51,10 @@ lint: setup
 typecheck: setup
 	$(BIN)/pyright
 
+# `dg check defs` loads the project of pyproject.toml's [tool.dg] and validates its Definitions
+# (Dagster's successor of `dagster definitions validate`); VIRTUAL_ENV names the venv it runs in.
 validate: setup
-	$(BIN)/dagster definitions validate -w workspace.yaml
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
 
 pg-server:  ## PostgreSQL server binaries for tests/postgres (Debian package, installed if missing)
 	scripts/ensure-postgres.sh

@@ -31,8 +31,9 @@ from ffe_dagster.core.backtest.reference import Direction, Segment, simulate
 from ffe_dagster.core.study.evaluation import LevelEvaluator, Params, Period, trade_params
 from ffe_dagster.core.study.level_specs import build_segments
 from ffe_dagster.core.study.levels import entry_strategy, level_windows, run_level
-from ffe_dagster.core.study.optimize import StudyConfig, open_storage
+from ffe_dagster.core.study.optimize import StudyConfig
 from ffe_dagster.core.study.search_space import build_distributions
+from ffe_dagster.resources.optuna_storage import open_storage
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATASETS: dict[str, tuple[tuple[str, str], ...]] = {

@@ -75,8 +75,8 @@ def _engine(studies: str) -> dict[str, Any]:
     from ffe_dagster.config import load_curriculum, load_universe
     from ffe_dagster.config.settings import Settings
     from ffe_dagster.core.study.levels import level_study_config, run_level
-    from ffe_dagster.core.study.optimize import open_storage
     from ffe_dagster.core.study.progression import Decision
+    from ffe_dagster.resources.optuna_storage import open_storage
     from ffe_dagster.resources.warehouse import WarehouseResource
 
     settings = Settings.from_env()

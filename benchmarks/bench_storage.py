@@ -47,8 +47,9 @@ from ffe_dagster.config.settings import PROJECT_DIR
 from ffe_dagster.core.backtest.metrics import Metrics
 from ffe_dagster.core.study.evaluation import Params
 from ffe_dagster.core.study.level_specs import ParamRange
-from ffe_dagster.core.study.optimize import DIRECTIONS, StudyConfig, open_storage, run_study
+from ffe_dagster.core.study.optimize import DIRECTIONS, StudyConfig, run_study
 from ffe_dagster.local_postgres import PostgresServer, running_postgres
+from ffe_dagster.resources.optuna_storage import open_storage
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WORKERS = (1, 2, 4, 8)

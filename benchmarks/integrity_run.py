@@ -25,6 +25,7 @@ from ffe_dagster.assets.loading import load_level_data
 from ffe_dagster.config import load_curriculum, load_universe
 from ffe_dagster.config.settings import PACKAGE_DIR
 from ffe_dagster.core.backtest.reference import Direction
+from ffe_dagster.core.backtest.strategies import FileSignals
 from ffe_dagster.core.promotion.config import PromotionConfig, Stage
 from ffe_dagster.core.promotion.performance import combine_live_results, paper_performance
 from ffe_dagster.core.regimes.detection import RegimeConfig, detect_regimes
@@ -44,6 +45,7 @@ from ffe_dagster.promotion.asset import _regime_candidates  # pyright: ignore[re
 from ffe_dagster.promotion.state_machine import Market, run_promotion_cycle
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.warehouse import WarehouseResource
+from ffe_dagster.sources.files import curriculum_signals
 
 CURRICULUM_FILE = PACKAGE_DIR / "config" / "curriculum.yaml"
 BAR_PERIOD = timedelta(hours=1)
@@ -102,7 +104,10 @@ def world_curriculum(strategy: str, signal_file: Path | None, folder: Path) -> C
 
 
 def world_level_data(
-    bars: Mapping[str, pl.DataFrame], warehouse: WarehouseResource, holdout_days: int
+    bars: Mapping[str, pl.DataFrame],
+    warehouse: WarehouseResource,
+    holdout_days: int,
+    signals: FileSignals | None = None,
 ) -> LevelData:
     """The world's bars stored as ``validated_bars``, their regimes detected and stored as the
     ``market_regimes`` asset does, then read back by ``assets/loading.load_level_data``: the
@@ -115,7 +120,7 @@ def world_level_data(
         warehouse.replace_window("validated_bars", instrument, start, end + BAR_PERIOD, frame)
         stored = warehouse.read_bars("validated_bars", instrument)
         warehouse.replace_regimes(instrument, detect_regimes(stored, config))
-    return load_level_data(warehouse, load_universe(UNIVERSE), holdout_days)
+    return load_level_data(warehouse, load_universe(UNIVERSE), holdout_days, signals=signals)
 
 
 def _run_curriculum(
@@ -165,13 +170,15 @@ def run_world(
     started = datetime.now()
     curriculum = world_curriculum(strategy, signal_file, folder)
     warehouse = WarehouseResource(path=str(folder / "warehouse.duckdb"))
-    data = world_level_data(bars, warehouse, curriculum.holdout_days)
+    data = world_level_data(
+        bars, warehouse, curriculum.holdout_days, curriculum_signals(curriculum)
+    )
     levels = _run_curriculum(curriculum, data, warehouse, profile)
     registry = ParameterRegistryResource(url=f"sqlite:///{folder / 'registry.db'}")
     market = Market(
         bars=data.bars,
         periods_per_year=data.periods_per_year,
-        strategy=entry_strategy(curriculum),
+        strategy=entry_strategy(curriculum, data.signals),
         costs=curriculum.costs,
         bar_period=BAR_PERIOD,
     )
@@ -221,8 +228,8 @@ def planted_sharpe(
     on the promotion hold-out (what COLD judges) and on the whole history."""
     curriculum = world_curriculum("file_signals", signal_file, folder)
     warehouse = WarehouseResource(path=str(folder / "truth.duckdb"))
-    data = world_level_data(bars, warehouse, holdout_days)
-    strategy = entry_strategy(curriculum)
+    data = world_level_data(bars, warehouse, holdout_days, curriculum_signals(curriculum))
+    strategy = entry_strategy(curriculum, data.signals)
 
     def sharpe(since: Mapping[str, datetime]) -> float:
         return paper_performance(

@@ -19,9 +19,9 @@ from dagster_celery import celery_executor
 
 from ffe_dagster.config import load_curriculum, load_universe
 from ffe_dagster.config.settings import Settings
-from ffe_dagster.core.study.optimize import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S
 from ffe_dagster.definitions import build_definitions
 from ffe_dagster.jobs.study_workers import JOB_NAME, build_study_workers_job
+from ffe_dagster.resources.optuna_storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S
 from ffe_dagster.resources.shared_storage import SHARED_DIR_ENV, shared_folder_io_manager
 from ffe_dagster.resources.studies import OptunaStorageResource
 

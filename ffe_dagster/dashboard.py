@@ -14,7 +14,7 @@ import optuna_dashboard
 from sqlalchemy.engine import make_url
 
 from ffe_dagster.config.settings import Settings
-from ffe_dagster.core.study.optimize import JOURNAL_SCHEME, open_storage
+from ffe_dagster.resources.optuna_storage import JOURNAL_SCHEME, open_storage
 
 
 def shown_url(url: str) -> str:

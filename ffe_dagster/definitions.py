@@ -52,7 +52,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
             promotion,
         ),
     ]
-    jobs = build_jobs(bars_partitions)
+    jobs = build_jobs()
     links = UiLinks(dagster=settings.dagster_ui_url, mlflow=settings.mlflow_ui_url)
     fresh_keys = {spec.asset for spec in curriculum.levels} | {"promoted_parameters"}
     interval = cycle_interval(settings.cycle_cron)

@@ -138,14 +138,16 @@ def start_worker(
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{name}.log"
     path = os.pathsep.join(p for p in (str(WORKER_CONFIG_DIR), env.get("PYTHONPATH", "")) if p)
-    process = subprocess.Popen(
-        worker_command(name, queues, log),
-        env={**env, "PYTHONPATH": path},
-        cwd=PROJECT_DIR,
-        stdout=subprocess.DEVNULL,
-        stderr=(log_dir / f"{name}.stderr").open("wb"),
-        start_new_session=True,  # its own process group: stopped (or killed) as a whole
-    )
+    # The worker writes to its own copy of the file descriptor: ours is closed once it started.
+    with (log_dir / f"{name}.stderr").open("wb") as stderr:
+        process = subprocess.Popen(
+            worker_command(name, queues, log),
+            env={**env, "PYTHONPATH": path},
+            cwd=PROJECT_DIR,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,  # its own process group: stopped (or killed) as a whole
+        )
     return CeleryWorker(name, tuple(queues), log, process)
 
 

@@ -16,8 +16,9 @@ import optuna
 from ffe_dagster.config import load_curriculum
 from ffe_dagster.config.settings import PACKAGE_DIR, PROJECT_DIR
 from ffe_dagster.core.backtest.metrics import Metrics
-from ffe_dagster.core.study.optimize import StudyConfig, open_storage, run_study
+from ffe_dagster.core.study.optimize import StudyConfig, run_study
 from ffe_dagster.dashboard import shown_url
+from ffe_dagster.resources.optuna_storage import open_storage
 
 TRIALS = {1: 5, 2: 3}
 START_TIMEOUT_S = 180  # the dashboard imports optuna and plotly; slow on a loaded machine

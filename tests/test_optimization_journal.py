@@ -12,7 +12,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from ffe_dagster.core.study.optimize import StudyConfig, open_storage, run_study
+from ffe_dagster.core.study.optimize import StudyConfig, run_study
+from ffe_dagster.resources.optuna_storage import open_storage
 from ffe_dagster.resources.studies import (
     BatchedJournalStorage,
     ConcurrentJournalWriteError,

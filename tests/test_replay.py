@@ -23,10 +23,10 @@ from ffe_dagster.core.replay.timeline import Cadence, curriculum_at, level_data_
 from ffe_dagster.core.study.eras import LevelData
 from ffe_dagster.core.study.level_specs import CurriculumSpec
 from ffe_dagster.core.study.levels import entry_strategy
-from ffe_dagster.core.study.optimize import open_storage
 from ffe_dagster.promotion.asset import build_promotion_asset
 from ffe_dagster.replay.driver import ReplayConfig, bundled_history, history_of, run_replay
 from ffe_dagster.replay.replay_cycle import CycleInputs, replay_cycle
+from ffe_dagster.resources.optuna_storage import open_storage
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.studies import OptunaStorageResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource

@@ -21,7 +21,6 @@ import pytest
 from dagster import DagsterEventType
 
 from ffe_dagster.config.settings import PROJECT_DIR, Settings
-from ffe_dagster.core.backtest.strategies import FileSignals
 from ffe_dagster.core.promotion.config import LimitedGateConfig
 from ffe_dagster.definitions import build_definitions
 from ffe_dagster.promotion.export import ensure_export_writable, export_current
@@ -29,7 +28,7 @@ from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.tracking import FolderNotWritableError, MlflowTrackingResource
 from ffe_dagster.resources.tracking_cycles import CycleRef
 from ffe_dagster.resources.warehouse import WarehouseLockTimeoutError, WarehouseResource
-from ffe_dagster.sources.files import FileSource
+from ffe_dagster.sources.files import FileSource, read_signal_file
 from tests.fakes.harness import SAMPLES, between, real_bars, utc
 
 BTC = "BTC_USDT_1h"
@@ -222,7 +221,7 @@ def test_a_corrupted_signal_file_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "signals.parquet"
     _truncated(path)
     with pytest.raises(ValueError) as caught:
-        FileSignals(path).load()
+        read_signal_file(path)
     assert str(caught.value).startswith(f"cannot read signal file {path}: ")
     assert "File out of specification" in str(caught.value)
 

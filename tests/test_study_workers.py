@@ -28,9 +28,9 @@ from ffe_dagster.assets.curriculum import build_level_asset
 from ffe_dagster.config import load_curriculum, load_universe
 from ffe_dagster.config.settings import PACKAGE_DIR, Settings
 from ffe_dagster.core.regimes.detection import RegimeConfig, detect_regimes
-from ffe_dagster.core.study.optimize import open_storage
 from ffe_dagster.definitions import build_definitions
 from ffe_dagster.jobs.study_workers import JOB_NAME, split_trials
+from ffe_dagster.resources.optuna_storage import open_storage
 from ffe_dagster.resources.studies import OptunaStorageResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.warehouse import WarehouseResource

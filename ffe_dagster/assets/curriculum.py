@@ -45,6 +45,7 @@ from ffe_dagster.resources.tracking import MlflowTrackingResource, code_version,
 from ffe_dagster.resources.tracking_cycles import DatasetSource, cycle_ref
 from ffe_dagster.resources.tracking_reuse import log_reused_study
 from ffe_dagster.resources.warehouse import WarehouseResource
+from ffe_dagster.sources.files import curriculum_signals
 from ffe_dagster.terminal import TrialProgress
 
 
@@ -173,7 +174,9 @@ def build_level_asset(
         optuna_storage: OptunaStorageResource,
         mlflow_tracking: MlflowTrackingResource,
     ) -> MaterializeResult:
-        data = load_level_data(warehouse, universe, curriculum.holdout_days)
+        data = load_level_data(
+            warehouse, universe, curriculum.holdout_days, signals=curriculum_signals(curriculum)
+        )
         previous_result = warehouse.latest_level_result(previous.level) if previous else None
         warm = previous_result.chosen_params if previous_result else None
         if previous_result is not None and previous_result.decision is Decision.SKIP_NEXT:

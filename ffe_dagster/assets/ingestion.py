@@ -9,6 +9,7 @@ coarser intervals by resampling the valid bars.
 """
 
 import time
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -19,6 +20,7 @@ from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
     BackfillPolicy,
+    BetaWarning,
     Config,
     Failure,
     MaterializeResult,
@@ -65,14 +67,19 @@ def build_ingestion_assets(
     universe: Universe, partitions_def: MultiPartitionsDefinition
 ) -> list[AssetsDefinition]:
     """The ``raw_bars`` and ``validated_bars`` assets for this universe."""
+    with warnings.catch_warnings():
+        # ``backfill_policy`` is beta in Dagster 1.13 with no stable alternative, and relied on:
+        # a backfill is one run over many partitions (bookkeeping, not work, grows per run).
+        warnings.simplefilter("ignore", BetaWarning)
+        raw_bars_asset = asset(
+            partitions_def=partitions_def,
+            backfill_policy=BackfillPolicy.single_run(),
+            group_name="ingestion",
+            kinds={"duckdb", "polars"},
+            pool="warehouse",
+        )
 
-    @asset(
-        partitions_def=partitions_def,
-        backfill_policy=BackfillPolicy.single_run(),
-        group_name="ingestion",
-        kinds={"duckdb", "polars"},
-        pool="warehouse",
-    )
+    @raw_bars_asset
     def raw_bars(
         context: AssetExecutionContext,
         config: RawBarsConfig,
@@ -142,44 +149,49 @@ def build_ingestion_assets(
             )
         return MaterializeResult(metadata=metadata)
 
-    @asset(
-        deps=[raw_bars],
-        partitions_def=partitions_def,
-        backfill_policy=BackfillPolicy.single_run(),
-        group_name="ingestion",
-        kinds={"duckdb", "great_expectations"},
-        pool="warehouse",
-        check_specs=[
-            AssetCheckSpec(
-                GX_CHECK,
-                asset="validated_bars",
-                blocking=True,
-                description="The Great Expectations suite (column types, no nulls, unique and "
-                "strictly increasing UTC timestamps, prices > 0, high/low bounds, volume >= 0, "
-                "return outliers) passes on every validated row of every partition.",
-            ),
-            AssetCheckSpec(
-                QUARANTINE_CHECK,
-                asset="validated_bars",
-                blocking=True,
-                description="No more than the allowed share of rows went to quarantine.",
-            ),
-            AssetCheckSpec(
-                SPACING_CHECK,
-                asset="validated_bars",
-                blocking=True,
-                description="Bars are regularly spaced except where the market is closed: no "
-                "run of missing bars longer than the allowed open-market gap.",
-            ),
-            AssetCheckSpec(
-                FRESHNESS_CHECK,
-                asset="validated_bars",
-                blocking=True,
-                description="The open partition's newest bar is recent, by the market's "
-                "schedule (crypto: 2 intervals + grace; forex: 2 h open, 72 h over a weekend).",
-            ),
-        ],
-    )
+    with warnings.catch_warnings():
+        # ``backfill_policy`` is beta (see raw_bars).
+        warnings.simplefilter("ignore", BetaWarning)
+        validated_bars_asset = asset(
+            deps=[raw_bars],
+            partitions_def=partitions_def,
+            backfill_policy=BackfillPolicy.single_run(),
+            group_name="ingestion",
+            kinds={"duckdb", "great_expectations"},
+            pool="warehouse",
+            check_specs=[
+                AssetCheckSpec(
+                    GX_CHECK,
+                    asset="validated_bars",
+                    blocking=True,
+                    description="The Great Expectations suite (column types, no nulls, unique and "
+                    "strictly increasing UTC timestamps, prices > 0, high/low bounds, volume >= 0, "
+                    "return outliers) passes on every validated row of every partition.",
+                ),
+                AssetCheckSpec(
+                    QUARANTINE_CHECK,
+                    asset="validated_bars",
+                    blocking=True,
+                    description="No more than the allowed share of rows went to quarantine.",
+                ),
+                AssetCheckSpec(
+                    SPACING_CHECK,
+                    asset="validated_bars",
+                    blocking=True,
+                    description="Bars are regularly spaced except where the market is closed: no "
+                    "run of missing bars longer than the allowed open-market gap.",
+                ),
+                AssetCheckSpec(
+                    FRESHNESS_CHECK,
+                    asset="validated_bars",
+                    blocking=True,
+                    description="The open partition's newest bar is recent, by the market's "
+                    "schedule (crypto: 2 intervals + grace; forex: 2 h open, 72 h over a weekend).",
+                ),
+            ],
+        )
+
+    @validated_bars_asset
     def validated_bars(
         context: AssetExecutionContext,
         warehouse: WarehouseResource,

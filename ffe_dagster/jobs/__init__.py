@@ -12,7 +12,6 @@ from dagster import (
     Config,
     JobDefinition,
     MetadataValue,
-    MultiPartitionsDefinition,
     OpExecutionContext,
     define_asset_job,
     job,
@@ -36,13 +35,12 @@ REGIME_ASSETS = AssetSelection.assets("market_regimes")
 OPTIMIZATION_ASSETS = AssetSelection.groups("curriculum", "promotion")
 
 
-def build_jobs(bar_partitions: MultiPartitionsDefinition) -> list[UnresolvedAssetJobDefinition]:
+def build_jobs() -> list[UnresolvedAssetJobDefinition]:
     """``ingest_job``, ``regimes_job`` and ``optimization_job``."""
     return [
         define_asset_job(
             "ingest_job",
-            selection=INGEST_ASSETS,
-            partitions_def=bar_partitions,
+            selection=INGEST_ASSETS,  # partitioned as its assets are (day x instrument)
             description="Fetch and validate bars for day x instrument partitions.",
         ),
         define_asset_job(

@@ -46,6 +46,7 @@ from ffe_dagster.core.study.optimize import BatchObjective, TrialRecord, run_stu
 from ffe_dagster.core.study.progression import Decision
 from ffe_dagster.resources.studies import OptunaStorageResource
 from ffe_dagster.resources.warehouse import WarehouseResource
+from ffe_dagster.sources.files import curriculum_signals
 
 JOB_NAME = "study_workers_job"
 # Trial user attributes: the share a trial was added under, and the process ("host:pid") that
@@ -190,7 +191,7 @@ def fill_share(
     objective: BatchObjective,
     curriculum: CurriculumSpec,
     share: WorkerShare,
-    storage: str | optuna.storages.BaseStorage,
+    storage: optuna.storages.BaseStorage,
     on_trial: Callable[[TrialRecord, int], None] | None = None,
 ) -> tuple[int, float, str]:
     """Add ``share.trials`` trials to the shared study; returns (added, seconds, stop reason)."""
@@ -260,7 +261,9 @@ def build_study_workers_job(
         _check(config)
         previous_result = warehouse.latest_level_result(previous.level) if previous else None
         _refuse_skipped(spec, previous_result)
-        data = load_level_data(warehouse, universe, curriculum.holdout_days)
+        data = load_level_data(
+            warehouse, universe, curriculum.holdout_days, signals=curriculum_signals(curriculum)
+        )
         study_name = f"{spec.asset}-{study_fingerprint(spec, curriculum, data)}"
         storage = optuna_storage.storage()
         warm = previous_result.chosen_params if previous_result else None

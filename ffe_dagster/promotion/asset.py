@@ -33,6 +33,7 @@ from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.tracking_cycles import cycle_ref
 from ffe_dagster.resources.warehouse import WarehouseResource
+from ffe_dagster.sources.files import curriculum_signals
 from ffe_dagster.triggers import run_trigger
 
 
@@ -95,11 +96,13 @@ def build_promotion_asset(
     ) -> MaterializeResult:
         """The current parameters per regime, promoted through COLD -> WARM -> LIMITED -> FULL;
         the UI description, with every limit, is composed from ``config``."""
-        data = load_level_data(warehouse, universe, curriculum.holdout_days)
+        data = load_level_data(
+            warehouse, universe, curriculum.holdout_days, signals=curriculum_signals(curriculum)
+        )
         market = Market(
             bars=data.bars,
             periods_per_year=data.periods_per_year,
-            strategy=entry_strategy(curriculum),
+            strategy=entry_strategy(curriculum, data.signals),
             costs=curriculum.costs,
             bar_period=interval_to_timedelta(universe.bar_interval),
         )

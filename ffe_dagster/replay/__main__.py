@@ -35,6 +35,7 @@ from ffe_dagster.replay.results import (
 )
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.warehouse import WarehouseResource
+from ffe_dagster.sources.files import curriculum_signals
 
 
 def _moment(text: str) -> datetime:
@@ -95,7 +96,9 @@ def _replay_one(
     records = run_replay(
         config, curriculum, universe, history, promotion=promotion, on_cycle=progress
     )
-    trading = Trading(entry_strategy(curriculum), curriculum.costs, history.periods_per_year)
+    trading = Trading(
+        entry_strategy(curriculum, history.signals), curriculum.costs, history.periods_per_year
+    )
     return build_report(
         records,
         history,
@@ -127,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         history = history_of(dict(stored.bars), universe)
     else:
         history = bundled_history(universe, settings.samples_dir)
+    history = replace(history, signals=curriculum_signals(curriculum))
     name = f"{args.start:%Y%m%d}-{args.end:%Y%m%d}-{args.every}-{args.profile}-{args.test_days}"
     source = str(args.warehouse or settings.samples_dir.relative_to(PROJECT_DIR))
     base = args.folder or settings.var_dir / "replay" / name

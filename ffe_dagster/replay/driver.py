@@ -29,8 +29,8 @@ from ffe_dagster.core.study.eras import LevelData
 from ffe_dagster.core.study.identity import BAR_COLUMNS, frame_fingerprint
 from ffe_dagster.core.study.level_specs import CurriculumSpec
 from ffe_dagster.core.study.levels import entry_strategy, holdout_starts
-from ffe_dagster.core.study.optimize import open_storage
 from ffe_dagster.replay.replay_cycle import CycleInputs, replay_cycle
+from ffe_dagster.resources.optuna_storage import open_storage
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.sources.files import FileSource
 
@@ -120,7 +120,7 @@ def run_replay(
         trial_profile=config.trial_profile,
         promotion=promotion,
         trading=Trading(
-            strategy=entry_strategy(curriculum),
+            strategy=entry_strategy(curriculum, history.signals),
             costs=curriculum.costs,
             periods_per_year=history.periods_per_year,
         ),

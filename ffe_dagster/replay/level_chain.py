@@ -34,7 +34,7 @@ def run_levels(
     curriculum: CurriculumSpec,
     data: LevelData,
     *,
-    storage: str | BaseStorage,
+    storage: BaseStorage,
     trial_profile: str,
 ) -> ChainResult:
     """Run every level of ``curriculum`` on ``data`` in chain order (see the module docstring)."""

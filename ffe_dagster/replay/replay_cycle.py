@@ -38,7 +38,7 @@ class CycleInputs:
     """What every replayed cycle shares."""
 
     registry: ParameterRegistryResource
-    storage: str | BaseStorage
+    storage: BaseStorage
     trial_profile: str
     promotion: PromotionConfig
     trading: Trading

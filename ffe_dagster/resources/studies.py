@@ -8,9 +8,10 @@ locks, appends, ``fsync``s and re-reads the file once per operation, about ten p
 Several processes may share the file (study workers, a level asset): every batched storage holds
 an OS lock on ``<file>.batch.flock`` for the block, so the blocks of different processes do not
 interleave, and the OS drops the lock of a killed process at once. Plain Optuna writers (the
-dashboard, ``open_storage``) take only Optuna's own lock; one that appends inside a block is
-detected when the block is written, which then fails with :class:`ConcurrentJournalWriteError`
-and writes nothing (the in-memory trial ids would no longer match the file's).
+dashboard, ``optuna_storage.open_storage``) take only Optuna's own lock; one that appends inside a
+block is detected when the block is written, which then fails with
+:class:`ConcurrentJournalWriteError` and writes nothing (the in-memory trial ids would no longer
+match the file's).
 
 Crash safety: an operation is durable once its block ends. A process killed inside a block loses
 that block's operations, nothing else: killed while asking, the file holds none of the batch's
@@ -32,10 +33,11 @@ from dagster import ConfigurableResource
 from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from ffe_dagster.core.study.optimize import (
+from ffe_dagster.resources.optuna_storage import (
     GRACE_PERIOD_S,
     HEARTBEAT_INTERVAL_S,
     JOURNAL_SCHEME,
+    journal_path,
     open_storage,
 )
 
@@ -194,10 +196,10 @@ class OptunaStorageResource(ConfigurableResource):
     heartbeat_interval_s: int = HEARTBEAT_INTERVAL_S
     grace_period_s: int = GRACE_PERIOD_S
 
-    def storage(self) -> str | BaseStorage:
-        """The storage, with its folder created when it is a local file."""
+    def storage(self) -> BaseStorage:
+        """The storage, opened, with its folder created when it is a local file."""
         if self.url.startswith(JOURNAL_SCHEME):
-            return _journal("/" + self.url.removeprefix(JOURNAL_SCHEME).lstrip("/"))
+            return _journal(str(journal_path(self.url)))
         return open_storage(
             self.url,
             heartbeat_interval=self.heartbeat_interval_s,

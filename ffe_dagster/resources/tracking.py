@@ -258,9 +258,10 @@ class MlflowTrackingResource(ConfigurableResource):
             for name, payload in json_artifacts.items():
                 (folder / name).write_text(json.dumps(payload, indent=2, default=str))
             if plots is not None:
-                from ffe_dagster.core.reporting.plots import write_study_plots
+                from ffe_dagster.core.reporting.plots import study_plots
+                from ffe_dagster.resources.tracking_plots import write_plots
 
-                write_study_plots(plots, folder / "plots")
+                write_plots(study_plots(plots), folder / "plots")
 
         def inputs_and_steps(run_id: str) -> None:
             if datasets and dataset_source is not None:

@@ -1,4 +1,5 @@
-"""Bars from local Parquet or CSV files (the bundled samples, or a user's own exports)."""
+"""Bars from local Parquet or CSV files (the bundled samples, or a user's own exports), and the
+signal file of a ``file_signals`` curriculum."""
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -7,7 +8,9 @@ from pathlib import Path
 
 import polars as pl
 
+from ffe_dagster.core.backtest.strategies import FileSignals
 from ffe_dagster.core.data.bars import Instrument, normalize_bars
+from ffe_dagster.core.study.level_specs import CurriculumSpec
 from ffe_dagster.sources.base import FetchStats, Page
 
 TS_UNITS = ("s", "ms", "us", "ns")
@@ -92,3 +95,23 @@ class FileSource:
         del now  # a file holds what its author put in it
         stats.pages += 1
         yield Page(bars=self.fetch(instrument.key, start, end), start=start, end=end)
+
+
+def read_signal_file(path: Path) -> FileSignals:
+    """The signals of a Parquet file, checked (``FileSignals.checked``); a clear error names the
+    file and what is wrong: missing, unreadable, or holding bad rows."""
+    if not path.exists():
+        raise FileNotFoundError(f"signal file not found: {path}")
+    try:
+        frame = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise ValueError(f"cannot read signal file {path}: {exc}") from exc
+    return FileSignals.checked(frame, str(path))
+
+
+def curriculum_signals(curriculum: CurriculumSpec) -> FileSignals | None:
+    """The signals a ``file_signals`` curriculum trades (read from its ``strategy_options.path``);
+    None for a built-in strategy, whose curriculum reads no file."""
+    if curriculum.strategy != "file_signals" or not curriculum.signal_file:
+        return None
+    return read_signal_file(Path(curriculum.signal_file))

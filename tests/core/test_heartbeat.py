@@ -20,13 +20,9 @@ from ffe_dagster.core.study.heartbeat import (
     heartbeat_storage,
     quiet_heartbeat_warnings,
 )
-from ffe_dagster.core.study.optimize import (
-    DIRECTIONS,
-    StudyConfig,
-    open_storage,
-    run_study,
-)
+from ffe_dagster.core.study.optimize import DIRECTIONS, StudyConfig, run_study
 from ffe_dagster.core.study.search_space import build_distributions
+from ffe_dagster.resources.optuna_storage import open_storage
 from tests.core.test_optimize import CONSTRAINTS, SPACE, fake_batch
 
 

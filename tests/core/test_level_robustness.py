@@ -16,7 +16,8 @@ from ffe_dagster.core.backtest.reference import Direction
 from ffe_dagster.core.regimes.detection import RegimeConfig, detect_regimes
 from ffe_dagster.core.study.level_specs import LevelSpec, Window
 from ffe_dagster.core.study.levels import LevelData, LevelOutcome, holdout_starts, run_level
-from ffe_dagster.core.study.optimize import StudyConfig, open_storage
+from ffe_dagster.core.study.optimize import StudyConfig
+from ffe_dagster.resources.optuna_storage import open_storage
 
 CHAIN_TRIALS = 100  # trials of the levels before this one (the warm-start chain)
 WF_TRIALS = 5

@@ -15,7 +15,6 @@ from ffe_dagster.core.backtest.reference import CostModel, Direction, Segment
 from ffe_dagster.core.backtest.strategies import (
     STRATEGIES,
     EntryStrategy,
-    FileSignals,
     IndicatorCache,
     Signals,
     get_strategy,
@@ -30,6 +29,7 @@ from ffe_dagster.core.study.lookahead import (
     delayed_signal_effect,
     lookahead_analysis,
 )
+from ffe_dagster.sources.files import read_signal_file
 
 EXITS = {
     "stop_loss_pct": 2.0,
@@ -141,28 +141,29 @@ def test_signal_file_known_after_its_fill_is_flagged(tmp_path: Path) -> None:
             (T0 + 30 * H, 0, T0 + 40 * H),  # no signal: nothing to check
         ],
     )
-    timing = check_signal_file_timing(FileSignals(path).load(), [segment], H)
+    signals = read_signal_file(path)
+    timing = check_signal_file_timing(signals.frame, [segment], H)
     assert timing.signals == 3 and timing.off_bar == 1 and timing.information_time_given
     assert [(s.ts, s.known_at) for s in timing.late] == [
         ("2024-01-01T10:00:00.000000", "2024-01-01T12:00:00.000000")
     ]
     evaluator = LevelEvaluator(
-        [segment], get_strategy("file_signals", signal_file=path), Direction.BOTH,
+        [segment], get_strategy("file_signals", signals=signals), Direction.BOTH,
         CostModel(), 0.6, 0.2,
     )  # fmt: skip
     with pytest.raises(LookaheadError, match=r"bar 2024-01-01T10:00:00\.000000 known at"):
-        lookahead_analysis(evaluator, [EXITS], signal_file=path)
+        lookahead_analysis(evaluator, [EXITS], signals=signals)
 
 
 def test_a_timely_signal_file_passes_and_reports_the_delay(tmp_path: Path) -> None:
     segment = _hourly(48)
     rows = [(T0 + k * H, s, T0 + (k + 1) * H) for k, s in ((30, 1), (34, -1), (40, 1))]
-    path = _write_signals(tmp_path / "ok.parquet", rows)
+    signals = read_signal_file(_write_signals(tmp_path / "ok.parquet", rows))
     evaluator = LevelEvaluator(
-        [segment], get_strategy("file_signals", signal_file=path), Direction.BOTH,
+        [segment], get_strategy("file_signals", signals=signals), Direction.BOTH,
         CostModel(), 0.6, 0.2,
     )  # fmt: skip
-    report = lookahead_analysis(evaluator, [EXITS], signal_file=path)
+    report = lookahead_analysis(evaluator, [EXITS], signals=signals)
     assert report["signal_file"]["passed"] and report["signal_file"]["signals"] == 3
     assert report["delay_one_bar"]["period"] == "test"
 

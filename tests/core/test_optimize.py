@@ -12,22 +12,19 @@ from pathlib import Path
 
 import optuna
 import pytest
-from optuna.storages import JournalStorage
 from optuna.trial import TrialState
 
 from ffe_dagster.core.backtest.metrics import Metrics
 from ffe_dagster.core.study.evaluation import Params
 from ffe_dagster.core.study.level_specs import Constraints, ParamRange
 from ffe_dagster.core.study.optimize import (
-    HEARTBEAT_INTERVAL_S,
     ParetoTracker,
-    StorageUnavailableError,
     StudyConfig,
     TrialRecord,
-    open_storage,
     run_study,
 )
 from ffe_dagster.core.study.selection import rank_on_validation
+from ffe_dagster.resources.optuna_storage import open_storage
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,7 +57,7 @@ def fake_batch(batch: Sequence[Params]) -> list[Metrics]:
 
 
 def _config(
-    storage: str | optuna.storages.BaseStorage,
+    storage: optuna.storages.BaseStorage,
     n: int,
     name: str = "s",
     *,
@@ -104,8 +101,9 @@ def test_infeasible_trials_never_reach_the_pareto_front() -> None:
 
 def test_a_study_resumes_from_storage(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'studies.db'}"
-    first = run_study(fake_batch, SPACE, _config(url, 6))
-    second = run_study(fake_batch, SPACE, _config(url, 10))
+    # Two storages over one database file: the second run reads the first's trials from it.
+    first = run_study(fake_batch, SPACE, _config(optuna.storages.RDBStorage(url), 6))
+    second = run_study(fake_batch, SPACE, _config(optuna.storages.RDBStorage(url), 10))
     assert first.new_trials == 6
     assert second.resumed_trials == 6 and second.new_trials == 4
     assert len(second.trials) == 10
@@ -266,7 +264,8 @@ def test_a_zero_time_limit_runs_at_most_one_batch() -> None:
 # Runs in a child process, from the repository root so ``tests`` is importable.
 KILL_SCRIPT = """
 import os, signal, sys
-from ffe_dagster.core.study.optimize import StudyConfig, open_storage, run_study
+from ffe_dagster.core.study.optimize import StudyConfig, run_study
+from ffe_dagster.resources.optuna_storage import open_storage
 from tests.core.test_optimize import CONSTRAINTS, SPACE, fake_batch
 
 def kill_at_40(record, finished):
@@ -312,33 +311,6 @@ def test_a_study_killed_after_40_trials_continues_from_40(tmp_path: Path) -> Non
     assert len(out.trials) == 60
     assert [t.number for t in out.trials] == list(range(60))
     assert _params(out.trials[:40]) == held_params
-
-
-def test_open_storage_journal_creates_its_folder(tmp_path: Path) -> None:
-    path = tmp_path / "deep" / "er" / "s.journal"
-    storage = open_storage("journal:///" + str(path))
-    assert isinstance(storage, JournalStorage)
-    assert path.parent.is_dir()
-    optuna.create_study(study_name="j", storage=storage)
-    assert path.is_file()
-
-
-def test_open_storage_opens_sql_urls_with_heartbeats(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'sub' / 'studies.db'}"
-    storage = open_storage(url)
-    assert isinstance(storage, optuna.storages.RDBStorage)
-    assert (storage.url, storage.get_heartbeat_interval()) == (url, HEARTBEAT_INTERVAL_S)
-    assert (tmp_path / "sub").is_dir()
-    # An SQL URL is opened at once: a database that does not answer fails with a clear error.
-    pg = "postgresql+psycopg2://user:s3cret-pw@127.0.0.1:1/optuna"
-    with pytest.raises(StorageUnavailableError, match=r"'optuna' on 127\.0\.0\.1:1 ") as caught:
-        open_storage(pg)
-    assert "s3cret-pw" not in str(caught.value)
-
-
-def test_open_storage_rejects_a_bare_path(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="not an Optuna storage URL"):
-        open_storage(str(tmp_path / "studies.db"))
 
 
 def test_a_study_killed_mid_batch_fails_the_orphans_and_still_reaches_its_count(

@@ -1,26 +1,24 @@
-"""Study plots: every plot is written as a non-empty PNG and a plotly HTML, also for an empty
-study, and long equity curves are thinned without losing their deepest drawdown."""
+"""Study plots as figures: every plot has a static (matplotlib) and an interactive (plotly)
+figure, also for an empty study, and long equity curves are thinned without losing their deepest
+drawdown. Writing them as files: ``tests/test_tracking_plots.py``."""
 
-import base64
-import json
-import re
 from datetime import datetime, timedelta
-from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
 import pytest
 
 from ffe_dagster.core.reporting.plots import (
+    StudyPlot,
     StudyPlotData,
     equity_drawdown,
     optimization_history,
-    write_study_plots,
+    study_plots,
 )
 from ffe_dagster.core.study.level_records import trials_table
 from ffe_dagster.core.study.optimize import StudyOutcome, TrialRecord
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STEMS = ("optimization_history", "parameter_importance", "pareto_front", "equity_drawdown")
 
 
@@ -56,21 +54,22 @@ def equity_frame(hours: int, start: datetime, instrument: str) -> pl.DataFrame:
     )
 
 
-def assert_written(paths: list[Path], stems: tuple[str, ...]) -> None:
-    assert sorted(p.name for p in paths) == sorted(
-        f"{s}.{ext}" for s in stems for ext in ("png", "html")
-    )
-    for path in paths:
-        data = path.read_bytes()
-        assert len(data) > 1000, path
-        if path.suffix == ".png":
-            assert data.startswith(PNG_MAGIC)
-        else:
-            html = data.decode()
-            assert "plotly" in html and "Plotly.newPlot" in html
+def traces(plot: StudyPlot) -> list[dict[str, Any]]:
+    """The plotly figure's traces as plain dicts of their properties, numbers as arrays (plotly's
+    own trace classes are untyped, and ``to_plotly_json`` encodes arrays as base64)."""
+    data = cast("tuple[Any, ...]", plot.interactive.data)
+    return [{key: trace[key] for key in ("name", "x", "y", "text")} for trace in data]
 
 
-def test_all_plots_of_a_study(tmp_path: Path) -> None:
+def no_data_notes(plot: StudyPlot) -> list[str]:
+    """The "no data" texts of both figures (annotations of the plotly one, texts of the axes)."""
+    layout = plot.interactive.to_plotly_json()["layout"]
+    interactive = [a["text"] for a in layout.get("annotations", ()) if "no data" in a["text"]]
+    static = [t.get_text() for ax in plot.static.axes for t in ax.texts]
+    return [*interactive, *(t for t in static if "no data" in t)]
+
+
+def test_all_plots_of_a_study() -> None:
     equity = pl.concat(
         [
             equity_frame(500, datetime(2020, 1, 1), "BTC_USDT"),
@@ -84,46 +83,48 @@ def test_all_plots_of_a_study(tmp_path: Path) -> None:
         equity=equity,
         title="L1 test",
     )
-    paths = write_study_plots(data, tmp_path)
-    assert_written(paths, STEMS)
-    assert all(p.parent == tmp_path for p in paths)
-    pareto = (tmp_path / "pareto_front.html").read_text()
-    assert "Pareto front" in pareto and "trial 4" in pareto  # hover names the front's trials
-    assert "no data" not in (tmp_path / "equity_drawdown.html").read_text()
+    plots = study_plots(data)
+    assert tuple(p.name for p in plots) == STEMS
+    for plot in plots:
+        assert plot.static.axes and traces(plot), plot.name
+        assert no_data_notes(plot) == [], plot.name
+        title = plot.interactive.to_plotly_json()["layout"]["title"]["text"]
+        assert title.startswith("L1 test: ")
+    front = next(t for t in traces(plots[2]) if t["name"] == "Pareto front")
+    hover = [text.split("<br>")[0] for text in front["text"]]
+    assert hover == ["trial 1", "trial 4"]  # the hover names the front's trials
+    equity_traces = traces(plots[3])
+    assert {t["name"] for t in equity_traces} >= {"BTC_USDT", "EUR_USD"}
+    btc = next(t for t in equity_traces if t["name"] == "BTC_USDT")
+    assert sum(v is None for v in btc["x"]) == 1  # the line breaks once, at the windows' gap
 
 
-def test_empty_study_writes_no_data_figures(tmp_path: Path) -> None:
+def test_empty_study_gives_no_data_figures() -> None:
     empty = trials_table(StudyOutcome("s", (), (), resumed_trials=0, new_trials=0))
     data = StudyPlotData(trials=empty, importance={}, equity=None, importance_note="too few")
-    paths = write_study_plots(data, tmp_path)
-    assert_written(paths, STEMS)
-    for stem in STEMS:
-        assert "no data" in (tmp_path / f"{stem}.html").read_text()
-    assert "no data: too few" in (tmp_path / "parameter_importance.html").read_text()
+    plots = study_plots(data)
+    assert tuple(p.name for p in plots) == STEMS
+    for plot in plots:
+        assert len(no_data_notes(plot)) == 2, plot.name  # said in both figures
+    assert "no data: too few" in no_data_notes(plots[1])
 
 
-def test_history_without_a_feasible_trial(tmp_path: Path) -> None:
+def test_history_without_a_feasible_trial() -> None:
     trials = study_trials().with_columns(pl.lit(False).alias("feasible"))
-    paths = optimization_history(trials, tmp_path)
-    assert_written(paths, ("optimization_history",))
+    plot = optimization_history(trials)
+    assert plot.name == "optimization_history"
+    by_name = {t["name"]: t for t in traces(plot)}
+    assert len(by_name["feasible trial"]["x"]) == 0 and len(by_name["infeasible"]["x"]) == 30
+    assert np.isnan(np.asarray(by_name["best feasible so far"]["y"], dtype=float)).all()
 
 
 @pytest.mark.parametrize("max_points", [200, 10_000])
-def test_equity_thinning_keeps_the_deepest_drawdown(tmp_path: Path, max_points: int) -> None:
+def test_equity_thinning_keeps_the_deepest_drawdown(max_points: int) -> None:
     frame = equity_frame(5000, datetime(2020, 1, 1), "BTC_USDT")
     deepest = float(frame["drawdown_pct"].max())  # type: ignore[arg-type]
-    paths = equity_drawdown(frame, tmp_path, max_points=max_points, include_plotlyjs=True)
-    assert_written(paths, ("equity_drawdown",))
-    html = paths[1].read_text()
-    assert len(html) > 3_000_000  # plotly.js embedded: the file opens offline
-    drawdown = _trace_y(html, 1)  # traces: equity, then the (negated) drawdown
+    plot = equity_drawdown(frame, max_points=max_points)
+    drawdown = np.asarray(traces(plot)[1]["y"], dtype=float)  # equity, then -drawdown
     assert drawdown.size <= min(max_points, 5000)
     assert float(np.nanmin(drawdown)) == pytest.approx(-deepest)
-
-
-def _trace_y(html: str, index: int) -> np.ndarray:
-    # Plotly writes numeric arrays as base64 typed arrays inside the Plotly.newPlot call.
-    match = re.search(r"Plotly\.newPlot\(\s*\"[^\"]+\",\s*(\[.*?\]),\s*\{", html, re.S)
-    assert match is not None
-    y = json.loads(match.group(1))[index]["y"]
-    return np.frombuffer(base64.b64decode(y["bdata"]), dtype=np.dtype(y["dtype"]))
+    static = plot.static.axes[1].lines[0].get_ydata()
+    assert float(np.nanmin(np.asarray(static, dtype=float))) == pytest.approx(-deepest)

@@ -13,7 +13,6 @@ from ffe_dagster.core.backtest import strategies
 from ffe_dagster.core.backtest.metrics import FloatArray
 from ffe_dagster.core.backtest.reference import Segment
 from ffe_dagster.core.backtest.strategies import (
-    FileSignals,
     IndicatorCache,
     donchian_breakout_signals,
     get_strategy,
@@ -24,6 +23,7 @@ from ffe_dagster.core.backtest.strategies import (
     rsi_reversion_signals,
     sma_crossover_signals,
 )
+from ffe_dagster.sources.files import read_signal_file
 
 NAN = np.nan
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -234,7 +234,7 @@ def test_file_signals_align_to_the_bars(tmp_path: Path) -> None:
             }
         ),
     )
-    strategy = get_strategy("file_signals", signal_file=path)
+    strategy = get_strategy("file_signals", signals=read_signal_file(path))
     assert strategy.name == "file_signals" and strategy.param_names == ()
     signals = strategy.signals_for(_segment([1, 2, 3, 4, 5]), {})
     assert signals.tolist() == [0, 1, 0, -1, 0]
@@ -254,7 +254,7 @@ def test_file_signals_match_instants_whatever_the_stored_precision_and_zone(
         pl.col("ts").dt.replace_time_zone("Europe/Paris").cast(pl.Datetime("ns", "Europe/Paris"))
     )
     path = _write(tmp_path / "paris.parquet", frame)
-    signals = FileSignals(path).strategy().signals_for(_segment([1, 2, 3, 4]), {})
+    signals = read_signal_file(path).strategy().signals_for(_segment([1, 2, 3, 4]), {})
     assert signals.tolist() == [0, 1, -1, 0]
 
 
@@ -269,23 +269,17 @@ def test_file_signals_per_instrument(tmp_path: Path) -> None:
             }
         ),
     )
-    strategy = get_strategy("file_signals", signal_file=path)
+    strategy = get_strategy("file_signals", signals=read_signal_file(path))
     close = [1.0, 2.0, 3.0]
     assert strategy.signals_for(_segment(close, instrument="BTC_USDT"), {}).tolist() == [1, 0, -1]
     assert strategy.signals_for(_segment(close, instrument="ETH_USDT"), {}).tolist() == [-1, 1, 0]
     assert strategy.signals_for(_segment(close, instrument="SOL_USDT"), {}).tolist() == [0, 0, 0]
 
 
-def test_missing_signal_file_names_the_path(tmp_path: Path) -> None:
-    path = tmp_path / "nowhere.parquet"
-    with pytest.raises(FileNotFoundError, match=re.escape(str(path))):
-        get_strategy("file_signals", signal_file=path)
-
-
 def test_signal_file_without_a_signal_column(tmp_path: Path) -> None:
     path = _write(tmp_path / "cols.parquet", pl.DataFrame({"ts": [_hour(0)], "side": [1]}))
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['signal'\]") as err:
-        get_strategy("file_signals", signal_file=path)
+        get_strategy("file_signals", signals=read_signal_file(path))
     assert str(path) in str(err.value)
 
 
@@ -294,7 +288,7 @@ def test_signal_outside_minus_one_to_one_names_the_file(tmp_path: Path) -> None:
         tmp_path / "two.parquet", pl.DataFrame({"ts": [_hour(0), _hour(1)], "signal": [1, 2]})
     )
     with pytest.raises(ValueError, match="outside") as err:
-        get_strategy("file_signals", signal_file=path)
+        get_strategy("file_signals", signals=read_signal_file(path))
     assert str(path) in str(err.value)
     assert "1 row(s)" in str(err.value)
 
@@ -304,14 +298,7 @@ def test_null_signal_is_rejected(tmp_path: Path) -> None:
         tmp_path / "null.parquet", pl.DataFrame({"ts": [_hour(0), _hour(1)], "signal": [1, None]})
     )
     with pytest.raises(ValueError, match=re.escape(str(path))):
-        FileSignals(path).load()
-
-
-def test_unreadable_signal_file_names_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "garbage.parquet"
-    path.write_text("not parquet")
-    with pytest.raises(ValueError, match=re.escape(f"cannot read signal file {path}")):
-        FileSignals(path).load()
+        read_signal_file(path)
 
 
 def test_file_signals_need_a_file() -> None:

@@ -22,7 +22,8 @@ from ffe_dagster.core.study.identity import (
 )
 from ffe_dagster.core.study.level_specs import Constraints, CurriculumSpec, ParamRange, Window
 from ffe_dagster.core.study.levels import LevelData, holdout_starts, level_evaluator
-from ffe_dagster.core.study.optimize import StudyConfig, open_storage, run_study
+from ffe_dagster.core.study.optimize import StudyConfig, run_study
+from ffe_dagster.resources.optuna_storage import open_storage
 
 CURRICULUM = load_curriculum(PACKAGE_DIR / "config" / "curriculum.yaml")
 SPEC = CURRICULUM.levels[0]

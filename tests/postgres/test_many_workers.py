@@ -20,7 +20,8 @@ from optuna.trial import TrialState
 
 from ffe_dagster.config.settings import PROJECT_DIR
 from ffe_dagster.core.study.heartbeat import quiet_heartbeat_warnings
-from ffe_dagster.core.study.optimize import DIRECTIONS, MAX_RETRY, open_storage
+from ffe_dagster.core.study.optimize import DIRECTIONS
+from ffe_dagster.resources.optuna_storage import MAX_RETRY, open_storage
 
 WORKERS = 8
 SHARE = 6  # trials per worker
@@ -33,7 +34,8 @@ import optuna
 from optuna.trial import TrialState
 from ffe_dagster.core.study.level_specs import Constraints, ParamRange
 from ffe_dagster.core.backtest.metrics import Metrics
-from ffe_dagster.core.study.optimize import StudyConfig, open_storage, run_study
+from ffe_dagster.core.study.optimize import StudyConfig, run_study
+from ffe_dagster.resources.optuna_storage import open_storage
 
 args = json.loads(sys.argv[1])
 storage = open_storage(args["url"], heartbeat_interval=1, grace_period=4)

@@ -11,7 +11,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ffe_dagster.config.settings import PROJECT_DIR
-from ffe_dagster.core.study.optimize import open_storage
+from ffe_dagster.resources.optuna_storage import open_storage
 
 STUDY = "two_workers"
 TRIALS_PER_WORKER = 12
@@ -27,7 +27,8 @@ import json, sys, time
 from pathlib import Path
 from ffe_dagster.core.study.level_specs import Constraints, ParamRange
 from ffe_dagster.core.backtest.metrics import Metrics
-from ffe_dagster.core.study.optimize import StudyConfig, open_storage, run_study
+from ffe_dagster.core.study.optimize import StudyConfig, run_study
+from ffe_dagster.resources.optuna_storage import open_storage
 
 args = json.loads(sys.argv[1])
 worker, barrier = args["worker"], Path(args["barrier"])

@@ -11,7 +11,8 @@ from ffe_dagster.config.settings import Settings
 from ffe_dagster.core.promotion.checks import GateCheck
 from ffe_dagster.core.promotion.config import Stage
 from ffe_dagster.core.promotion.records import Action, VersionStatus
-from ffe_dagster.core.study.optimize import DIRECTIONS, open_storage
+from ffe_dagster.core.study.optimize import DIRECTIONS
+from ffe_dagster.resources.optuna_storage import open_storage
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from tests.test_registry import CHECKS, MARKS, T0, _candidate, _record
 

@@ -11,7 +11,7 @@ from dagster import DagsterInstance, JobDefinition
 from optuna.trial import TrialState
 
 from ffe_dagster.config.settings import Settings
-from ffe_dagster.core.study.optimize import open_storage
+from ffe_dagster.resources.optuna_storage import open_storage
 from tests.test_study_workers import TRIALS, run_workers_job, workers_job
 from tests.test_study_workers import settings as settings  # the fixture, used below
 

@@ -22,8 +22,9 @@ from sqlalchemy.engine import make_url
 
 from ffe_dagster.config.settings import PROJECT_DIR
 from ffe_dagster.core.study.heartbeat import quiet_heartbeat_warnings
-from ffe_dagster.core.study.optimize import DIRECTIONS, open_storage
+from ffe_dagster.core.study.optimize import DIRECTIONS
 from ffe_dagster.local_postgres import PostgresServer
+from ffe_dagster.resources.optuna_storage import open_storage
 
 HEARTBEAT_S = 1
 GRACE_S = 3
@@ -41,7 +42,8 @@ import json, sys, time
 from pathlib import Path
 from ffe_dagster.core.study.level_specs import Constraints, ParamRange
 from ffe_dagster.core.backtest.metrics import Metrics
-from ffe_dagster.core.study.optimize import StudyConfig, open_storage, run_study
+from ffe_dagster.core.study.optimize import StudyConfig, run_study
+from ffe_dagster.resources.optuna_storage import open_storage
 
 args = json.loads(sys.argv[1])
 batches = [0]

@@ -11,7 +11,6 @@ reuse it, whatever their other parameters.
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 import numba
@@ -222,9 +221,11 @@ class EntryStrategy:
         return self.signals(IndicatorCache(bars), params)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class FileSignals:
-    """Signals another system produced: a Parquet file of ``ts`` (bar open, UTC) -> ``signal``.
+    """Signals another system produced: a frame of ``ts`` (bar open, UTC) -> ``signal``, read
+    from its file by ``ffe_dagster.sources.files.read_signal_file``; ``source`` names the file
+    in every error. Build it with :meth:`checked`.
 
     Values must be -1, 0 or +1. A bar with no row in the file has no signal; a row with no bar is
     ignored. One file may hold several instruments in an ``instrument`` column; without it, the
@@ -233,42 +234,39 @@ class FileSignals:
     be no later than the close of the bar ``ts`` opens, where the engine fills the signal.
     """
 
-    path: Path
+    frame: pl.DataFrame
+    source: str = "signal file"
 
-    def load(self) -> pl.DataFrame:
-        """The file, checked; a clear error names the file and what is wrong."""
-        if not self.path.exists():
-            raise FileNotFoundError(f"signal file not found: {self.path}")
-        try:
-            frame = pl.read_parquet(self.path)
-        except (pl.exceptions.PolarsError, OSError) as exc:
-            raise ValueError(f"cannot read signal file {self.path}: {exc}") from exc
+    @classmethod
+    def checked(cls, frame: pl.DataFrame, source: str) -> "FileSignals":
+        """``frame`` checked and typed (UTC microsecond times, int8 signals); a clear error
+        names ``source`` and what is wrong."""
         missing = {"ts", "signal"} - set(frame.columns)
         if missing:
-            raise ValueError(f"signal file {self.path} lacks column(s) {sorted(missing)}")
+            raise ValueError(f"signal file {source} lacks column(s) {sorted(missing)}")
         bad = frame.filter(~pl.col("signal").is_in([-1, 0, 1]) | pl.col("signal").is_null())
         if bad.height:
             raise ValueError(
-                f"signal file {self.path}: {bad.height} row(s) with a signal outside "
+                f"signal file {source}: {bad.height} row(s) with a signal outside "
                 f"{{-1, 0, 1}}, first at ts={bad['ts'][0]}"
             )
         key = ["instrument", "ts"] if "instrument" in frame.columns else ["ts"]
         dupes = frame.filter(frame.select(key).is_duplicated())
         if dupes.height:
             raise ValueError(
-                f"signal file {self.path}: {dupes.height} row(s) share a timestamp, first at "
+                f"signal file {source}: {dupes.height} row(s) share a timestamp, first at "
                 f"ts={dupes['ts'][0]}; each bar must have at most one signal"
             )
         if "known_at" in frame.columns and frame["known_at"].null_count():
-            raise ValueError(f"signal file {self.path}: known_at is empty on some rows")
+            raise ValueError(f"signal file {source}: known_at is empty on some rows")
         casts = [pl.col("ts").cast(pl.Datetime("us", "UTC")), pl.col("signal").cast(pl.Int8)]
         if "known_at" in frame.columns:
             casts.append(pl.col("known_at").cast(pl.Datetime("us", "UTC")))
-        return frame.with_columns(casts)
+        return cls(frame.with_columns(casts), source)
 
     def strategy(self, instrument_of: Callable[[Bars], str] | None = None) -> EntryStrategy:
         """An ``EntryStrategy`` that aligns the file's signals to each segment's bars."""
-        frame = self.load()
+        frame = self.frame
         by_instrument: dict[str | None, dict[np.datetime64, int]] = {}
         keys = frame["instrument"].to_list() if "instrument" in frame.columns else None
         stamps = frame["ts"].dt.replace_time_zone(None).to_numpy()
@@ -305,13 +303,17 @@ STRATEGIES: Mapping[str, EntryStrategy] = {
 }
 
 
-def get_strategy(name: str, *, signal_file: Path | None = None) -> EntryStrategy:
-    """The strategy called ``name``: a built-in one, or ``file_signals`` read from
-    ``signal_file``. A clear error lists the known names."""
+def get_strategy(name: str, *, signals: FileSignals | None = None) -> EntryStrategy:
+    """The strategy called ``name``: a built-in one, or ``file_signals`` trading ``signals``
+    (its file read by ``ffe_dagster.sources.files.read_signal_file``). A clear error lists the
+    known names."""
     if name == "file_signals":
-        if signal_file is None:
-            raise ValueError("strategy 'file_signals' needs a signal file (strategy_options.path)")
-        return FileSignals(signal_file).strategy(lambda bars: getattr(bars, "instrument", ""))
+        if signals is None:
+            raise ValueError(
+                "strategy 'file_signals' needs a signal file (strategy_options.path), read by "
+                "ffe_dagster.sources.files.read_signal_file"
+            )
+        return signals.strategy(lambda bars: getattr(bars, "instrument", ""))
     try:
         return STRATEGIES[name]
     except KeyError:

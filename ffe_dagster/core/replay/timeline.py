@@ -81,6 +81,7 @@ def level_data_before(data: LevelData, t: datetime, holdout_days: int) -> LevelD
         regimes=regimes,
         periods_per_year={k: v for k, v in data.periods_per_year.items() if k in bars},
         holdout_start=holdout_starts(bars, holdout_days),
+        signals=data.signals,
     )
 
 

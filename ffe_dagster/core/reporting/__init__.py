@@ -17,10 +17,11 @@ from ffe_dagster.core.reporting.notifications import (
     verdict_change,
 )
 from ffe_dagster.core.reporting.plots import (
+    StudyPlot,
     StudyPlotData,
     equity_drawdown,
     optimization_history,
-    write_study_plots,
+    study_plots,
 )
 from ffe_dagster.core.reporting.recommendation import (
     deployment_recommendation,
@@ -34,6 +35,7 @@ __all__ = [
     "Kind",
     "Notification",
     "ParamChange",
+    "StudyPlot",
     "StudyPlotData",
     "UiLinks",
     "decision_notification",
@@ -46,6 +48,6 @@ __all__ = [
     "regime_verdicts",
     "retry_delay_s",
     "run_failure_notification",
+    "study_plots",
     "verdict_change",
-    "write_study_plots",
 ]

@@ -1,29 +1,27 @@
-"""Plots of a level study, each written as a PNG (matplotlib) and an interactive HTML (plotly).
+"""Plots of a level study, each drawn twice: a matplotlib figure (for a PNG) and a plotly figure
+(for an interactive HTML page).
 
-Pure: the functions take plain data and a folder and return the paths they wrote; nothing here
-knows about Dagster or MLflow. Inputs:
+Pure: the functions take plain data and return figures (``StudyPlot``); writing them is the
+tracking resource's job (``ffe_dagster.resources.tracking_plots.write_plots``), and nothing here
+knows about files, Dagster or MLflow. Inputs:
 
 - the trials table of ``ffe_dagster.core.study.level_records.trials_table`` (``number``,
   ``param_*``, ``train_*`` metrics, ``feasible``, ``pareto``),
 - Optuna's parameter importance (``name -> importance``),
 - the chosen set's equity frame (``instrument``, ``ts``, ``equity``, ``drawdown_pct``).
 
-An empty input (no trial, no importance, no chosen set) still writes both files, with a figure
-that says "no data" and why, so every run carries the same artifact names and the MLflow UI shows
-the reason instead of a missing file.
+An empty input (no trial, no importance, no chosen set) still gives both figures, saying "no
+data" and why, so every run carries the same artifact names and the MLflow UI shows the reason
+instead of a missing file.
 
-PNGs are drawn on a ``matplotlib.figure.Figure`` attached to an Agg canvas, never through
-``pyplot`` or ``matplotlib.use``: pyplot keeps global figure state and picks a GUI backend, and
-``use`` would switch the backend for the whole process; neither is wanted in a worker.
-HTML files load plotly.js from its CDN by default (``include_plotlyjs="cdn"``): embedding it costs
-about 4.6 MB per file, i.e. some 70 MB per cycle of four levels; pass ``True`` for files that
-open offline.
+Static figures are ``matplotlib.figure.Figure`` objects attached to an Agg canvas, never made
+through ``pyplot`` or ``matplotlib.use``: pyplot keeps global figure state and picks a GUI
+backend, and ``use`` would switch the backend for the whole process; neither is wanted in a worker.
 """
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,8 +31,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from plotly.subplots import make_subplots
 
-IncludePlotlyJs = bool | Literal["cdn"]
-
 HISTORY = "optimization_history"
 IMPORTANCE = "parameter_importance"
 PARETO = "pareto_front"
@@ -42,7 +38,6 @@ EQUITY = "equity_drawdown"
 
 MAX_EQUITY_POINTS = 4000  # per instrument, for display only; the full curve is a table artifact
 _SEGMENT_GAP_FACTOR = 50.0  # a time step this many times the median one starts a new segment
-_DPI = 110
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,48 +51,37 @@ class StudyPlotData:
     importance_note: str = ""  # why importance is empty, e.g. Optuna's error message
 
 
-def write_study_plots(
-    data: StudyPlotData, folder: Path, *, include_plotlyjs: IncludePlotlyJs = "cdn"
-) -> list[Path]:
-    """All four plots of a study into ``folder``; returns the eight paths (PNG and HTML each)."""
+@dataclass(frozen=True, slots=True)
+class StudyPlot:
+    """One plot of a study: ``name`` (the file stem it is written under, e.g. ``pareto_front``),
+    its static matplotlib figure and its interactive plotly figure."""
+
+    name: str
+    static: Figure
+    interactive: go.Figure
+
+
+def study_plots(data: StudyPlotData) -> tuple[StudyPlot, ...]:
+    """All four plots of a study: optimization history, parameter importance, Pareto front,
+    equity and drawdown of the chosen set (in that order)."""
     prefix = f"{data.title}: " if data.title else ""
-    return [
-        *optimization_history(
-            data.trials,
-            folder,
-            title=f"{prefix}optimization history",
-            include_plotlyjs=include_plotlyjs,
-        ),
-        *parameter_importance(
+    return (
+        optimization_history(data.trials, title=f"{prefix}optimization history"),
+        parameter_importance(
             data.importance,
-            folder,
             title=f"{prefix}parameter importance (train Sharpe)",
             note=data.importance_note,
-            include_plotlyjs=include_plotlyjs,
         ),
-        *pareto_front(
-            data.trials, folder, title=f"{prefix}Pareto front", include_plotlyjs=include_plotlyjs
-        ),
-        *equity_drawdown(
-            data.equity,
-            folder,
-            title=f"{prefix}equity and drawdown of the chosen set",
-            include_plotlyjs=include_plotlyjs,
-        ),
-    ]
+        pareto_front(data.trials, title=f"{prefix}Pareto front"),
+        equity_drawdown(data.equity, title=f"{prefix}equity and drawdown of the chosen set"),
+    )
 
 
-def optimization_history(
-    trials: pl.DataFrame,
-    folder: Path,
-    *,
-    title: str = "optimization history",
-    include_plotlyjs: IncludePlotlyJs = "cdn",
-) -> list[Path]:
+def optimization_history(trials: pl.DataFrame, *, title: str = "optimization history") -> StudyPlot:
     """Train Sharpe of every trial by trial number, feasible and infeasible trials marked apart,
     with the best feasible Sharpe so far (convergence) and the best of all trials so far."""
     if trials.is_empty() or "train_sharpe" not in trials.columns:
-        return _no_data(folder, HISTORY, title, "the study has no finished trial", include_plotlyjs)
+        return _no_data(HISTORY, title, "the study has no finished trial")
     frame = trials.sort("number")
     number = frame["number"].to_numpy().astype(np.float64)
     sharpe = _floats(frame["train_sharpe"])
@@ -117,7 +101,6 @@ def optimization_history(
     ax.set(xlabel="trial", ylabel="train Sharpe", title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")
-    png = _save_png(fig, folder, HISTORY)
 
     pfig = go.Figure()
     for mask, name, color, symbol in (
@@ -145,21 +128,16 @@ def optimization_history(
             )
         )
     pfig.update_layout(title=title, xaxis_title="trial", yaxis_title="train Sharpe")
-    return [png, _save_html(pfig, folder, HISTORY, include_plotlyjs)]
+    return StudyPlot(HISTORY, fig, pfig)
 
 
 def parameter_importance(
-    importance: Mapping[str, float],
-    folder: Path,
-    *,
-    title: str = "parameter importance",
-    note: str = "",
-    include_plotlyjs: IncludePlotlyJs = "cdn",
-) -> list[Path]:
+    importance: Mapping[str, float], *, title: str = "parameter importance", note: str = ""
+) -> StudyPlot:
     """Horizontal bars of each parameter's importance, the most important on top."""
     if not importance:
         reason = note or "Optuna reported no importance (fewer than 4 trials or no variation)"
-        return _no_data(folder, IMPORTANCE, title, reason, include_plotlyjs)
+        return _no_data(IMPORTANCE, title, reason)
     ranked = sorted(importance.items(), key=lambda kv: kv[1])  # barh draws bottom-up
     names = [k for k, _ in ranked]
     values = [float(v) for _, v in ranked]
@@ -170,26 +148,19 @@ def parameter_importance(
     ax.set(xlabel="importance (share of train Sharpe variance)", title=title)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    png = _save_png(fig, folder, IMPORTANCE)
 
     pfig = go.Figure(go.Bar(x=values, y=names, orientation="h"))
     pfig.update_layout(title=title, xaxis_title="importance")
-    return [png, _save_html(pfig, folder, IMPORTANCE, include_plotlyjs)]
+    return StudyPlot(IMPORTANCE, fig, pfig)
 
 
-def pareto_front(
-    trials: pl.DataFrame,
-    folder: Path,
-    *,
-    title: str = "Pareto front",
-    include_plotlyjs: IncludePlotlyJs = "cdn",
-) -> list[Path]:
+def pareto_front(trials: pl.DataFrame, *, title: str = "Pareto front") -> StudyPlot:
     """Train Sharpe against max drawdown for every trial, colored by win rate; the feasible
     Pareto front of the three objectives (Sharpe, win rate, drawdown) is ringed in red, so a
     front point may sit inside the 2-D cloud when its win rate earns its place."""
     needed = {"train_sharpe", "train_max_drawdown_pct", "train_win_rate_pct"}
     if trials.is_empty() or not needed <= set(trials.columns):
-        return _no_data(folder, PARETO, title, "the study has no finished trial", include_plotlyjs)
+        return _no_data(PARETO, title, "the study has no finished trial")
     sharpe = _floats(trials["train_sharpe"])
     drawdown = _floats(trials["train_max_drawdown_pct"])
     win = _floats(trials["train_win_rate_pct"])
@@ -235,7 +206,6 @@ def pareto_front(
     ax.set(xlabel="train max drawdown %", ylabel="train Sharpe", title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
-    png = _save_png(fig, folder, PARETO)
 
     pfig = go.Figure()
     for mask, name, symbol in ((feasible, "feasible", "circle"), (~feasible, "infeasible", "x")):
@@ -271,17 +241,15 @@ def pareto_front(
         )
     )
     pfig.update_layout(title=title, xaxis_title="train max drawdown %", yaxis_title="train Sharpe")
-    return [png, _save_html(pfig, folder, PARETO, include_plotlyjs)]
+    return StudyPlot(PARETO, fig, pfig)
 
 
 def equity_drawdown(
     equity: pl.DataFrame | None,
-    folder: Path,
     *,
     title: str = "equity and drawdown",
-    include_plotlyjs: IncludePlotlyJs = "cdn",
     max_points: int = MAX_EQUITY_POINTS,
-) -> list[Path]:
+) -> StudyPlot:
     """Equity (top) and drawdown in percent (bottom) of the chosen set, one line per instrument.
 
     A level's windows of one instrument are separate backtests that each start from the initial
@@ -290,7 +258,7 @@ def equity_drawdown(
     """
     needed = {"instrument", "ts", "equity", "drawdown_pct"}
     if equity is None or equity.is_empty() or not needed <= set(equity.columns):
-        return _no_data(folder, EQUITY, title, "no parameter set was chosen", include_plotlyjs)
+        return _no_data(EQUITY, title, "no parameter set was chosen")
     curves = {
         str(name): _thin(_with_gaps(part), max_points)
         for name, part in sorted(
@@ -309,7 +277,6 @@ def equity_drawdown(
         ax.grid(alpha=0.3)
     top.legend(loc="upper left", fontsize="small")
     fig.autofmt_xdate()
-    png = _save_png(fig, folder, EQUITY)
 
     pfig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.65, 0.35])
     palette = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
@@ -339,7 +306,7 @@ def equity_drawdown(
     pfig.update_layout(title=title)
     pfig.update_yaxes(title_text="equity", row=1, col=1)
     pfig.update_yaxes(title_text="drawdown %", row=2, col=1)
-    return [png, _save_html(pfig, folder, EQUITY, include_plotlyjs)]
+    return StudyPlot(EQUITY, fig, pfig)
 
 
 FloatArray = npt.NDArray[np.float64]
@@ -418,15 +385,12 @@ def _thin(
     return ts[idx], eq[idx], dd[idx]
 
 
-def _no_data(
-    folder: Path, stem: str, title: str, reason: str, include_plotlyjs: IncludePlotlyJs
-) -> list[Path]:
+def _no_data(stem: str, title: str, reason: str) -> StudyPlot:
     fig = _figure(figsize=(7, 3))
     ax = fig.add_subplot()
     ax.set_axis_off()
     ax.set_title(title)
     ax.text(0.5, 0.5, f"no data: {reason}", ha="center", va="center", wrap=True)
-    png = _save_png(fig, folder, stem)
     pfig = go.Figure()
     pfig.update_layout(
         title=title,
@@ -436,24 +400,10 @@ def _no_data(
             {"text": f"no data: {reason}", "showarrow": False, "xref": "paper", "yref": "paper"}
         ],
     )
-    return [png, _save_html(pfig, folder, stem, include_plotlyjs)]
+    return StudyPlot(stem, fig, pfig)
 
 
 def _figure(**kwargs: Any) -> Figure:
     fig = Figure(**kwargs)
     FigureCanvasAgg(fig)  # attaches itself to the figure: PNG rendering without pyplot
     return fig
-
-
-def _save_png(fig: Figure, folder: Path, stem: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{stem}.png"
-    fig.savefig(path, dpi=_DPI, bbox_inches="tight")
-    return path
-
-
-def _save_html(fig: go.Figure, folder: Path, stem: str, include_plotlyjs: IncludePlotlyJs) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{stem}.html"
-    fig.write_html(path, include_plotlyjs=include_plotlyjs, full_html=True)
-    return path

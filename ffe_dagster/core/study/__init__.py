@@ -25,6 +25,8 @@ from ffe_dagster.core.study.identity import (
     ENGINE_SEMANTICS_VERSION,
     bytes_fingerprint,
     frame_fingerprint,
+    level_data_fingerprint,
+    segments_fingerprint,
     study_identity,
 )
 from ffe_dagster.core.study.level_records import outcome_result, trials_table
@@ -74,10 +76,6 @@ from ffe_dagster.core.study.lookahead import (
 )
 from ffe_dagster.core.study.optimize import (
     DIRECTIONS,
-    GRACE_PERIOD_S,
-    HEARTBEAT_INTERVAL_S,
-    JOURNAL_SCHEME,
-    MAX_RETRY,
     BatchObjective,
     ParetoTracker,
     StorageUnavailableError,
@@ -85,10 +83,10 @@ from ffe_dagster.core.study.optimize import (
     StudyOutcome,
     TrialRecord,
     complete_trial_count,
-    open_storage,
+    reachable,
     run_study,
 )
-from ffe_dagster.core.study.progression import Decision, decide, next_trial_count
+from ffe_dagster.core.study.progression import Decision, Progression, decide, next_trial_count
 from ffe_dagster.core.study.search_space import build_distributions
 from ffe_dagster.core.study.selection import (
     Candidate,
@@ -102,10 +100,6 @@ __all__ = [
     "BAR_COLUMNS",
     "DIRECTIONS",
     "ENGINE_SEMANTICS_VERSION",
-    "GRACE_PERIOD_S",
-    "HEARTBEAT_INTERVAL_S",
-    "JOURNAL_SCHEME",
-    "MAX_RETRY",
     "MIN_PERIOD_BARS",
     "PASS_CRITERIA",
     "REUSE_KEY",
@@ -130,6 +124,7 @@ __all__ = [
     "Params",
     "ParetoTracker",
     "Period",
+    "Progression",
     "ProgressionSpec",
     "RobustnessSpec",
     "SplitOnceTPESampler",
@@ -160,6 +155,7 @@ __all__ = [
     "frame_fingerprint",
     "heartbeat_storage",
     "holdout_starts",
+    "level_data_fingerprint",
     "level_evaluator",
     "level_study_config",
     "level_test_evaluator",
@@ -169,17 +165,18 @@ __all__ = [
     "merge_windows",
     "neighbourhood",
     "next_trial_count",
-    "open_storage",
     "outcome_result",
     "overfitting_report",
     "parameter_shift",
     "quiet_heartbeat_warnings",
     "rank_by_plateau",
     "rank_on_validation",
+    "reachable",
     "reusable",
     "reuse_key",
     "run_level",
     "run_study",
+    "segments_fingerprint",
     "skipped_level_result",
     "split_bounds",
     "study_datasets",

@@ -13,18 +13,22 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
+from ffe_dagster.core.backtest.strategies import FileSignals
 from ffe_dagster.core.regimes.detection import Regime, regime_segments
 from ffe_dagster.core.study.level_specs import CurriculumSpec, LevelSpec, Window
 
 
 @dataclass(frozen=True, slots=True)
 class LevelData:
-    """What a level reads: bars and regimes per instrument, and each instrument's hold-out."""
+    """What a level reads: bars and regimes per instrument, each instrument's hold-out, and the
+    signals a ``file_signals`` curriculum trades (read from its file outside ``core``, by
+    ``ffe_dagster.sources.files.curriculum_signals``; None for a built-in strategy)."""
 
     bars: Mapping[str, pl.DataFrame]
     regimes: Mapping[str, pl.DataFrame]
     periods_per_year: Mapping[str, float]
     holdout_start: Mapping[str, datetime]
+    signals: FileSignals | None = None
 
 
 def _before(moment: datetime) -> datetime:

@@ -32,7 +32,7 @@ class StudyContext:
     """Where the walk-forward sub-studies live and how they are constrained."""
 
     study_name: str
-    storage: str | BaseStorage
+    storage: BaseStorage
     seed: int
     constraints: Constraints
     space: Sequence[ParamRange]
@@ -209,7 +209,7 @@ def walk_forward(
 
 
 def importance_report(
-    study_name: str, storage: str | BaseStorage, outcome: StudyOutcome
+    study_name: str, storage: BaseStorage, outcome: StudyOutcome
 ) -> dict[str, Any]:
     """Optuna's parameter importance for train Sharpe, and each numeric parameter's rank
     correlation with it across trials (sensitivity)."""

@@ -7,7 +7,6 @@ and publishes the returned ``LevelOutcome``.
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +15,7 @@ from optuna.storages import BaseStorage
 
 from ffe_dagster.core.backtest.metrics import Metrics
 from ffe_dagster.core.backtest.reference import Segment
-from ffe_dagster.core.backtest.strategies import EntryStrategy, get_strategy
+from ffe_dagster.core.backtest.strategies import EntryStrategy, FileSignals, get_strategy
 from ffe_dagster.core.study.eras import LevelData, level_windows, test_windows
 from ffe_dagster.core.study.evaluation import FullAnalysis, LevelEvaluator, Params, Period
 from ffe_dagster.core.study.level_result import LevelResult, LevelTry
@@ -132,10 +131,10 @@ def _naive(moment: datetime) -> np.datetime64:
     return np.datetime64(moment.replace(tzinfo=None), "us")
 
 
-def entry_strategy(curriculum: CurriculumSpec) -> EntryStrategy:
-    """The curriculum's entry strategy (a built-in one, or signals from its file)."""
-    path = Path(curriculum.signal_file) if curriculum.signal_file else None
-    return get_strategy(curriculum.strategy, signal_file=path)
+def entry_strategy(curriculum: CurriculumSpec, signals: FileSignals | None = None) -> EntryStrategy:
+    """The curriculum's entry strategy: a built-in one, or ``signals``, its file's signals
+    (``ffe_dagster.sources.files.curriculum_signals``), for ``file_signals``."""
+    return get_strategy(curriculum.strategy, signals=signals)
 
 
 def choose_candidates(
@@ -178,7 +177,7 @@ def _validation(evaluator: LevelEvaluator) -> BatchObjective:
 def level_study_config(
     curriculum: CurriculumSpec,
     study_name: str,
-    storage: str | BaseStorage,
+    storage: BaseStorage,
     n_trials: int,
     *,
     fail_stale_running: bool = True,
@@ -225,7 +224,7 @@ def level_evaluator(spec: LevelSpec, curriculum: CurriculumSpec, data: LevelData
         )
     return LevelEvaluator(
         segments,
-        entry_strategy(curriculum),
+        entry_strategy(curriculum, data.signals),
         spec.direction,
         curriculum.costs,
         train,
@@ -248,7 +247,12 @@ def level_test_evaluator(
     if not segments:
         return None
     return LevelEvaluator(
-        segments, entry_strategy(curriculum), spec.direction, curriculum.costs, 0.0, 0.0
+        segments,
+        entry_strategy(curriculum, data.signals),
+        spec.direction,
+        curriculum.costs,
+        0.0,
+        0.0,
     )
 
 
@@ -375,7 +379,7 @@ def run_level(
         # Look-ahead gate (issue 11, item 6; core/study/lookahead.py): raises on a signal
         # that uses a later bar, else its report joins the analysis.
         analysis["lookahead"] = lookahead_analysis(
-            evaluator, [c.params for c in candidates], signal_file=curriculum.signal_file
+            evaluator, [c.params for c in candidates], signals=data.signals
         )
         full = evaluator.full_analysis(chosen.params, Period.ALL)
         if full.max_relative_difference > VECTORBT_TOLERANCE:

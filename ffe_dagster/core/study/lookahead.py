@@ -19,7 +19,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -174,7 +173,7 @@ class SignalFileTiming:
 def check_signal_file_timing(
     frame: pl.DataFrame, segments: Sequence[Segment], bar_interval: timedelta
 ) -> SignalFileTiming:
-    """Check a loaded signal file (``FileSignals.load``) against the level's segments.
+    """Check a signal file's checked frame (``FileSignals.frame``) against the level's segments.
 
     A non-zero signal at ``ts`` inside a segment must be stamped at one of its bars' open times
     (else it is counted in ``off_bar``), and, with a ``known_at`` column, be known no later than
@@ -267,11 +266,11 @@ def lookahead_analysis(
     evaluator: LevelEvaluator,
     param_sets: Sequence[Params],
     *,
-    signal_file: str | Path | None = None,
+    signals: FileSignals | None = None,
 ) -> dict[str, Any]:
     """The level's look-ahead gate over its candidate parameter sets (the chosen one first).
 
-    A strategy is checked by truncation; a signal file (``signal_file``, the strategy's file) by
+    A strategy is checked by truncation; a signal file (``signals``, the strategy's file) by
     its timing, plus the effect of a one-bar delay on the first set over the test period. Raises
     ``LookaheadError`` naming the strategy (or file), bar and parameter set on a failure; returns
     the report as plain values otherwise.
@@ -279,7 +278,7 @@ def lookahead_analysis(
     if not param_sets:
         return {}
     segments = evaluator.segments
-    if evaluator.strategy.name != FILE_STRATEGY or signal_file is None:
+    if evaluator.strategy.name != FILE_STRATEGY or signals is None:
         report = check_lookahead(evaluator.strategy, segments, param_sets)
         if not report.passed:
             raise LookaheadError(
@@ -287,8 +286,7 @@ def lookahead_analysis(
                 + f" ({len(report.mismatches)} mismatch(es) in {report.cuts_checked} cuts)"
             )
         return {"truncation": report.as_dict()}
-    frame = FileSignals(Path(signal_file)).load()
-    timing = check_signal_file_timing(frame, segments, _bar_interval(segments))
+    timing = check_signal_file_timing(signals.frame, segments, _bar_interval(segments))
     if not timing.passed:
         first = timing.late[0]
         raise LookaheadError(

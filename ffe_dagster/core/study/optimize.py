@@ -5,34 +5,28 @@ Objectives: Sharpe up, win rate up, max drawdown down. A trial that breaks a con
 ``Trial.set_constraint``, so it never reaches the Pareto front. Trials are asked in batches and the
 whole batch is evaluated in one call (the engine runs it in parallel), then told. The study stops
 at its trial count, at its time limit, or early when the feasible Pareto front has not improved for
-``patience`` trials. The storage is passed in; a study re-created with the same name resumes where
-it stopped. On SQL storages every trial of the batch being evaluated gets heartbeats, so several
-workers can share a study and the trials of one that is killed are failed and retried.
+``patience`` trials. The storage is passed in, opened (``ffe_dagster.resources.optuna_storage``
+creates its files and connects), so nothing here does I/O beyond Optuna's own calls on it; a study
+re-created with the same name resumes where it stopped. On SQL storages every trial of the batch
+being evaluated gets heartbeats, so several workers can share a study and the trials of one that
+is killed are failed and retried.
 """
 
 import logging
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import optuna
 import sqlalchemy.exc
 from optuna.distributions import (
     BaseDistribution,
 )
-from optuna.exceptions import ExperimentalWarning, StorageInternalError, UpdateFinishedTrialError
-from optuna.storages import (
-    BaseStorage,
-    JournalStorage,
-    RDBStorage,
-    RetryHeartbeatStaleTrialCallback,
-)
+from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
+from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import BaseHeartbeat
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, Trial, TrialState
 from sqlalchemy.engine import make_url
 
@@ -54,16 +48,6 @@ from ffe_dagster.core.study.tpe import SplitOnceTPESampler
 
 DIRECTIONS = ("maximize", "maximize", "minimize")
 OBJECTIVES = ("sharpe", "win_rate_pct", "max_drawdown_pct")
-JOURNAL_SCHEME = "journal:///"
-# SQL storages: a live worker beats every 10 s; a trial without a beat for 30 s (three missed
-# beats, so one slow commit is not enough) belongs to a dead worker and is failed, then retried
-# up to 3 times with the same parameters (a set that kills its worker every time is given up).
-HEARTBEAT_INTERVAL_S = 10
-GRACE_PERIOD_S = 30
-MAX_RETRY = 3
-# A black-holed database host must fail a call in seconds, not hang a worker for minutes.
-CONNECT_TIMEOUT_S = 10
-
 BatchObjective = Callable[[Sequence[Params]], Sequence[Metrics]]
 
 _log = logging.getLogger(__name__)
@@ -80,7 +64,7 @@ class BatchingStorage(Protocol):
         ...
 
 
-def _batched(storage: str | BaseStorage) -> AbstractContextManager[None]:
+def _batched(storage: BaseStorage) -> AbstractContextManager[None]:
     return storage.batch() if isinstance(storage, BatchingStorage) else nullcontext()
 
 
@@ -113,8 +97,10 @@ def _is_unreachable(exc: BaseException) -> bool:
 
 
 @contextmanager
-def _reachable(storage: str | BaseStorage, study_name: str | None = None) -> Iterator[None]:
-    """Turn a lost database connection inside the block into :class:`StorageUnavailableError`."""
+def reachable(storage: str | BaseStorage, study_name: str | None = None) -> Iterator[None]:
+    """Turn a lost database connection inside the block into :class:`StorageUnavailableError`
+    (``storage`` is a URL or a storage; an RDB storage's URL is named with its password hidden).
+    """
     try:
         yield
     except (
@@ -129,56 +115,12 @@ def _reachable(storage: str | BaseStorage, study_name: str | None = None) -> Ite
         raise StorageUnavailableError(message) from exc
 
 
-def open_storage(
-    url: str,
-    *,
-    heartbeat_interval: int | None = HEARTBEAT_INTERVAL_S,
-    grace_period: int | None = GRACE_PERIOD_S,
-    max_retry: int | None = MAX_RETRY,
-) -> BaseStorage:
-    """An Optuna storage for ``url``.
-
-    ``journal:///path/file.log`` is Optuna's append-only journal file (the local default: several
-    times faster than SQLite per trial, safe across processes through a file lock); any other URL
-    is an SQLAlchemy URL for Optuna's RDB storage (SQLite, PostgreSQL), opened with trial
-    heartbeats every ``heartbeat_interval`` seconds (None: no heartbeats) and a stale-trial
-    callback that re-enqueues a trial whose worker stopped beating for ``grace_period`` seconds
-    (at most ``max_retry`` times; None: always). Its connections are pinged before use, so a
-    process survives a database restart between two calls. Raises
-    :class:`StorageUnavailableError` when the database cannot be reached.
-    """
-    if url.startswith(JOURNAL_SCHEME):
-        # Optuna's journal storage has no heartbeats: the trials of a worker killed on a shared
-        # journal study stay RUNNING (no harm to the count; see StudyConfig.fail_stale_running).
-        path = Path("/" + url.removeprefix(JOURNAL_SCHEME).lstrip("/"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
-    if "://" not in url:
-        raise ValueError(f"not an Optuna storage URL: {url!r} (journal:///path or an SQL URL)")
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    if make_url(url).get_driver_name() == "psycopg2":
-        engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
-    with warnings.catch_warnings(), _reachable(url):
-        # The heartbeat API is experimental in Optuna, and used here on purpose.
-        warnings.filterwarnings("ignore", category=ExperimentalWarning)
-        retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
-        return RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period if heartbeat_interval is not None else None,
-            heartbeat_stale_trial_callback=retry if heartbeat_interval is not None else None,
-        )
-
-
 @dataclass(frozen=True, slots=True)
 class StudyConfig:
     """Where and how long a study runs."""
 
     study_name: str
-    storage: str | BaseStorage
+    storage: BaseStorage
     n_trials: int
     seed: int
     constraints: Constraints
@@ -188,9 +130,9 @@ class StudyConfig:
     sampler: str = "tpe"
     # One worker per study (the default): trials left RUNNING by a killed process are failed on
     # resume. With several workers on one study, set False: then a killed worker's trials are
-    # failed only once their heartbeat (see open_storage) is older than the grace period, by
-    # whichever worker asks next, and retried with the same parameters. Without heartbeats
-    # (journal storage, a bare URL) they stay RUNNING.
+    # failed only once their heartbeat (``resources.optuna_storage.open_storage``) is older than
+    # the grace period, by whichever worker asks next, and retried with the same parameters.
+    # Without heartbeats (journal storage) they stay RUNNING.
     fail_stale_running: bool = True
     # User attributes written on every trial as it is asked (before it is evaluated), e.g. which
     # worker process holds it: a RUNNING trial then says whose it is.
@@ -220,9 +162,9 @@ class StudyOutcome:
     seconds: float = 0.0
 
 
-def complete_trial_count(study_name: str, storage: str | BaseStorage) -> int | None:
+def complete_trial_count(study_name: str, storage: BaseStorage) -> int | None:
     """How many complete trials the stored study ``study_name`` holds; None when there is none."""
-    with _reachable(storage, study_name):
+    with reachable(storage, study_name):
         try:
             study = optuna.load_study(study_name=study_name, storage=storage)
         except KeyError:
@@ -393,15 +335,16 @@ def run_study(
     choice) is enqueued as the first trial of a new study. ``on_trial`` is called after each trial
     with the record and the count finished so far.
 
-    With a heartbeat storage (``open_storage`` of an SQL URL) every trial of the batch being
-    evaluated gets heartbeats, and with ``fail_stale_running=False`` the stale trials of dead
-    workers are failed before each ask and their retries (same parameters) asked first; a retry
-    that completes counts like any trial, so the study still ends at ``n_trials``. Raises
+    With a heartbeat storage (``resources.optuna_storage.open_storage`` of an SQL URL) every
+    trial of the batch being evaluated gets heartbeats, and with ``fail_stale_running=False``
+    the stale trials of dead workers are failed before each ask and their retries (same
+    parameters) asked first; a retry that completes counts like any trial, so the study still
+    ends at ``n_trials``. Raises
     :class:`StorageUnavailableError` when the storage's database stops answering.
     """
     if config.batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {config.batch_size}")
-    with _reachable(config.storage, config.study_name):
+    with reachable(config.storage, config.study_name):
         return _run_study(evaluate, space, config, warm_start, on_trial)
 
 

@@ -1,0 +1,32 @@
+"""Writing a study's plots (``core.reporting.plots``) as files for the MLflow run's ``plots/``.
+
+Each plot becomes ``<name>.png`` (its matplotlib figure, rendered by its Agg canvas) and
+``<name>.html`` (its plotly figure). HTML files load plotly.js from its CDN by default
+(``include_plotlyjs="cdn"``): embedding it costs about 4.6 MB per file, i.e. some 70 MB per cycle
+of four levels; pass ``True`` for files that open offline.
+"""
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from ffe_dagster.core.reporting.plots import StudyPlot
+
+IncludePlotlyJs = bool | Literal["cdn"]
+
+_DPI = 110
+
+
+def write_plots(
+    plots: Sequence[StudyPlot], folder: Path, *, include_plotlyjs: IncludePlotlyJs = "cdn"
+) -> list[Path]:
+    """Write every plot into ``folder`` (created), PNG then HTML each; returns the paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    for plot in plots:
+        png = folder / f"{plot.name}.png"
+        plot.static.savefig(png, dpi=_DPI, bbox_inches="tight")
+        html = folder / f"{plot.name}.html"
+        plot.interactive.write_html(html, include_plotlyjs=include_plotlyjs, full_html=True)
+        paths += [png, html]
+    return paths
