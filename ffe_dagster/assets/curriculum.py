@@ -33,6 +33,7 @@ from ffe_dagster.core.study.level_specs import CurriculumSpec, LevelSpec
 from ffe_dagster.core.study.levels import (
     LevelData,
     level_evaluator,
+    level_segments,
     level_study_config,
     level_test_evaluator,
     run_level,
@@ -67,7 +68,7 @@ def study_fingerprint(spec: LevelSpec, curriculum: CurriculumSpec, data: LevelDa
     return study_identity(
         spec,
         curriculum,
-        segments=segments_fingerprint(level_evaluator(spec, curriculum, data).segments),
+        segments=segments_fingerprint(level_segments(spec, curriculum, data)),
         signal_file_sha256=signal,
     )
 

@@ -127,7 +127,8 @@ def _check(config: StudyWorkersConfig) -> None:
 
 
 def _refuse_skipped(spec: LevelSpec, previous_result: LevelResult | None) -> None:
-    # The asset runs no study for a level the previous one allowed to skip (SPEC "Progression").
+    # The asset runs no study for a level the previous one allowed to skip
+    # (docs/spec.md, Progression).
     progression = previous_result.progression if previous_result else None
     if progression is not None and progression.decision is Decision.SKIP_NEXT:
         reasons = "; ".join(progression.reasons)

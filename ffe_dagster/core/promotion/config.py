@@ -1,5 +1,5 @@
 """The promotion's names and thresholds: the regimes, the stages, a gate's outcome, and one
-config object per stage plus the safety limits (SPEC section 5).
+config object per stage plus the safety limits (docs/spec.md §5).
 
 The values are the user's settings, kept in ``ffe_dagster/config/promotion.yaml`` and read by
 ``ffe_dagster.config.promotion_file``. The defaults below equal that file (a test compares

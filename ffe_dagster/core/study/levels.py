@@ -200,6 +200,19 @@ def level_study_config(
     )
 
 
+def level_segments(spec: LevelSpec, curriculum: CurriculumSpec, data: LevelData) -> list[Segment]:
+    """The bars the level's trials score on: its windows plus regime runs, cut at the test era
+    and the hold-out, as segments (what ``level_evaluator`` evaluates, and what a study's
+    identity hashes)."""
+    return build_segments(
+        level_windows(spec, data, curriculum),
+        data.bars,
+        data.periods_per_year,
+        holdout_start=data.holdout_start,
+        min_bars=curriculum.min_segment_bars,
+    )
+
+
 def level_evaluator(spec: LevelSpec, curriculum: CurriculumSpec, data: LevelData) -> LevelEvaluator:
     """The level's train/validation segments (windows plus regime runs, cut at the test era
     and the hold-out) in an evaluator: the one train objective of the level's study. Each
@@ -208,13 +221,7 @@ def level_evaluator(spec: LevelSpec, curriculum: CurriculumSpec, data: LevelData
     ``run_level`` and the study workers (``ffe_dagster.jobs.study_workers``) both build it here,
     so every process adding trials to a study scores them on exactly the same bars.
     """
-    segments = build_segments(
-        level_windows(spec, data, curriculum),
-        data.bars,
-        data.periods_per_year,
-        holdout_start=data.holdout_start,
-        min_bars=curriculum.min_segment_bars,
-    )
+    segments = level_segments(spec, curriculum, data)
     train = curriculum.train_fraction
     if curriculum.test_era_start:
         # The test period is the test era (``level_test_evaluator``), not a tail of each
