@@ -14,6 +14,7 @@ from ffe_dagster.config import load_curriculum
 from ffe_dagster.config.settings import PACKAGE_DIR
 from ffe_dagster.core.backtest.reference import Direction
 from ffe_dagster.core.regimes.detection import RegimeConfig, detect_regimes
+from ffe_dagster.core.study.level_robustness import sharpe_importance
 from ffe_dagster.core.study.level_specs import LevelSpec, Window
 from ffe_dagster.core.study.levels import LevelData, LevelOutcome, holdout_starts, run_level
 from ffe_dagster.core.study.optimize import StudyConfig
@@ -183,3 +184,22 @@ def test_the_chosen_set_is_rerun_through_vectorbt(outcome: LevelOutcome) -> None
     assert (trades["exit_ts"] >= trades["entry_ts"]).all()
     assert equity.columns == ["instrument", "ts", "equity", "drawdown_pct"]
     assert equity["drawdown_pct"].min() == 0.0  # at every peak
+
+
+def test_importance_ranks_what_reaches_a_high_sharpe_not_a_low_one() -> None:
+    # Sharpe is high only where x > 0.9; below that, z alone orders the trials. What reaches
+    # the top Sharpe is x; what reaches the bottom is z (the answer before the sign was fixed).
+    study = optuna.create_study(
+        directions=["maximize", "maximize", "minimize"],
+        sampler=optuna.samplers.RandomSampler(seed=7),
+    )
+
+    def objective(trial: optuna.Trial) -> tuple[float, float, float]:
+        x, z = trial.suggest_float("x", 0.0, 1.0), trial.suggest_float("z", 0.0, 1.0)
+        return 10.0 * (x > 0.9) + z, 50.0, 1.0
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(objective, n_trials=300)
+    importance = sharpe_importance(study)
+    assert set(importance) == {"x", "z"}
+    assert importance["x"] > 0.8 > importance["z"]
