@@ -34,7 +34,7 @@ def next_step(
     """The run that follows a successful ``job_name`` run in the cycle, or why there is none."""
     if tags.get(NO_CHAIN_TAG):
         return SkipReason(f"run {run_id} asked not to chain ({NO_CHAIN_TAG})")
-    carried = {CYCLE_TAG: run_cycle_id(tags, run_id), TRIGGER_TAG: run_trigger(tags)}
+    carried = {CYCLE_TAG: run_cycle_id(tags, run_id), TRIGGER_TAG: run_trigger(tags).value}
     if job_name == "ingest_job":
         if not instruments:
             return SkipReason("no instruments configured")

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ffe_dagster.core.promotion.records import Action, RegimeAction
 from ffe_dagster.core.reporting.markdown import format_value, join_phrases
 from ffe_dagster.core.study.level_result import LevelResult
 
@@ -198,9 +199,9 @@ def gate_passed(decision: Mapping[str, Any] | None) -> bool | None:
     if "promoted" in decision:
         return bool(decision["promoted"])
     word = decision.get("decision")
-    if word == "skip":
+    if word == RegimeAction.SKIP:
         return None
-    return word in ("advance", "promote")
+    return word in (Action.ADVANCE, Action.PROMOTE)
 
 
 def failure_phrases(result: LevelResult) -> list[str]:
