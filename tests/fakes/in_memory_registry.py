@@ -1,7 +1,7 @@
-"""An in-memory registry implementing ``core/promotion/registry.PromotionRegistry``, so the state
-machine runs without a database. It keeps the SQL registry's rules (stages, statuses, the audit
-trail, rollback targets); ``tests/test_state_machine_in_memory.py`` runs both on the same inputs
-so the two cannot drift apart.
+"""An in-memory registry implementing ``core/promotion/registry_protocol.PromotionRegistry``, so
+the state machine runs without a database. It keeps the SQL registry's rules (stages, statuses,
+the audit trail, rollback targets); ``tests/test_state_machine_in_memory.py`` runs both on the
+same inputs so the two cannot drift apart.
 
 Values go through JSON on the way in, as the SQL registry stores them, so a record read back
 from either compares equal.

@@ -2,9 +2,9 @@
 and the rollback make, typed with ``records``.
 
 ``resources/registry.ParameterRegistryResource`` implements it over SQL (SQLite, PostgreSQL);
-``tests/fakes/registry.InMemoryRegistry`` implements it in memory, so the state machine can be
-tested without a database and checked against the SQL registry on the same inputs. Each change
-is one decision: it stores the version's new stage or status and appends its audit row.
+``tests/fakes/in_memory_registry.InMemoryRegistry`` implements it in memory, so the state machine
+can be tested without a database and checked against the SQL registry on the same inputs. Each
+change is one decision: it stores the version's new stage or status and appends its audit row.
 """
 
 from collections.abc import Mapping, Sequence
