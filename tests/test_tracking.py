@@ -20,12 +20,8 @@ from ffe_dagster.core.study.level_records import trials_table
 from ffe_dagster.core.study.level_result import LevelResult
 from ffe_dagster.core.study.optimize import StudyOutcome, TrialRecord
 from ffe_dagster.promotion.cycle_report import publish_cycle_report
-from ffe_dagster.resources.tracking import (
-    MlflowTrackingResource,
-    code_version,
-    current_alias,
-    git_commit,
-)
+from ffe_dagster.resources.provenance import code_version, git_commit
+from ffe_dagster.resources.tracking import MlflowTrackingResource, current_alias
 from ffe_dagster.resources.tracking_cycles import CycleRef
 
 PLOTS = ("optimization_history", "parameter_importance", "pareto_front", "equity_drawdown")

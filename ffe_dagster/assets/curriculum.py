@@ -41,8 +41,9 @@ from ffe_dagster.core.study.levels import (
 )
 from ffe_dagster.core.study.optimize import TrialRecord, complete_trial_count
 from ffe_dagster.core.study.progression import Decision
+from ffe_dagster.resources.provenance import code_version, git_commit
 from ffe_dagster.resources.studies import OptunaStorageResource
-from ffe_dagster.resources.tracking import MlflowTrackingResource, code_version, git_commit
+from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.tracking_cycles import DatasetSource, cycle_ref
 from ffe_dagster.resources.tracking_reuse import log_reused_study
 from ffe_dagster.resources.warehouse import WarehouseResource

@@ -18,13 +18,10 @@ study that found the set), is tagged with its regime, and the alias ``<regime>-c
 
 import json
 import os
-import subprocess
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from functools import cache
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
@@ -38,6 +35,8 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from ffe_dagster.core.study.convergence import StepValue
 from ffe_dagster.core.study.datasets import StudyDataset
+from ffe_dagster.resources.provenance import code_version as _code_version
+from ffe_dagster.resources.provenance import git_commit
 from ffe_dagster.resources.tracking_cycles import (
     EXPERIMENT_KIND_TAG,
     MODEL_DEVELOPMENT,
@@ -55,41 +54,6 @@ if TYPE_CHECKING:  # plotting (matplotlib) is imported only by the runs that dra
 _MAX_PARAM_LEN = 6000  # MLflow's limits (mlflow.utils.validation): longer values are refused
 _MAX_TAG_LEN = 8000
 REGISTERED_MODEL = "ffe_promoted_parameters"
-_PACKAGE = "ffe_dagster"
-
-
-@cache
-def git_commit() -> str | None:
-    """The commit of the checkout this package runs from, or None without git or a repository.
-
-    Read-only (``git rev-parse``), asked once per process; any failure means "unknown".
-    """
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = out.stdout.strip()
-    return commit or None
-
-
-def code_version(commit: str | None = None) -> str:
-    """The package version plus the git commit when known, e.g. ``0.1.0+g1a2b3c4d5e6f``."""
-    try:
-        version = metadata.version(_PACKAGE)
-    except metadata.PackageNotFoundError:
-        version = "0+unknown"
-    return f"{version}+g{commit[:12]}" if commit else version
-
-
-# ``log_study``'s keyword ``code_version`` shadows the function inside it.
-_code_version = code_version
 
 
 class FolderNotWritableError(OSError):
