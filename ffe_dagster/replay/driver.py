@@ -34,6 +34,10 @@ from ffe_dagster.resources.optuna_storage import open_storage
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.sources.files import FileSource
 
+# Part of every cycle key: a record written in an older layout is recomputed, never misread
+# (2: the system's sets per instrument are legs with their capital share).
+RECORD_FORMAT = 2
+
 
 @dataclass(frozen=True, slots=True)
 class ReplayConfig:
@@ -127,7 +131,9 @@ def run_replay(
         bar_period=interval_to_timedelta(universe.bar_interval),
         folder=folder,
     )
-    extra = f"{config.every}|{config.test_days}|{config.trial_profile}|{promotion!r}"
+    extra = (
+        f"{RECORD_FORMAT}|{config.every}|{config.test_days}|{config.trial_profile}|{promotion!r}"
+    )
     times = cycle_times(config.start, config.end, config.every)
     records: list[dict[str, Any]] = []
     key = "start"
