@@ -24,7 +24,13 @@ from ffe_dagster.resources.provenance import code_version, git_commit
 from ffe_dagster.resources.tracking import MlflowTrackingResource, current_alias
 from ffe_dagster.resources.tracking_cycles import CycleRef
 
-PLOTS = ("optimization_history", "parameter_importance", "pareto_front", "equity_drawdown")
+PLOTS = (
+    "optimization_history",
+    "parameter_importance",
+    "pareto_front",
+    "equity_drawdown",
+    "sensitivity_surface",
+)
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +150,9 @@ def test_artifacts_hold_tables_and_plots(cycles: list[Run], client: MlflowClient
     top = {a.path for a in client.list_artifacts(run_id)}
     assert {"trials.csv", "trials.parquet", "chosen_equity.csv", "best_params.json"} <= top
     plots = {a.path: a.file_size for a in client.list_artifacts(run_id, "plots")}
-    assert set(plots) == {f"plots/{s}.{ext}" for s in PLOTS for ext in ("png", "html")}
+    assert set(plots) == {f"plots/{s}.{ext}" for s in PLOTS for ext in ("png", "html")} | {
+        "plots/sensitivity_surface.json"  # the surface's numbers beside its figures
+    }
     assert all((size or 0) > 1000 for size in plots.values())
     local = client.download_artifacts(run_id, "trials.csv")
     assert pl.read_csv(local).height == 12

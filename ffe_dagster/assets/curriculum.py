@@ -307,6 +307,8 @@ def build_level_asset(
                 equity=outcome.chosen_equity,
                 title=f"L{spec.level} {spec.name}",
                 importance_note=str(outcome.analysis.get("importance_error", "")),
+                chosen=outcome.chosen,
+                plateau=outcome.analysis.get("plateau"),
             ),
             data_range=_data_range(outcome.segments),
             partition=context.partition_key if context.has_partition_key else "unpartitioned",

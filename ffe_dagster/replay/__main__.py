@@ -132,7 +132,9 @@ def main(argv: list[str] | None = None) -> None:
         history = bundled_history(universe, settings.samples_dir)
     history = replace(history, signals=curriculum_signals(curriculum))
     name = f"{args.start:%Y%m%d}-{args.end:%Y%m%d}-{args.every}-{args.profile}-{args.test_days}"
-    source = str(args.warehouse or settings.samples_dir.relative_to(PROJECT_DIR))
+    samples = settings.samples_dir.resolve()
+    inside = samples.is_relative_to(PROJECT_DIR)  # the bundled files: say it short
+    source = str(args.warehouse or (samples.relative_to(PROJECT_DIR) if inside else samples))
     base = args.folder or settings.var_dir / "replay" / name
     by_selection = {
         rule: _replay_one(

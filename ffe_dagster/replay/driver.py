@@ -2,7 +2,8 @@
 
 Each completed cycle's record is stored in ``<folder>/cycles/`` under a key that hashes
 everything that produced it (the cycle time, the curriculum as it stands then, the bars before
-it, the promotion limits, the trial profile and the previous cycle's key), with a copy of the
+it and, with a signal file, its signals before it, the promotion limits, the trial profile and
+the previous cycle's key), with a copy of the
 registry as that cycle left it. A replay restarted with the same inputs takes the stored
 records up to the first one whose key differs (or is missing), restores the registry copied
 after the last of them, and continues from there.
@@ -33,6 +34,10 @@ from ffe_dagster.replay.replay_cycle import CycleInputs, replay_cycle
 from ffe_dagster.resources.optuna_storage import open_storage
 from ffe_dagster.resources.registry import ParameterRegistryResource
 from ffe_dagster.sources.files import FileSource
+
+# Part of every cycle key: a record written in an older layout is recomputed, never misread
+# (2: the system's sets per instrument are legs with their capital share).
+RECORD_FORMAT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +85,9 @@ def history_of(bars: dict[str, pl.DataFrame], universe: Universe) -> LevelData:
 def cycle_key(
     previous: str, t: datetime, curriculum: CurriculumSpec, data: LevelData, extra: str
 ) -> str:
-    """The hash of everything that produced a cycle's record (see the module docstring)."""
+    """The hash of everything that produced a cycle's record (see the module docstring): with a
+    signal file, its rows before ``t`` count too (a later row cannot change the cycle, an
+    edited earlier one must)."""
     digest = hashlib.sha256()
     for part in (previous, t.isoformat(), repr(curriculum), extra):
         digest.update(part.encode())
@@ -88,6 +95,9 @@ def cycle_key(
     for key in sorted(data.bars):
         digest.update(key.encode())
         digest.update(frame_fingerprint(data.bars[key], BAR_COLUMNS).encode())
+    if data.signals is not None:
+        known = data.signals.frame.filter(pl.col("ts") < t)
+        digest.update(frame_fingerprint(known, tuple(known.columns)).encode())
     return digest.hexdigest()[:24]
 
 
@@ -127,7 +137,9 @@ def run_replay(
         bar_period=interval_to_timedelta(universe.bar_interval),
         folder=folder,
     )
-    extra = f"{config.every}|{config.test_days}|{config.trial_profile}|{promotion!r}"
+    extra = (
+        f"{RECORD_FORMAT}|{config.every}|{config.test_days}|{config.trial_profile}|{promotion!r}"
+    )
     times = cycle_times(config.start, config.end, config.every)
     records: list[dict[str, Any]] = []
     key = "start"

@@ -5,6 +5,11 @@ Everything here calls what the assets call: ``run_levels`` (the level assets' ch
 real registry in the replay's folder, ``confirmed_regime`` for each instrument's active set and
 ``export_current`` for what the trading system would read. LIMITED versions are paper-traded
 with their capital share and reported in the live-results format (``read_live_results``).
+
+The record's ``system`` says, per instrument, what the export tells the trading system to trade
+from ``t``: a list of legs, each a set with its share of the instrument's capital
+(``capital_shares``: a LIMITED set ``limited.capital_fraction``, the current set the rest, all
+of it without a LIMITED set); an empty list is flat.
 """
 
 from collections.abc import Mapping
@@ -19,7 +24,7 @@ from optuna.storages import BaseStorage
 from ffe_dagster.core.backtest.reference import Direction
 from ffe_dagster.core.promotion.config import PromotionConfig, PromotionRegime, Stage
 from ffe_dagster.core.regimes.detection import RegimeConfig, confirmed_regime
-from ffe_dagster.core.replay.equity import Trading, live_rows, trade_period
+from ffe_dagster.core.replay.equity import Trading, capital_shares, live_rows, trade_period
 from ffe_dagster.core.study.eras import LevelData
 from ffe_dagster.core.study.level_result import LevelResult
 from ffe_dagster.core.study.level_specs import CurriculumSpec
@@ -51,11 +56,14 @@ def _live_results(inputs: CycleInputs, data: LevelData, t: datetime) -> pl.DataF
     capital share since it entered LIMITED, each current version with the rest since it became
     current, all paper-traded on the bars before ``t`` and written in the live-results format."""
     frames: list[pl.DataFrame] = []
-    share = inputs.promotion.limited.capital_fraction
+    fraction = inputs.promotion.limited.capital_fraction
     for regime in PromotionRegime:
         rows = [r for r in inputs.registry.in_flight(regime.value) if r.stage is Stage.LIMITED]
         current = inputs.registry.current(regime.value)
-        plays = [(r, share) for r in rows] + ([(current, 1.0 - share)] if current else [])
+        rest, share = capital_shares(
+            current=current is not None, limited=bool(rows), fraction=fraction
+        )
+        plays = [(r, share) for r in rows] + ([(current, rest)] if current else [])
         for row, fraction in plays:
             since = stage_since(row)
             for instrument, frame in data.bars.items():
@@ -85,20 +93,37 @@ def _live_results(inputs: CycleInputs, data: LevelData, t: datetime) -> pl.DataF
     return read_live_results(folder)
 
 
-def _sets(payload: Mapping[str, Any], directions: Mapping[int, Direction]) -> dict[str, Any]:
-    """Per instrument, what the export tells the trading system to trade (None: nothing)."""
-    out: dict[str, Any] = {}
+def _leg(
+    regime: str, row: Mapping[str, Any], directions: Mapping[int, Direction], share: float
+) -> dict[str, Any]:
+    return {
+        "regime": regime,
+        "version": row["version"],
+        "stage": row["stage"],
+        "params": row["params"],
+        "direction": row.get("direction") or directions[int(row["level"])].value,
+        "share": share,
+    }
+
+
+def _sets(
+    payload: Mapping[str, Any], directions: Mapping[int, Direction], fraction: float
+) -> dict[str, list[dict[str, Any]]]:
+    """Per instrument, what the export tells the trading system to trade: the current set of the
+    regime it uses (its confirmed regime's, else DEFAULT's) and the LIMITED set on trial for its
+    confirmed regime (DEFAULT's when none is confirmed), each with its share of the capital."""
+    out: dict[str, list[dict[str, Any]]] = {}
     for instrument, entry in payload["active"].items():
         current = payload["regimes"].get(entry["use"])
-        if current is None:
-            out[instrument] = None
-            continue
-        out[instrument] = {
-            "regime": entry["use"],
-            "version": current["version"],
-            "params": current["params"],
-            "direction": current.get("direction") or directions[int(current["level"])].value,
-        }
+        trial_regime = entry["regime"] or PromotionRegime.DEFAULT.value
+        limited = payload["limited"].get(trial_regime)
+        rest, share = capital_shares(
+            current=current is not None, limited=limited is not None, fraction=fraction
+        )
+        legs = [_leg(entry["use"], current, directions, rest)] if current else []
+        if limited is not None:
+            legs.append(_leg(trial_regime, limited, directions, share))
+        out[instrument] = legs
     return out
 
 
@@ -193,6 +218,6 @@ def replay_cycle(
             for c in report.changes
         ],
         "active": active,
-        "system": _sets(payload, directions),
+        "system": _sets(payload, directions, inputs.promotion.limited.capital_fraction),
         "no_gates": _no_gate_sets(curriculum, chain.results, active),
     }

@@ -6,8 +6,10 @@ Returns are judged on the bars after each cycle's time (the next period), which 
 that cycle saw. Rules, all on the same bars and costs, each instrument a ``INIT_CASH`` account
 that restarts flat at every cycle:
 
-- ``system``: per instrument the set the export says to trade (the active regime's current
-  set, else DEFAULT's), flat where there is none;
+- ``system``: per instrument what the export says to trade: the active regime's current set
+  (else DEFAULT's) and the LIMITED set on trial for that regime, each with its share of the
+  account (a LIMITED set ``limited.capital_fraction``, the current set the rest; 100 % without
+  a LIMITED set), flat where there is none;
 - ``no_gates``: re-optimizing every cycle without gates, the newest validation pick of the
   level that promotes the active regime;
 - ``fixed``: the first cycle's ``no_gates`` picks, never changed;
@@ -36,6 +38,7 @@ from ffe_dagster.core.replay.equity import (
     portfolio_returns,
     summarize,
     trade_period,
+    weighted_pnl,
 )
 from ffe_dagster.core.robustness.deflated_sharpe import deflated_sharpe_from_returns
 from ffe_dagster.core.study.eras import LevelData
@@ -62,6 +65,16 @@ def _days(start: datetime, end: datetime) -> list[str]:
     return out
 
 
+def _legs(entry: Any) -> list[Mapping[str, Any]]:
+    # A rule's entry for one instrument: None (flat), one set (all the capital) or the system's
+    # legs, each with its share of the capital.
+    if entry is None:
+        return []
+    if isinstance(entry, Mapping):
+        return [{**entry, "share": 1.0}]
+    return list(entry)
+
+
 def _traded(
     sets_per_period: Sequence[Mapping[str, Any]],
     periods: Sequence[tuple[datetime, datetime]],
@@ -72,20 +85,23 @@ def _traded(
     pnl: list[Mapping[str, float]] = []
     trades = 0
     for sets, (start, end) in zip(sets_per_period, periods, strict=True):
-        for instrument, chosen in sets.items():
-            if chosen is None or instrument not in history.bars:
+        for instrument, entry in sets.items():
+            if instrument not in history.bars:
                 continue
-            result = trade_period(
-                history.bars[instrument],
-                instrument,
-                chosen["params"],
-                Direction(chosen["direction"]),
-                trading,
-                start=start,
-                end=end,
-            )
-            pnl.append(result.daily_pnl)
-            trades += result.trades.height
+            legs: list[tuple[Mapping[str, float], float]] = []
+            for leg in _legs(entry):
+                result = trade_period(
+                    history.bars[instrument],
+                    instrument,
+                    leg["params"],
+                    Direction(leg["direction"]),
+                    trading,
+                    start=start,
+                    end=end,
+                )
+                legs.append((result.daily_pnl, float(leg["share"])))
+                trades += result.trades.height
+            pnl.append(weighted_pnl(legs))
     return RuleCurve(portfolio_returns(pnl, days, INIT_CASH * len(history.bars)), trades)
 
 
@@ -149,7 +165,10 @@ def build_report(
             "t": r["t"],
             "active": r["active"],
             "system": {
-                k: (None if v is None else f"{v['regime']} v{v['version']}")
+                k: " + ".join(
+                    f"{leg['regime']} v{leg['version']} {leg['share']:.0%}" for leg in _legs(v)
+                )
+                or None
                 for k, v in r["system"].items()
             },
             "levels_passed": [k for k, v in r["levels"].items() if v["passed"]],

@@ -1,16 +1,18 @@
 """Writing a study's plots (``core.reporting.plots``) as files for the MLflow run's ``plots/``.
 
 Each plot becomes ``<name>.png`` (its matplotlib figure, rendered by its Agg canvas) and
-``<name>.html`` (its plotly figure). HTML files load plotly.js from its CDN by default
-(``include_plotlyjs="cdn"``): embedding it costs about 4.6 MB per file, i.e. some 70 MB per cycle
-of four levels; pass ``True`` for files that open offline.
+``<name>.html`` (its plotly figure), and ``<name>.json`` where the plot carries the numbers it
+shows (``StudyPlot.data``, e.g. the parameter-sensitivity surface). HTML files load plotly.js
+from its CDN by default (``include_plotlyjs="cdn"``): embedding it costs about 4.6 MB per file,
+i.e. some 70 MB per cycle of four levels; pass ``True`` for files that open offline.
 """
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from ffe_dagster.core.reporting.plots import StudyPlot
+from ffe_dagster.core.reporting.figures import StudyPlot
 
 IncludePlotlyJs = bool | Literal["cdn"]
 
@@ -20,7 +22,8 @@ _DPI = 110
 def write_plots(
     plots: Sequence[StudyPlot], folder: Path, *, include_plotlyjs: IncludePlotlyJs = "cdn"
 ) -> list[Path]:
-    """Write every plot into ``folder`` (created), PNG then HTML each; returns the paths."""
+    """Write every plot into ``folder`` (created), PNG, HTML and (with data) JSON each; returns
+    the paths."""
     folder.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     for plot in plots:
@@ -29,4 +32,8 @@ def write_plots(
         html = folder / f"{plot.name}.html"
         plot.interactive.write_html(html, include_plotlyjs=include_plotlyjs, full_html=True)
         paths += [png, html]
+        if plot.data is not None:
+            numbers = folder / f"{plot.name}.json"
+            numbers.write_text(json.dumps(plot.data.to_json(), indent=1, allow_nan=True))
+            paths.append(numbers)
     return paths

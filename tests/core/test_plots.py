@@ -19,7 +19,13 @@ from ffe_dagster.core.reporting.plots import (
 from ffe_dagster.core.study.level_records import trials_table
 from ffe_dagster.core.study.optimize import StudyOutcome, TrialRecord
 
-STEMS = ("optimization_history", "parameter_importance", "pareto_front", "equity_drawdown")
+STEMS = (
+    "optimization_history",
+    "parameter_importance",
+    "pareto_front",
+    "equity_drawdown",
+    "sensitivity_surface",
+)
 
 
 def study_trials(n: int = 30) -> pl.DataFrame:

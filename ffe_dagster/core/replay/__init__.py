@@ -6,10 +6,12 @@ from ffe_dagster.core.replay.equity import (
     DAYS_PER_YEAR,
     Trading,
     buy_and_hold,
+    capital_shares,
     live_rows,
     portfolio_returns,
     summarize,
     trade_period,
+    weighted_pnl,
 )
 from ffe_dagster.core.replay.timeline import (
     Cadence,
@@ -25,6 +27,7 @@ __all__ = [
     "Cadence",
     "Trading",
     "buy_and_hold",
+    "capital_shares",
     "curriculum_at",
     "cycle_times",
     "level_data_before",
@@ -34,4 +37,5 @@ __all__ = [
     "rows_before",
     "summarize",
     "trade_period",
+    "weighted_pnl",
 ]

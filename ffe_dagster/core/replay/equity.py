@@ -1,6 +1,7 @@
 """What a replayed choice earned: a parameter set traded on the bars of one period, per UTC day,
-the trades a LIMITED set would report in the live-results format, and the summary of a daily
-equity curve (total return, Sharpe, Sortino, max drawdown, trades).
+the trades a LIMITED set would report in the live-results format, how an account's capital is
+shared between a regime's current and LIMITED sets, and the summary of a daily equity curve
+(total return, Sharpe, Sortino, max drawdown, trades).
 
 Each period starts flat with ``INIT_CASH`` per instrument (as ``paper_performance`` does), its
 signals warmed on the bars before the period; the engine is the one every backtest uses.
@@ -139,6 +140,28 @@ def live_rows(
         (pl.col("pnl_usd") * capital_fraction).alias("pnl_usd"),
         pl.lit(capital).alias("capital_usd"),
     ).cast(pl.Schema(LIVE_RESULT_COLUMNS))  # pyright: ignore[reportArgumentType]
+
+
+def capital_shares(*, current: bool, limited: bool, fraction: float) -> tuple[float, float]:
+    """The shares of an account's capital (current set, LIMITED set) while a regime has
+    ``current`` and/or ``limited`` sets: a LIMITED set trades ``fraction`` of the capital
+    (``promotion.yaml``'s ``limited.capital_fraction``) and the current set the rest; without a
+    LIMITED set the current one trades all of it (FULL at 100 %)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"capital fraction must be in (0, 1], got {fraction}")
+    share = fraction if limited else 0.0
+    return (1.0 - share if current else 0.0), share
+
+
+def weighted_pnl(legs: Sequence[tuple[Mapping[str, float], float]]) -> dict[str, float]:
+    """The daily dollar PnL of one account traded by several sets at once, each ``(daily PnL of
+    the set traded with the whole capital, its share of the capital)``: PnL scales with the
+    capital a set trades (the engine sizes positions as a share of equity)."""
+    out: dict[str, float] = {}
+    for pnl, share in legs:
+        for day, amount in pnl.items():
+            out[day] = out.get(day, 0.0) + amount * share
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 and the notifications of decisions.
 """
 
+from ffe_dagster.core.reporting.figures import StudyPlot
 from ffe_dagster.core.reporting.notifications import (
     DecisionFacts,
     DeliveryCounts,
@@ -17,7 +18,6 @@ from ffe_dagster.core.reporting.notifications import (
     verdict_change,
 )
 from ffe_dagster.core.reporting.plots import (
-    StudyPlot,
     StudyPlotData,
     equity_drawdown,
     optimization_history,
@@ -28,6 +28,7 @@ from ffe_dagster.core.reporting.recommendation import (
     failure_phrases,
     regime_verdicts,
 )
+from ffe_dagster.core.reporting.sensitivity import SensitivitySurface, sensitivity_surface_data
 
 __all__ = [
     "DecisionFacts",
@@ -35,6 +36,7 @@ __all__ = [
     "Kind",
     "Notification",
     "ParamChange",
+    "SensitivitySurface",
     "StudyPlot",
     "StudyPlotData",
     "UiLinks",
@@ -48,6 +50,7 @@ __all__ = [
     "regime_verdicts",
     "retry_delay_s",
     "run_failure_notification",
+    "sensitivity_surface_data",
     "study_plots",
     "verdict_change",
 ]

@@ -8,15 +8,16 @@ knows about files, Dagster or MLflow. Inputs:
 - the trials table of ``ffe_dagster.core.study.level_records.trials_table`` (``number``,
   ``param_*``, ``train_*`` metrics, ``feasible``, ``pareto``),
 - Optuna's parameter importance (``name -> importance``),
-- the chosen set's equity frame (``instrument``, ``ts``, ``equity``, ``drawdown_pct``).
+- the chosen set's equity frame (``instrument``, ``ts``, ``equity``, ``drawdown_pct``),
+- the chosen candidate and, under plateau selection, its neighbourhood on validation (for the
+  parameter-sensitivity surface, whose numbers ``core.reporting.sensitivity`` computes and the
+  plot carries as ``StudyPlot.data``).
 
 An empty input (no trial, no importance, no chosen set) still gives both figures, saying "no
 data" and why, so every run carries the same artifact names and the MLflow UI shows the reason
 instead of a missing file.
 
-Static figures are ``matplotlib.figure.Figure`` objects attached to an Agg canvas, never made
-through ``pyplot`` or ``matplotlib.use``: pyplot keeps global figure state and picks a GUI
-backend, and ``use`` would switch the backend for the whole process; neither is wanted in a worker.
+Static figures are drawn without ``pyplot`` (``figures.figure``).
 """
 
 from collections.abc import Mapping
@@ -27,9 +28,11 @@ import numpy as np
 import numpy.typing as npt
 import plotly.graph_objects as go
 import polars as pl
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from plotly.subplots import make_subplots
+
+from ffe_dagster.core.reporting.figures import StudyPlot, figure, no_data
+from ffe_dagster.core.reporting.sensitivity import sensitivity_surface, sensitivity_surface_data
+from ffe_dagster.core.study.selection import Candidate
 
 HISTORY = "optimization_history"
 IMPORTANCE = "parameter_importance"
@@ -49,21 +52,13 @@ class StudyPlotData:
     equity: pl.DataFrame | None = None
     title: str = ""
     importance_note: str = ""  # why importance is empty, e.g. Optuna's error message
-
-
-@dataclass(frozen=True, slots=True)
-class StudyPlot:
-    """One plot of a study: ``name`` (the file stem it is written under, e.g. ``pareto_front``),
-    its static matplotlib figure and its interactive plotly figure."""
-
-    name: str
-    static: Figure
-    interactive: go.Figure
+    chosen: Candidate | None = None
+    plateau: Mapping[str, Any] | None = None  # the level analysis's "plateau" entry, if any
 
 
 def study_plots(data: StudyPlotData) -> tuple[StudyPlot, ...]:
-    """All four plots of a study: optimization history, parameter importance, Pareto front,
-    equity and drawdown of the chosen set (in that order)."""
+    """All five plots of a study: optimization history, parameter importance, Pareto front,
+    equity and drawdown of the chosen set, parameter-sensitivity surface (in that order)."""
     prefix = f"{data.title}: " if data.title else ""
     return (
         optimization_history(data.trials, title=f"{prefix}optimization history"),
@@ -74,6 +69,10 @@ def study_plots(data: StudyPlotData) -> tuple[StudyPlot, ...]:
         ),
         pareto_front(data.trials, title=f"{prefix}Pareto front"),
         equity_drawdown(data.equity, title=f"{prefix}equity and drawdown of the chosen set"),
+        sensitivity_surface(
+            sensitivity_surface_data(data.trials, data.importance, data.chosen, data.plateau),
+            title=f"{prefix}parameter sensitivity",
+        ),
     )
 
 
@@ -81,7 +80,7 @@ def optimization_history(trials: pl.DataFrame, *, title: str = "optimization his
     """Train Sharpe of every trial by trial number, feasible and infeasible trials marked apart,
     with the best feasible Sharpe so far (convergence) and the best of all trials so far."""
     if trials.is_empty() or "train_sharpe" not in trials.columns:
-        return _no_data(HISTORY, title, "the study has no finished trial")
+        return no_data(HISTORY, title, "the study has no finished trial")
     frame = trials.sort("number")
     number = frame["number"].to_numpy().astype(np.float64)
     sharpe = _floats(frame["train_sharpe"])
@@ -90,7 +89,7 @@ def optimization_history(trials: pl.DataFrame, *, title: str = "optimization his
     best_any = _running_max(sharpe)
     hover = _hover(frame)
 
-    fig = _figure(figsize=(9, 4.5))
+    fig = figure(figsize=(9, 4.5))
     ax = fig.add_subplot()
     ax.scatter(number[feasible], sharpe[feasible], s=18, color="tab:green", label="feasible trial")
     ax.scatter(
@@ -137,12 +136,12 @@ def parameter_importance(
     """Horizontal bars of each parameter's importance, the most important on top."""
     if not importance:
         reason = note or "Optuna reported no importance (fewer than 4 trials or no variation)"
-        return _no_data(IMPORTANCE, title, reason)
+        return no_data(IMPORTANCE, title, reason)
     ranked = sorted(importance.items(), key=lambda kv: kv[1])  # barh draws bottom-up
     names = [k for k, _ in ranked]
     values = [float(v) for _, v in ranked]
 
-    fig = _figure(figsize=(8, 0.45 * len(names) + 1.6))
+    fig = figure(figsize=(8, 0.45 * len(names) + 1.6))
     ax = fig.add_subplot()
     ax.barh(names, values, color="tab:blue")
     ax.set(xlabel="importance (share of train Sharpe variance)", title=title)
@@ -160,7 +159,7 @@ def pareto_front(trials: pl.DataFrame, *, title: str = "Pareto front") -> StudyP
     front point may sit inside the 2-D cloud when its win rate earns its place."""
     needed = {"train_sharpe", "train_max_drawdown_pct", "train_win_rate_pct"}
     if trials.is_empty() or not needed <= set(trials.columns):
-        return _no_data(PARETO, title, "the study has no finished trial")
+        return no_data(PARETO, title, "the study has no finished trial")
     sharpe = _floats(trials["train_sharpe"])
     drawdown = _floats(trials["train_max_drawdown_pct"])
     win = _floats(trials["train_win_rate_pct"])
@@ -174,7 +173,7 @@ def pareto_front(trials: pl.DataFrame, *, title: str = "Pareto front") -> StudyP
     finite = win[np.isfinite(win)]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 100.0)
 
-    fig = _figure(figsize=(8.5, 5))
+    fig = figure(figsize=(8.5, 5))
     ax = fig.add_subplot()
     vmax = max(high, low + 1e-9)  # a constant win rate still needs a non-empty color range
     points = None
@@ -258,7 +257,7 @@ def equity_drawdown(
     """
     needed = {"instrument", "ts", "equity", "drawdown_pct"}
     if equity is None or equity.is_empty() or not needed <= set(equity.columns):
-        return _no_data(EQUITY, title, "no parameter set was chosen")
+        return no_data(EQUITY, title, "no parameter set was chosen")
     curves = {
         str(name): _thin(_with_gaps(part), max_points)
         for name, part in sorted(
@@ -266,7 +265,7 @@ def equity_drawdown(
         )
     }
 
-    fig = _figure(figsize=(10, 6))
+    fig = figure(figsize=(10, 6))
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
     for name, (ts, eq, dd) in curves.items():
         top.plot(ts, eq, linewidth=0.9, label=name)
@@ -383,27 +382,3 @@ def _thin(
         keep.update(int(start + g) for g in gaps)  # keep the segment breaks
     idx = np.array(sorted(keep), dtype=np.int64)
     return ts[idx], eq[idx], dd[idx]
-
-
-def _no_data(stem: str, title: str, reason: str) -> StudyPlot:
-    fig = _figure(figsize=(7, 3))
-    ax = fig.add_subplot()
-    ax.set_axis_off()
-    ax.set_title(title)
-    ax.text(0.5, 0.5, f"no data: {reason}", ha="center", va="center", wrap=True)
-    pfig = go.Figure()
-    pfig.update_layout(
-        title=title,
-        xaxis={"visible": False},
-        yaxis={"visible": False},
-        annotations=[
-            {"text": f"no data: {reason}", "showarrow": False, "xref": "paper", "yref": "paper"}
-        ],
-    )
-    return StudyPlot(stem, fig, pfig)
-
-
-def _figure(**kwargs: Any) -> Figure:
-    fig = Figure(**kwargs)
-    FigureCanvasAgg(fig)  # attaches itself to the figure: PNG rendering without pyplot
-    return fig

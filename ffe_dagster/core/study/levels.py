@@ -44,7 +44,12 @@ from ffe_dagster.core.study.optimize import (
     run_study,
 )
 from ffe_dagster.core.study.progression import Decision, Progression, decide, next_trial_count
-from ffe_dagster.core.study.selection import Candidate, rank_by_plateau, rank_on_validation
+from ffe_dagster.core.study.selection import (
+    Candidate,
+    plateau_neighbourhood,
+    rank_by_plateau,
+    rank_on_validation,
+)
 
 MAX_CANDIDATES = 5
 VECTORBT_TOLERANCE = 1e-9
@@ -395,6 +400,14 @@ def run_level(
                 f"relative {full.max_relative_difference:.3g} (engine {full.engine_metrics}, "
                 f"vectorbt {full.metrics}); refusing to publish"
             )
+        if curriculum.selection == "plateau":
+            # The chosen set's neighbours on validation, for the level's sensitivity plot.
+            analysis["plateau"] = plateau_neighbourhood(
+                chosen,
+                _validation(evaluator),
+                curriculum.parameters,
+                fraction=curriculum.plateau_fraction,
+            ).to_json()
         analysis["vectorbt_check"] = {
             "max_relative_difference": full.max_relative_difference,
             "trades": full.trades.height,

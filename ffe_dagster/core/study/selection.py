@@ -164,3 +164,73 @@ def rank_by_plateau(
             order[id(s.candidate)],
         ),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbour:
+    """One set of a plateau neighbourhood and the Sharpe it scored on validation."""
+
+    params: Mapping[str, ParamValue]
+    validation_sharpe: float
+
+
+@dataclass(frozen=True, slots=True)
+class PlateauNeighbourhood:
+    """The chosen set's neighbourhood on validation, as plateau selection scored it: the set's
+    own validation Sharpe and each neighbour's (``neighbourhood``, moved by ``fraction``)."""
+
+    fraction: float
+    number: int  # the chosen trial
+    validation_sharpe: float
+    neighbours: tuple[Neighbour, ...]
+
+    @property
+    def mean_sharpe(self) -> float:
+        """The mean validation Sharpe over the set and its neighbours (what plateau ranks by)."""
+        values = [self.validation_sharpe, *(n.validation_sharpe for n in self.neighbours)]
+        return sum(values) / len(values)
+
+    def to_json(self) -> dict[str, Any]:
+        """The neighbourhood as the level's analysis stores it (plain JSON values)."""
+        return {
+            "fraction": self.fraction,
+            "number": self.number,
+            "validation_sharpe": self.validation_sharpe,
+            "mean_sharpe": self.mean_sharpe,
+            "neighbours": [
+                {"params": dict(n.params), "validation_sharpe": n.validation_sharpe}
+                for n in self.neighbours
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> "PlateauNeighbourhood":
+        """Read back what ``to_json`` wrote."""
+        return cls(
+            fraction=float(row["fraction"]),
+            number=int(row["number"]),
+            validation_sharpe=float(row["validation_sharpe"]),
+            neighbours=tuple(
+                Neighbour(dict(n["params"]), float(n["validation_sharpe"]))
+                for n in row["neighbours"]
+            ),
+        )
+
+
+def plateau_neighbourhood(
+    chosen: Candidate, validate: BatchObjective, space: Sequence[ParamRange], *, fraction: float
+) -> PlateauNeighbourhood:
+    """The chosen candidate's neighbours scored on validation in one batched call of
+    ``validate`` (the values ``rank_by_plateau`` averaged), for the level's sensitivity plot."""
+    group = neighbourhood(chosen.params, space, fraction=fraction)
+    metrics = list(validate(group)) if group else []
+    if len(metrics) != len(group):
+        raise ValueError(f"validate returned {len(metrics)} results for {len(group)} sets")
+    return PlateauNeighbourhood(
+        fraction=fraction,
+        number=chosen.number,
+        validation_sharpe=chosen.validation_sharpe,
+        neighbours=tuple(
+            Neighbour(params, float(m.sharpe)) for params, m in zip(group, metrics, strict=True)
+        ),
+    )
