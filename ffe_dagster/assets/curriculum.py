@@ -2,7 +2,7 @@
 
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from ffe_dagster.core.study.identity import (
 )
 from ffe_dagster.core.study.level_records import outcome_result, trials_table
 from ffe_dagster.core.study.level_result import LevelResult
-from ffe_dagster.core.study.level_reuse import reusable, reuse_key
+from ffe_dagster.core.study.level_reuse import retestable, reusable, reuse_key, study_key
 from ffe_dagster.core.study.level_specs import CurriculumSpec, LevelSpec
 from ffe_dagster.core.study.levels import (
     LevelData,
@@ -36,6 +36,7 @@ from ffe_dagster.core.study.levels import (
     level_segments,
     level_study_config,
     level_test_evaluator,
+    retest_level,
     run_level,
     skipped_level_result,
 )
@@ -45,6 +46,7 @@ from ffe_dagster.resources.provenance import code_version, git_commit
 from ffe_dagster.resources.studies import OptunaStorageResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.tracking_cycles import DatasetSource, cycle_ref
+from ffe_dagster.resources.tracking_retest import log_retested_study
 from ffe_dagster.resources.tracking_reuse import log_reused_study
 from ffe_dagster.resources.warehouse import WarehouseResource
 from ffe_dagster.sources.files import curriculum_signals
@@ -136,6 +138,97 @@ def _level_metadata(result: LevelResult) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class _RunFields:
+    # What a level's MLflow run is named and holds besides its artifacts.
+    run_name: str
+    tags: dict[str, str]
+    params: dict[str, Any]
+    metrics: dict[str, float]
+
+
+def _run_fields(
+    context: AssetExecutionContext,
+    spec: LevelSpec,
+    curriculum: CurriculumSpec,
+    data: LevelData,
+    result: LevelResult,
+    trial_profile: str,
+    n_trials: int,
+) -> _RunFields:
+    # The same for a level run in full and for a retested one (its new test side).
+    chosen = result.chosen
+    validation = dict(chosen.validation) if chosen else {}
+    # MLflow stores inf as 1.8e308: a profit factor without losses goes to a tag "inf".
+    metrics, non_finite = split_non_finite(
+        {
+            **{f"validation_{k}": v for k, v in validation.items()},
+            **{f"test_{k}": v for k, v in result.test.items()},
+            "feasible_trials": float(result.feasible_trials),
+            "passed": float(result.passed),
+        }
+    )
+    return _RunFields(
+        run_name=f"{spec.asset} {context.run.run_id[:8]}",
+        tags={
+            **{f"metric.{k}": v for k, v in non_finite.items()},
+            "level": str(spec.level),
+            "direction": spec.direction.value,
+            "instruments": ",".join(sorted(data.bars)),
+            "dagster_run_id": context.run.run_id,
+            "study_name": result.study_name,
+            "trial_profile": trial_profile,
+            "passed": str(result.passed),
+        },
+        params={
+            "n_trials": n_trials,
+            "seed": curriculum.seed,
+            "strategy": curriculum.strategy,
+            **{f"best_{k}": v for k, v in (result.chosen_params or {}).items()},
+        },
+        metrics=metrics,
+    )
+
+
+def _log_retest(
+    context: AssetExecutionContext,
+    tracking: MlflowTrackingResource,
+    warehouse: WarehouseResource,
+    universe: Universe,
+    spec: LevelSpec,
+    curriculum: CurriculumSpec,
+    data: LevelData,
+    result: LevelResult,
+    fields: _RunFields,
+    fingerprint: str,
+) -> str:
+    # A retested level's MLflow run: its fields as a full run's, its study side's plots and
+    # tables left in the run that has them (resources/tracking_retest.py).
+    if result.study_side_from_run is None:
+        raise ValueError(f"level {spec.level}: a retested result names its study side's run")
+    return log_retested_study(
+        tracking,
+        study_side_run_id=result.study_side_from_run,
+        run_name=fields.run_name,
+        tags={
+            **fields.tags,
+            "data_range": _data_range(result.segments),
+            "partition": context.partition_key if context.has_partition_key else "unpartitioned",
+            "data_fingerprint": fingerprint,
+        },
+        params=fields.params,
+        metrics=fields.metrics,
+        json_artifacts={
+            "best_params.json": result.chosen_params,
+            "level_result.json": result.to_json(),
+        },
+        cycle=cycle_ref(context.run.tags, context.run.run_id),
+        code_version=code_version(git_commit()),
+        datasets=_datasets(spec, curriculum, data),
+        dataset_source=DatasetSource(warehouse.path, "validated_bars", universe.bar_interval),
+    )
+
+
 def build_level_asset(
     spec: LevelSpec,
     previous: LevelSpec | None,
@@ -194,6 +287,16 @@ def build_level_asset(
         walk_forward_trials = curriculum.robustness.walk_forward_trials[trial_profile]
         chain_trials = previous_result.chain_trials if previous_result else 0
         version = code_version(git_commit())
+        side_key = study_key(
+            spec,
+            curriculum,
+            study_name=study_name,
+            n_trials=n_trials,
+            walk_forward_trials=walk_forward_trials,
+            warm_start=warm,
+            chain_trials=chain_trials,
+            code_version=version,
+        )
         key = reuse_key(
             spec,
             curriculum,
@@ -206,7 +309,8 @@ def build_level_asset(
             code_version=version,
         )
         stored = warehouse.latest_level_result(spec.level)
-        if stored is not None and reusable(stored, key, complete_trial_count(study_name, storage)):
+        complete = complete_trial_count(study_name, storage)
+        if stored is not None and reusable(stored, key, complete):
             # Same study, same trials, same everything else: the same result, already logged to
             # MLflow (its run holds the plots and tables). Stored again for this run's records.
             source_run = str(stored.reused_from_run or stored.mlflow_run_id)
@@ -227,6 +331,24 @@ def build_level_asset(
             context.log.info(
                 f"{spec.asset}: inputs and study unchanged ({result.n_trials} trials); "
                 f"reusing the result of MLflow run {source_run}"
+            )
+            return MaterializeResult(metadata=_level_metadata(result))
+        if stored is not None and retestable(stored, side_key, complete):
+            # Only bars the study side never reads changed (a new bar lengthened the test era):
+            # the study side stands, the test side is computed again (core/study/level_reuse.py).
+            result = replace(
+                retest_level(spec, curriculum, data, stored), reuse_key=key, study_key=side_key
+            )
+            fields = _run_fields(context, spec, curriculum, data, result, trial_profile, n_trials)
+            run_id = _log_retest(
+                context, mlflow_tracking, warehouse, universe, spec, curriculum, data, result,
+                fields, fingerprint,
+            )  # fmt: skip
+            result = replace(result, mlflow_run_id=run_id)
+            warehouse.save_level_result(spec.level, spec.asset, context.run.run_id, result)
+            context.log.info(
+                f"{spec.asset}: study side unchanged ({result.n_trials} trials, MLflow run "
+                f"{result.study_side_from_run}); test side computed again on the new bars"
             )
             return MaterializeResult(metadata=_level_metadata(result))
         step = max(1, n_trials // 5)
@@ -256,38 +378,14 @@ def build_level_asset(
         result = outcome_result(outcome)
         if outcome.study.resumed_trials:
             context.log.info(f"{study_name}: resumed from {outcome.study.resumed_trials} trials")
-        chosen = result.chosen
-        validation = dict(chosen.validation) if chosen else {}
         best = result.chosen_params
         trials = trials_table(outcome.study)
-        # MLflow stores inf as 1.8e308: a profit factor without losses goes to a tag "inf".
-        metrics, non_finite = split_non_finite(
-            {
-                **{f"validation_{k}": v for k, v in validation.items()},
-                **{f"test_{k}": v for k, v in outcome.test.items()},
-                "feasible_trials": float(result.feasible_trials),
-                "passed": float(outcome.passed),
-            }
-        )
+        fields = _run_fields(context, spec, curriculum, data, result, trial_profile, n_trials)
         run_id = mlflow_tracking.log_study(
-            run_name=f"{spec.asset} {context.run.run_id[:8]}",
-            tags={
-                **{f"metric.{k}": v for k, v in non_finite.items()},
-                "level": str(spec.level),
-                "direction": spec.direction.value,
-                "instruments": ",".join(sorted(data.bars)),
-                "dagster_run_id": context.run.run_id,
-                "study_name": study_name,
-                "trial_profile": trial_profile,
-                "passed": str(outcome.passed),
-            },
-            params={
-                "n_trials": n_trials,
-                "seed": curriculum.seed,
-                "strategy": curriculum.strategy,
-                **{f"best_{k}": v for k, v in (best or {}).items()},
-            },
-            metrics=metrics,
+            run_name=fields.run_name,
+            tags=fields.tags,
+            params=fields.params,
+            metrics=fields.metrics,
             trials=trials,
             tables={
                 name: frame
@@ -320,7 +418,7 @@ def build_level_asset(
                 *trials_per_second(finished_at, started),
             ),
         )
-        result = replace(result, mlflow_run_id=run_id, reuse_key=key)
+        result = replace(result, mlflow_run_id=run_id, reuse_key=key, study_key=side_key)
         warehouse.save_level_result(spec.level, spec.asset, context.run.run_id, result)
         verdict = "passed" if outcome.passed else "did not pass"
         context.log.info(f"{spec.asset} {verdict}; MLflow run {run_id}")
