@@ -2,7 +2,7 @@
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from dagster import (
     asset,
 )
 
+from ffe_dagster.assets.level_retest import RetestedLevel, log_retested_level
 from ffe_dagster.assets.loading import load_level_data
 from ffe_dagster.config import Universe
 from ffe_dagster.core.backtest.metrics import spell_non_finite, split_non_finite
@@ -46,7 +47,6 @@ from ffe_dagster.resources.provenance import code_version, git_commit
 from ffe_dagster.resources.studies import OptunaStorageResource
 from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.tracking_cycles import DatasetSource, cycle_ref
-from ffe_dagster.resources.tracking_retest import log_retested_study
 from ffe_dagster.resources.tracking_reuse import log_reused_study
 from ffe_dagster.resources.warehouse import WarehouseResource
 from ffe_dagster.sources.files import curriculum_signals
@@ -136,97 +136,6 @@ def _level_metadata(result: LevelResult) -> dict[str, Any]:
         "segments": MetadataValue.json(row["segments"]),
         "mlflow_run_id": result.mlflow_run_id,
     }
-
-
-@dataclass(frozen=True, slots=True)
-class _RunFields:
-    # What a level's MLflow run is named and holds besides its artifacts.
-    run_name: str
-    tags: dict[str, str]
-    params: dict[str, Any]
-    metrics: dict[str, float]
-
-
-def _run_fields(
-    context: AssetExecutionContext,
-    spec: LevelSpec,
-    curriculum: CurriculumSpec,
-    data: LevelData,
-    result: LevelResult,
-    trial_profile: str,
-    n_trials: int,
-) -> _RunFields:
-    # The same for a level run in full and for a retested one (its new test side).
-    chosen = result.chosen
-    validation = dict(chosen.validation) if chosen else {}
-    # MLflow stores inf as 1.8e308: a profit factor without losses goes to a tag "inf".
-    metrics, non_finite = split_non_finite(
-        {
-            **{f"validation_{k}": v for k, v in validation.items()},
-            **{f"test_{k}": v for k, v in result.test.items()},
-            "feasible_trials": float(result.feasible_trials),
-            "passed": float(result.passed),
-        }
-    )
-    return _RunFields(
-        run_name=f"{spec.asset} {context.run.run_id[:8]}",
-        tags={
-            **{f"metric.{k}": v for k, v in non_finite.items()},
-            "level": str(spec.level),
-            "direction": spec.direction.value,
-            "instruments": ",".join(sorted(data.bars)),
-            "dagster_run_id": context.run.run_id,
-            "study_name": result.study_name,
-            "trial_profile": trial_profile,
-            "passed": str(result.passed),
-        },
-        params={
-            "n_trials": n_trials,
-            "seed": curriculum.seed,
-            "strategy": curriculum.strategy,
-            **{f"best_{k}": v for k, v in (result.chosen_params or {}).items()},
-        },
-        metrics=metrics,
-    )
-
-
-def _log_retest(
-    context: AssetExecutionContext,
-    tracking: MlflowTrackingResource,
-    warehouse: WarehouseResource,
-    universe: Universe,
-    spec: LevelSpec,
-    curriculum: CurriculumSpec,
-    data: LevelData,
-    result: LevelResult,
-    fields: _RunFields,
-    fingerprint: str,
-) -> str:
-    # A retested level's MLflow run: its fields as a full run's, its study side's plots and
-    # tables left in the run that has them (resources/tracking_retest.py).
-    if result.study_side_from_run is None:
-        raise ValueError(f"level {spec.level}: a retested result names its study side's run")
-    return log_retested_study(
-        tracking,
-        study_side_run_id=result.study_side_from_run,
-        run_name=fields.run_name,
-        tags={
-            **fields.tags,
-            "data_range": _data_range(result.segments),
-            "partition": context.partition_key if context.has_partition_key else "unpartitioned",
-            "data_fingerprint": fingerprint,
-        },
-        params=fields.params,
-        metrics=fields.metrics,
-        json_artifacts={
-            "best_params.json": result.chosen_params,
-            "level_result.json": result.to_json(),
-        },
-        cycle=cycle_ref(context.run.tags, context.run.run_id),
-        code_version=code_version(git_commit()),
-        datasets=_datasets(spec, curriculum, data),
-        dataset_source=DatasetSource(warehouse.path, "validated_bars", universe.bar_interval),
-    )
 
 
 def build_level_asset(
@@ -339,11 +248,18 @@ def build_level_asset(
             result = replace(
                 retest_level(spec, curriculum, data, stored), reuse_key=key, study_key=side_key
             )
-            fields = _run_fields(context, spec, curriculum, data, result, trial_profile, n_trials)
-            run_id = _log_retest(
-                context, mlflow_tracking, warehouse, universe, spec, curriculum, data, result,
-                fields, fingerprint,
-            )  # fmt: skip
+            run_id = log_retested_level(
+                context,
+                mlflow_tracking,
+                result,
+                RetestedLevel(spec, curriculum, trial_profile, n_trials, fingerprint),
+                data_bars=sorted(data.bars),
+                data_range=_data_range(result.segments),
+                datasets=_datasets(spec, curriculum, data),
+                dataset_source=DatasetSource(
+                    warehouse.path, "validated_bars", universe.bar_interval
+                ),
+            )
             result = replace(result, mlflow_run_id=run_id)
             warehouse.save_level_result(spec.level, spec.asset, context.run.run_id, result)
             context.log.info(
@@ -378,14 +294,38 @@ def build_level_asset(
         result = outcome_result(outcome)
         if outcome.study.resumed_trials:
             context.log.info(f"{study_name}: resumed from {outcome.study.resumed_trials} trials")
+        chosen = result.chosen
+        validation = dict(chosen.validation) if chosen else {}
         best = result.chosen_params
         trials = trials_table(outcome.study)
-        fields = _run_fields(context, spec, curriculum, data, result, trial_profile, n_trials)
+        # MLflow stores inf as 1.8e308: a profit factor without losses goes to a tag "inf".
+        metrics, non_finite = split_non_finite(
+            {
+                **{f"validation_{k}": v for k, v in validation.items()},
+                **{f"test_{k}": v for k, v in outcome.test.items()},
+                "feasible_trials": float(result.feasible_trials),
+                "passed": float(outcome.passed),
+            }
+        )
         run_id = mlflow_tracking.log_study(
-            run_name=fields.run_name,
-            tags=fields.tags,
-            params=fields.params,
-            metrics=fields.metrics,
+            run_name=f"{spec.asset} {context.run.run_id[:8]}",
+            tags={
+                **{f"metric.{k}": v for k, v in non_finite.items()},
+                "level": str(spec.level),
+                "direction": spec.direction.value,
+                "instruments": ",".join(sorted(data.bars)),
+                "dagster_run_id": context.run.run_id,
+                "study_name": study_name,
+                "trial_profile": trial_profile,
+                "passed": str(outcome.passed),
+            },
+            params={
+                "n_trials": n_trials,
+                "seed": curriculum.seed,
+                "strategy": curriculum.strategy,
+                **{f"best_{k}": v for k, v in (best or {}).items()},
+            },
+            metrics=metrics,
             trials=trials,
             tables={
                 name: frame
