@@ -14,6 +14,7 @@ from dagster import (
     asset,
 )
 
+from ffe_dagster.assets.level_retest import RetestedLevel, log_retested_level
 from ffe_dagster.assets.loading import load_level_data
 from ffe_dagster.config import Universe
 from ffe_dagster.core.backtest.metrics import spell_non_finite, split_non_finite
@@ -28,7 +29,7 @@ from ffe_dagster.core.study.identity import (
 )
 from ffe_dagster.core.study.level_records import outcome_result, trials_table
 from ffe_dagster.core.study.level_result import LevelResult
-from ffe_dagster.core.study.level_reuse import reusable, reuse_key
+from ffe_dagster.core.study.level_reuse import retestable, reusable, reuse_key, study_key
 from ffe_dagster.core.study.level_specs import CurriculumSpec, LevelSpec
 from ffe_dagster.core.study.levels import (
     LevelData,
@@ -36,6 +37,7 @@ from ffe_dagster.core.study.levels import (
     level_segments,
     level_study_config,
     level_test_evaluator,
+    retest_level,
     run_level,
     skipped_level_result,
 )
@@ -194,6 +196,16 @@ def build_level_asset(
         walk_forward_trials = curriculum.robustness.walk_forward_trials[trial_profile]
         chain_trials = previous_result.chain_trials if previous_result else 0
         version = code_version(git_commit())
+        side_key = study_key(
+            spec,
+            curriculum,
+            study_name=study_name,
+            n_trials=n_trials,
+            walk_forward_trials=walk_forward_trials,
+            warm_start=warm,
+            chain_trials=chain_trials,
+            code_version=version,
+        )
         key = reuse_key(
             spec,
             curriculum,
@@ -206,7 +218,8 @@ def build_level_asset(
             code_version=version,
         )
         stored = warehouse.latest_level_result(spec.level)
-        if stored is not None and reusable(stored, key, complete_trial_count(study_name, storage)):
+        complete = complete_trial_count(study_name, storage)
+        if stored is not None and reusable(stored, key, complete):
             # Same study, same trials, same everything else: the same result, already logged to
             # MLflow (its run holds the plots and tables). Stored again for this run's records.
             source_run = str(stored.reused_from_run or stored.mlflow_run_id)
@@ -227,6 +240,31 @@ def build_level_asset(
             context.log.info(
                 f"{spec.asset}: inputs and study unchanged ({result.n_trials} trials); "
                 f"reusing the result of MLflow run {source_run}"
+            )
+            return MaterializeResult(metadata=_level_metadata(result))
+        if stored is not None and retestable(stored, side_key, complete):
+            # Only bars the study side never reads changed (a new bar lengthened the test era):
+            # the study side stands, the test side is computed again (core/study/level_reuse.py).
+            result = replace(
+                retest_level(spec, curriculum, data, stored), reuse_key=key, study_key=side_key
+            )
+            run_id = log_retested_level(
+                context,
+                mlflow_tracking,
+                result,
+                RetestedLevel(spec, curriculum, trial_profile, n_trials, fingerprint),
+                data_bars=sorted(data.bars),
+                data_range=_data_range(result.segments),
+                datasets=_datasets(spec, curriculum, data),
+                dataset_source=DatasetSource(
+                    warehouse.path, "validated_bars", universe.bar_interval
+                ),
+            )
+            result = replace(result, mlflow_run_id=run_id)
+            warehouse.save_level_result(spec.level, spec.asset, context.run.run_id, result)
+            context.log.info(
+                f"{spec.asset}: study side unchanged ({result.n_trials} trials, MLflow run "
+                f"{result.study_side_from_run}); test side computed again on the new bars"
             )
             return MaterializeResult(metadata=_level_metadata(result))
         step = max(1, n_trials // 5)
@@ -322,7 +360,7 @@ def build_level_asset(
                 *trials_per_second(finished_at, started),
             ),
         )
-        result = replace(result, mlflow_run_id=run_id, reuse_key=key)
+        result = replace(result, mlflow_run_id=run_id, reuse_key=key, study_key=side_key)
         warehouse.save_level_result(spec.level, spec.asset, context.run.run_id, result)
         verdict = "passed" if outcome.passed else "did not pass"
         context.log.info(f"{spec.asset} {verdict}; MLflow run {run_id}")

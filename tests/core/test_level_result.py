@@ -128,6 +128,10 @@ def test_a_result_reads_back_equal_to_itself() -> None:
     assert LevelResult.from_row(reused.to_json()) == reused
     skipped = skipped_level_result(_spec(3), result)
     assert LevelResult.from_row(skipped.to_json()) == skipped
+    retested = replace(result, study_key="s" * 8, study_side_from_run="run-0")
+    assert LevelResult.from_row(retested.to_json()) == retested
+    assert retested.plots_run == "run-0"  # its plots stay in the run that drew them
+    assert result.plots_run == "run-1" and reused.plots_run == "run-0"
 
 
 @pytest.mark.parametrize("kind", ["fresh", "reused", "skipped"])

@@ -31,7 +31,14 @@ from ffe_dagster.core.study.identity import (
 )
 from ffe_dagster.core.study.level_records import outcome_result, trials_table
 from ffe_dagster.core.study.level_result import LevelResult, LevelTry
-from ffe_dagster.core.study.level_reuse import REUSE_KEY, reusable, reuse_key
+from ffe_dagster.core.study.level_reuse import (
+    REUSE_KEY,
+    STUDY_KEY,
+    retestable,
+    reusable,
+    reuse_key,
+    study_key,
+)
 from ffe_dagster.core.study.level_robustness import overfitting_report
 from ffe_dagster.core.study.level_specs import (
     PASS_CRITERIA,
@@ -53,6 +60,7 @@ from ffe_dagster.core.study.level_specs import (
     merge_windows,
     split_bounds,
 )
+from ffe_dagster.core.study.level_test import TestSide, judge_on_test, level_test_evaluator
 from ffe_dagster.core.study.levels import (
     LevelOutcome,
     choose_candidates,
@@ -60,9 +68,9 @@ from ffe_dagster.core.study.levels import (
     holdout_starts,
     level_evaluator,
     level_study_config,
-    level_test_evaluator,
     level_windows,
     parameter_shift,
+    retest_level,
     run_level,
     skipped_level_result,
 )
@@ -104,6 +112,7 @@ __all__ = [
     "PASS_CRITERIA",
     "REUSE_KEY",
     "SELECTION_RULES",
+    "STUDY_KEY",
     "BatchHeartbeat",
     "BatchObjective",
     "Candidate",
@@ -133,6 +142,7 @@ __all__ = [
     "StudyConfig",
     "StudyDataset",
     "StudyOutcome",
+    "TestSide",
     "TrialRecord",
     "Window",
     "bars_to_segment",
@@ -155,6 +165,7 @@ __all__ = [
     "frame_fingerprint",
     "heartbeat_storage",
     "holdout_starts",
+    "judge_on_test",
     "level_data_fingerprint",
     "level_evaluator",
     "level_study_config",
@@ -172,6 +183,8 @@ __all__ = [
     "rank_by_plateau",
     "rank_on_validation",
     "reachable",
+    "retest_level",
+    "retestable",
     "reusable",
     "reuse_key",
     "run_level",
@@ -181,6 +194,7 @@ __all__ = [
     "split_bounds",
     "study_datasets",
     "study_identity",
+    "study_key",
     "trade_params",
     "trials_per_second",
     "trials_table",

@@ -8,8 +8,9 @@ hash of its bytes, not its path) or the engine's semantics starts a new one, so 
 returns trials scored under another configuration.
 
 Bars no trial reads (the test era, the hold-out, a new bar after them) leave the identity alone:
-a cycle with new bars resumes the study's trials, and the level's result, which does read them,
-is computed again (``level_reuse.reuse_key`` hashes every bar).
+a cycle with new bars resumes the study's trials and keeps the level's study side (choice,
+robustness, walk-forward: ``level_reuse.study_key``), and the level's test side, which does read
+them, is computed again (``level_reuse.reuse_key`` hashes every bar; ``levels.retest_level``).
 """
 
 import hashlib

@@ -126,12 +126,17 @@ class LevelResult:
     stop_reason: str = ""
     analysis: Mapping[str, Any] = field(default_factory=dict[str, Any])
     skipped: bool = False
-    # Set by the level asset after the study: the MLflow run, the reuse key, and for a result
-    # reused from an earlier run the run it came from. Left out of the row while unset.
+    # Set by the level asset after the study: the MLflow run, the reuse keys (of the whole
+    # result and of its study side, ``level_reuse``), for a result reused from an earlier run the
+    # run it came from, and for one whose study side was kept and test side computed again
+    # (``levels.retest_level``) the run holding the study side's plots and tables. Left out of
+    # the row while unset.
     mlflow_run_id: str | None = None
     reuse_key: str | None = None
     reused: bool = False
     reused_from_run: str | None = None
+    study_key: str | None = None
+    study_side_from_run: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON-ready row (the warehouse stores it; MLflow and Dagster show it)."""
@@ -182,6 +187,10 @@ class LevelResult:
             out["reused"] = True
         if self.reused_from_run is not None:
             out["reused_from_run"] = self.reused_from_run
+        if self.study_key is not None:
+            out["study_key"] = self.study_key
+        if self.study_side_from_run is not None:
+            out["study_side_from_run"] = self.study_side_from_run
         return out
 
     @classmethod
@@ -230,12 +239,20 @@ class LevelResult:
             reuse_key=_optional_str(row.get("reuse_key")),
             reused=bool(row.get("reused", False)),
             reused_from_run=_optional_str(row.get("reused_from_run")),
+            study_key=_optional_str(row.get("study_key")),
+            study_side_from_run=_optional_str(row.get("study_side_from_run")),
         )
 
     @property
     def decision(self) -> Decision | None:
         """The progression decision after the level, or None when the row has none."""
         return None if self.progression is None else self.progression.decision
+
+    @property
+    def plots_run(self) -> str | None:
+        """The MLflow run holding this result's plots, trials and the chosen set's trades and
+        equity: where its study side was logged in full."""
+        return self.study_side_from_run or self.reused_from_run or self.mlflow_run_id
 
     @property
     def chosen_params(self) -> dict[str, Any] | None:

@@ -9,19 +9,17 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-import numpy as np
 import polars as pl
 from optuna.storages import BaseStorage
 
 from ffe_dagster.core.backtest.metrics import Metrics
 from ffe_dagster.core.backtest.reference import Segment
 from ffe_dagster.core.backtest.strategies import EntryStrategy, FileSignals, get_strategy
-from ffe_dagster.core.study.eras import LevelData, level_windows, test_windows
+from ffe_dagster.core.study.eras import LevelData, level_windows
 from ffe_dagster.core.study.evaluation import FullAnalysis, LevelEvaluator, Params, Period
 from ffe_dagster.core.study.level_result import LevelResult, LevelTry
 from ffe_dagster.core.study.level_robustness import (
     StudyContext,
-    cost_sensitivity,
     importance_report,
     overfitting_report,
     stability,
@@ -33,7 +31,13 @@ from ffe_dagster.core.study.level_specs import (
     LevelSpec,
     ParamRange,
     build_segments,
-    evaluate_pass_criteria,
+)
+from ffe_dagster.core.study.level_test import (
+    STUDY_SIDE_NUMBERS,
+    TEST_SIDE_ANALYSIS,
+    TestSide,
+    judge_on_test,
+    level_test_evaluator,
 )
 from ffe_dagster.core.study.lookahead import lookahead_analysis
 from ffe_dagster.core.study.optimize import (
@@ -103,37 +107,6 @@ def parameter_shift(
         scale = widths.get(name) or max(abs(float(before)), 1e-12)
         shift[name] = abs(float(value) - float(before)) / scale
     return shift
-
-
-def _stress_metrics(
-    evaluator: LevelEvaluator,
-    params: Params,
-    periods: Mapping[str, tuple[datetime, datetime]],
-) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for name, (start, end) in periods.items():
-        pieces: list[Segment] = []
-        for seg in evaluator.segments:
-            lo = int((seg.ts < _naive(start)).sum())
-            hi = int((seg.ts <= _naive(end)).sum())
-            if hi - lo >= 24:
-                pieces.append(seg.slice(lo, hi))
-        if pieces:
-            sub = LevelEvaluator(
-                pieces,
-                evaluator.strategy,
-                evaluator.direction,
-                evaluator.costs,
-                evaluator.train_fraction,
-                evaluator.validation_fraction,
-            )
-            out[name] = sub.evaluate(params, Period.ALL).as_dict()
-    return out
-
-
-def _naive(moment: datetime) -> np.datetime64:
-    # Segment timestamps are numpy datetime64 in UTC without a zone.
-    return np.datetime64(moment.replace(tzinfo=None), "us")
 
 
 def entry_strategy(curriculum: CurriculumSpec, signals: FileSignals | None = None) -> EntryStrategy:
@@ -244,30 +217,6 @@ def level_evaluator(spec: LevelSpec, curriculum: CurriculumSpec, data: LevelData
     )
 
 
-def level_test_evaluator(
-    spec: LevelSpec, curriculum: CurriculumSpec, data: LevelData
-) -> LevelEvaluator | None:
-    """The level's test-era segments (``test_windows``) in an evaluator whose ``Period.TEST`` is
-    every bar; None when the test era holds no segment of at least ``min_segment_bars``."""
-    segments = build_segments(
-        test_windows(spec, data, curriculum),
-        data.bars,
-        data.periods_per_year,
-        holdout_start=data.holdout_start,
-        min_bars=curriculum.min_segment_bars,
-    )
-    if not segments:
-        return None
-    return LevelEvaluator(
-        segments,
-        entry_strategy(curriculum, data.signals),
-        spec.direction,
-        curriculum.costs,
-        0.0,
-        0.0,
-    )
-
-
 def _test_side(
     spec: LevelSpec, curriculum: CurriculumSpec, data: LevelData, evaluator: LevelEvaluator
 ) -> LevelEvaluator | None:
@@ -277,70 +226,67 @@ def _test_side(
     return evaluator
 
 
-def _robustness(
+def _judge(
     spec: LevelSpec,
     curriculum: CurriculumSpec,
     evaluator: LevelEvaluator,
     tester: LevelEvaluator | None,
+    chosen: Params | None,
+    study_numbers: Mapping[str, float],
+) -> TestSide:
+    # The test side, as from scratch and as on a retest: the test era's segments are listed
+    # only when they are not the level's own (with eras).
+    listed = tester.segments if tester is not None and tester is not evaluator else ()
+    return judge_on_test(
+        spec, curriculum, tester, chosen, study_numbers=study_numbers, test_segments=listed
+    )
+
+
+def _robustness(
+    curriculum: CurriculumSpec,
+    evaluator: LevelEvaluator,
     outcome: StudyOutcome,
     chosen: Params,
     context: StudyContext,
     trials_tried: int,
-) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, Any]]:
-    """Level-4 robustness: stress on the test period only, DSR and PBO, walk-forward, costs."""
-    test: dict[str, float] = {}
-    stress = _stress_metrics(tester, chosen, curriculum.stress_periods) if tester else {}
-    if stress:
-        test["stress_worst_total_return_pct"] = min(m["total_return_pct"] for m in stress.values())
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Level-4 robustness of the study side: DSR and PBO on train, walk-forward on the
+    train/validation segments. Returns the numbers the test side judges and the analysis."""
     overfit = overfitting_report(
         evaluator, outcome, chosen, curriculum.robustness, trials_tried=trials_tried
     )
     wf = walk_forward(evaluator, curriculum.robustness, context)
-    test["deflated_sharpe"] = overfit["deflated_sharpe"]
-    test["pbo"] = overfit.get("pbo", 1.0)
-    test["walk_forward_efficiency"] = wf["walk_forward_efficiency"]
-    analysis: dict[str, Any] = {
-        "overfitting": overfit,
-        "walk_forward": wf,
-        # Stress windows inside the training/validation era are in sample: not counted.
-        "stress_out_of_sample": sorted(stress),
-        "stress_in_sample_excluded": sorted(set(curriculum.stress_periods) - set(stress)),
+    numbers = {
+        "deflated_sharpe": overfit["deflated_sharpe"],
+        "pbo": overfit.get("pbo", 1.0),
+        "walk_forward_efficiency": wf["walk_forward_efficiency"],
     }
-    if tester is not None:
-        analysis["cost_sensitivity"] = cost_sensitivity(tester, chosen, curriculum.robustness)
-    return test, stress, analysis
+    return numbers, {"overfitting": overfit, "walk_forward": wf}
 
 
-_UNMEASURED = {
-    "stress_worst_total_return_pct": "no stress period falls in the test period, outside every "
-    "training/validation bar of the warm-start chain",
-}
+@dataclass(frozen=True, slots=True)
+class _Tries:
+    # The study's tries (a level repeats with more trials when progression says so).
+    outcome: StudyOutcome
+    candidates: list[Candidate]
+    shift: dict[str, float]
+    progression: Progression
+    tries: tuple[LevelTry, ...]
+    config: StudyConfig
+
+    @property
+    def chosen(self) -> Candidate | None:
+        return self.candidates[0] if self.candidates else None
 
 
-def run_level(
-    spec: LevelSpec,
+def _run_tries(
     curriculum: CurriculumSpec,
-    data: LevelData,
-    *,
+    evaluator: LevelEvaluator,
     study: StudyConfig,
     warm_start: Params | None,
-    on_trial: Callable[[TrialRecord, int], None] | None = None,
-    walk_forward_trials: int = 8,
-    max_tries: int | None = None,
-    chain_trials: int = 0,
-) -> LevelOutcome:
-    """Optimize on train, choose on validation, report test (never used to choose).
-
-    A level whose choice calls for a repeat (docs/spec.md §4) runs again on the same study with
-    ``repeat_trial_factor`` times the trials, at most ``max_tries`` times in all (the
-    curriculum's value unless overridden here). ``chain_trials`` is how many trials the
-    warm-start chain before this level ran (they fed its starting point): the deflated Sharpe
-    counts them with the level's own trials and the candidates the COLD pick chooses among.
-    """
-    tries_allowed = max_tries or curriculum.progression.max_tries
-    evaluator = level_evaluator(spec, curriculum, data)
-    segments = evaluator.segments
-    tester = _test_side(spec, curriculum, data, evaluator)
+    on_trial: Callable[[TrialRecord, int], None] | None,
+    tries_allowed: int,
+) -> _Tries:
     tries: list[LevelTry] = []
     config = study
     while True:
@@ -369,37 +315,69 @@ def run_level(
             )
         )
         if progression.decision is not Decision.REPEAT or len(tries) >= tries_allowed:
-            break
+            return _Tries(outcome, candidates, shift, progression, tuple(tries), config)
         config = replace(config, n_trials=next_trial_count(curriculum.progression, config.n_trials))
-    test: dict[str, float] = {}
-    stress: dict[str, dict[str, float]] = {}
-    criteria: list[CriterionResult] = []
+
+
+def _checked_full_analysis(level: int, evaluator: LevelEvaluator, chosen: Params) -> FullAnalysis:
+    # The chosen set re-run through vectorbt over the train/validation bars; a disagreement
+    # with the engine refuses the level.
+    full = evaluator.full_analysis(chosen, Period.ALL)
+    if full.max_relative_difference > VECTORBT_TOLERANCE:
+        raise RuntimeError(
+            f"level {level}: the engine and vectorbt disagree on the chosen set by a "
+            f"relative {full.max_relative_difference:.3g} (engine {full.engine_metrics}, "
+            f"vectorbt {full.metrics}); refusing to publish"
+        )
+    return full
+
+
+def run_level(
+    spec: LevelSpec,
+    curriculum: CurriculumSpec,
+    data: LevelData,
+    *,
+    study: StudyConfig,
+    warm_start: Params | None,
+    on_trial: Callable[[TrialRecord, int], None] | None = None,
+    walk_forward_trials: int = 8,
+    max_tries: int | None = None,
+    chain_trials: int = 0,
+) -> LevelOutcome:
+    """Optimize on train, choose on validation, report test (never used to choose).
+
+    A level whose choice calls for a repeat (docs/spec.md §4) runs again on the same study with
+    ``repeat_trial_factor`` times the trials, at most ``max_tries`` times in all (the
+    curriculum's value unless overridden here). ``chain_trials`` is how many trials the
+    warm-start chain before this level ran (they fed its starting point): the deflated Sharpe
+    counts them with the level's own trials and the candidates the COLD pick chooses among.
+
+    Everything up to the choice and its robustness (the study side) reads only the level's
+    train/validation segments; the test side (``level_test.judge_on_test``) reads the test
+    period, and is all ``retest_level`` computes again when only the test era changed.
+    """
+    tries_allowed = max_tries or curriculum.progression.max_tries
+    evaluator = level_evaluator(spec, curriculum, data)
+    segments = evaluator.segments
+    run = _run_tries(curriculum, evaluator, study, warm_start, on_trial, tries_allowed)
+    outcome, candidates, chosen, config = run.outcome, run.candidates, run.chosen, run.config
     # Every trial that fed the choice: the chain's, this study's (all tries share it) and the
     # candidates COLD may still pick among.
     trials_tried = chain_trials + len(outcome.trials) + len(candidates)
     analysis: dict[str, Any] = {
-        "stability": stability(shift),
+        "stability": stability(run.shift),
         "trials_tried": trials_tried,
-        "test_segments": [
-            [s.instrument, str(s.ts[0]), str(s.ts[-1]), len(s)]
-            for s in (tester.segments if tester is not None and tester is not evaluator else ())
-        ],
         **importance_report(config.study_name, config.storage, outcome),
     }
     full: FullAnalysis | None = None
+    numbers: dict[str, float] = {}
     if chosen is not None:
         # Look-ahead gate (issue 11, item 6; core/study/lookahead.py): raises on a signal
         # that uses a later bar, else its report joins the analysis.
         analysis["lookahead"] = lookahead_analysis(
             evaluator, [c.params for c in candidates], signals=data.signals
         )
-        full = evaluator.full_analysis(chosen.params, Period.ALL)
-        if full.max_relative_difference > VECTORBT_TOLERANCE:
-            raise RuntimeError(
-                f"level {spec.level}: the engine and vectorbt disagree on the chosen set by a "
-                f"relative {full.max_relative_difference:.3g} (engine {full.engine_metrics}, "
-                f"vectorbt {full.metrics}); refusing to publish"
-            )
+        full = _checked_full_analysis(spec.level, evaluator, chosen.params)
         if curriculum.selection == "plateau":
             # The chosen set's neighbours on validation, for the level's sensitivity plot.
             analysis["plateau"] = plateau_neighbourhood(
@@ -412,8 +390,6 @@ def run_level(
             "max_relative_difference": full.max_relative_difference,
             "trades": full.trades.height,
         }
-        if tester is not None:
-            test = tester.evaluate(chosen.params, Period.TEST).as_dict()
         if spec.robustness:
             context = StudyContext(
                 study_name=config.study_name,
@@ -424,12 +400,12 @@ def run_level(
                 n_trials=walk_forward_trials,
                 batch_size=config.batch_size,
             )
-            extra, stress, more = _robustness(
-                spec, curriculum, evaluator, tester, outcome, chosen.params, context, trials_tried
+            numbers, more = _robustness(
+                curriculum, evaluator, outcome, chosen.params, context, trials_tried
             )
-            test.update(extra)
             analysis.update(more)
-        criteria = evaluate_pass_criteria(spec.pass_criteria, test, _UNMEASURED)
+    tester = _test_side(spec, curriculum, data, evaluator)
+    side = _judge(spec, curriculum, evaluator, tester, chosen.params if chosen else None, numbers)
     return LevelOutcome(
         level=spec.level,
         name=spec.name,
@@ -438,16 +414,55 @@ def run_level(
         study=outcome,
         candidates=tuple(candidates),
         chosen=chosen,
-        test=test,
-        stress=stress,
-        criteria=tuple(criteria),
-        parameter_shift=shift,
-        progression=progression,
-        tries=tuple(tries),
-        analysis=analysis,
+        test=side.test,
+        stress=side.stress,
+        criteria=side.criteria,
+        parameter_shift=run.shift,
+        progression=run.progression,
+        tries=run.tries,
+        analysis={**analysis, **side.analysis},
         chosen_trades=full.trades if full else None,
         chosen_equity=full.equity if full else None,
         chain_trials=chain_trials + len(outcome.trials),
+    )
+
+
+def retest_level(
+    spec: LevelSpec, curriculum: CurriculumSpec, data: LevelData, stored: LevelResult
+) -> LevelResult:
+    """``stored`` with its test side computed again on ``data``; its study side kept.
+
+    For a level whose study side's inputs are unchanged (``level_reuse.retestable``: the same
+    study with the same trials, warm start, settings and code) while its test period's bars may
+    have changed (a new bar lengthens the test era, the hold-out starts later): the study
+    side (choice, progression, look-ahead and vectorbt checks, importance, deflated Sharpe, PBO,
+    walk-forward) depends on none of them, so only the test metrics, stress periods, cost
+    sensitivity and pass criteria are computed, by the functions ``run_level`` calls. The result
+    equals ``run_level``'s on ``data`` with the same study (``tests/core/test_level_retest.py``);
+    it ran no trial (``new_trials`` 0), and its MLflow run and keys are the caller's to set.
+    """
+    if stored.skipped:
+        raise ValueError(f"level {spec.level}: a skipped level has no test side to compute")
+    evaluator = level_evaluator(spec, curriculum, data)
+    tester = _test_side(spec, curriculum, data, evaluator)
+    numbers = {k: stored.test[k] for k in STUDY_SIDE_NUMBERS if k in stored.test}
+    chosen = stored.chosen.params if stored.chosen else None
+    side = _judge(spec, curriculum, evaluator, tester, chosen, numbers)
+    kept = {k: v for k, v in stored.analysis.items() if k not in TEST_SIDE_ANALYSIS}
+    return replace(
+        stored,
+        passed=chosen is not None and all(c.passed for c in side.criteria),
+        new_trials=0,
+        test=side.test,
+        stress=side.stress,
+        criteria=side.criteria,
+        analysis={**kept, **side.analysis},
+        mlflow_run_id=None,
+        reuse_key=None,
+        reused=False,
+        reused_from_run=None,
+        study_key=None,
+        study_side_from_run=stored.plots_run,
     )
 
 
