@@ -228,10 +228,12 @@ def cached_from_signals_kernel() -> None:
     vectorbt 1.2 declares that kernel (what ``Portfolio.from_signals`` runs) with a plain
     ``@njit``, unlike the record, returns and value kernels it calls next, so every process
     compiled it again on its first cross-check: about 10 s of CPU on the 2-core machine, paid
-    by every level run and ``make run``. The same Python function compiled once more with
-    ``cache=True`` gives the same machine code, now stored in numba's cache (``NUMBA_CACHE_DIR``)
-    and loaded in well under a second by the next process (``tests/core/test_reference_cache.py``
-    checks that it is cached and that the portfolio is unchanged). Idempotent: a kernel that
+    once by every process that checks a chosen set (each ``make run``, each step process of a
+    multiprocess executor). The same Python function compiled once more with ``cache=True``
+    gives the same machine code, stored in numba's cache (``NUMBA_CACHE_DIR``, as the engine's
+    own kernels are) and loaded in well under a second by the next process
+    (``tests/core/test_reference_cache.py`` checks that it is cached, that a new dispatcher
+    loads it from there, and the hand-worked trade it gives). Idempotent: a kernel that
     already caches is left as it is. ``vectorbt.portfolio.dispatch`` imports the kernel from
     its module at each call, so replacing the module attribute is all it takes.
     """
