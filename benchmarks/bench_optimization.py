@@ -9,7 +9,9 @@ other does not). Then, each in its own process and timed inside it (imports excl
    storage.
 2. ``engine``: the same levels through ``core.study.levels.run_level`` alone, on the same bars (read
    from the same warehouse), the same study configuration (seed, sampler, batch, patience,
-   repeats), warm starts and skip rule, on a new journal file: what ``make bench`` times.
+   repeats), warm starts and skip rule, on a new journal file opened as the job opens it
+   (``OptunaStorageResource``: batched writes): what ``make bench`` times, with the job's repeats
+   and storage.
 3. ``again``: ``optimization_job`` once more on the storage of 1, with nothing changed.
 
 Results: ``benchmarks/results/optimization.json`` and ``optimization.md``, with the load average.
@@ -76,7 +78,7 @@ def _engine(studies: str) -> dict[str, Any]:
     from ffe_dagster.config.settings import Settings
     from ffe_dagster.core.study.levels import level_study_config, run_level
     from ffe_dagster.core.study.progression import Decision
-    from ffe_dagster.resources.optuna_storage import open_storage
+    from ffe_dagster.resources.studies import OptunaStorageResource
     from ffe_dagster.resources.warehouse import WarehouseResource
 
     settings = Settings.from_env()
@@ -84,9 +86,9 @@ def _engine(studies: str) -> dict[str, Any]:
     universe = load_universe(settings.universe_path)
     warehouse = WarehouseResource(path=str(settings.warehouse_path))
     profile = settings.trial_profile
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     data = load_level_data(warehouse, universe, curriculum.holdout_days)
-    storage = open_storage(studies)
+    storage = OptunaStorageResource(url=studies).storage()
     warm, chain, skip = None, 0, False
     levels = []
     for spec in curriculum.levels:
@@ -115,7 +117,11 @@ def _engine(studies: str) -> dict[str, Any]:
                 "chosen": dict(outcome.chosen.params) if outcome.chosen else None,
             }
         )
-    return {"seconds": time.perf_counter() - started, "levels": levels}
+    return {
+        "seconds": time.perf_counter() - started,
+        "cpu_s": time.process_time() - cpu,
+        "levels": levels,
+    }
 
 
 def _child(part: str, env: dict[str, str], *args: str) -> dict[str, Any]:

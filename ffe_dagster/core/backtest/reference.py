@@ -189,10 +189,12 @@ def simulate(
     """Run vectorbt's ``Portfolio.from_signals`` for one segment and parameter set.
 
     vectorbt is imported here, not at module load: it takes seconds to import and only the
-    reference path needs it.
+    reference path needs it. Its simulation kernel is compiled through numba's cache
+    (``cached_from_signals_kernel``).
     """
     import vectorbt as vbt
 
+    cached_from_signals_kernel()
     if signals.shape != segment.close.shape:
         raise ValueError(
             f"signals have {signals.shape[0]} bars, segment {segment.instrument} has {len(segment)}"
@@ -218,6 +220,30 @@ def simulate(
         slippage=costs.slippage_pct / 100.0,
         init_cash=INIT_CASH,
     )
+
+
+def cached_from_signals_kernel() -> None:
+    """Make vectorbt's ``simulate_from_signals_nb`` a numba function with ``cache=True``.
+
+    vectorbt 1.2 declares that kernel (what ``Portfolio.from_signals`` runs) with a plain
+    ``@njit``, unlike the record, returns and value kernels it calls next, so every process
+    compiled it again on its first cross-check: about 10 s of CPU on the 2-core machine, paid
+    once by every process that checks a chosen set (each ``make run``, each step process of a
+    multiprocess executor). The same Python function compiled once more with ``cache=True``
+    gives the same machine code, stored in numba's cache (``NUMBA_CACHE_DIR``, as the engine's
+    own kernels are) and loaded in well under a second by the next process
+    (``tests/core/test_reference_cache.py`` checks that it is cached, that a new dispatcher
+    loads it from there, and the hand-worked trade it gives). Idempotent: a kernel that
+    already caches is left as it is. ``vectorbt.portfolio.dispatch`` imports the kernel from
+    its module at each call, so replacing the module attribute is all it takes.
+    """
+    import numba
+    from numba.core.caching import NullCache
+    from vectorbt.portfolio import nb as vbt_nb
+
+    kernel = vbt_nb.simulate_from_signals_nb
+    if isinstance(getattr(kernel, "_cache", None), NullCache):
+        vbt_nb.simulate_from_signals_nb = numba.njit(cache=True)(kernel.py_func)
 
 
 def run_backtest(
