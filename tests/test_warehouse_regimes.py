@@ -1,7 +1,7 @@
 """``WarehouseResource.replace_regimes`` on a real DuckDB file: the stored history always ends
 equal to the frame given, and a cycle that adds hours of bars rewrites only those rows."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -23,7 +23,7 @@ def test_six_new_hours_rewrite_only_the_rows_that_changed(tmp_path: Path) -> Non
     warehouse = WarehouseResource(path=str(tmp_path / "w.duckdb"))
     config = RegimeConfig()
     last = BARS["ts"].max()
-    assert last is not None
+    assert isinstance(last, datetime)
     before = detect_regimes(BARS.filter(pl.col("ts") <= last - timedelta(hours=6)), config)
     assert warehouse.replace_regimes("BTC_USDT", before) == before.height
     _stored_equals(warehouse, before)
