@@ -106,7 +106,7 @@ bench-integrity: setup  ## false-promotion rate and power of the whole pipeline 
 	$(BIN)/python -m benchmarks.bench_integrity
 
 dev: setup  ## Dagster UI with the project loaded, http://127.0.0.1:3000
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	DAGSTER_EVENT_BATCH_SIZE=1000 $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 MLFLOW_PORT ?= 5000
 mlflow: setup  ## MLflow UI over the local tracking store, http://127.0.0.1:5000 (MLFLOW_PORT=... for another)

@@ -12,6 +12,7 @@ in ``make dev``, with every Dagster event; the terminal shows progress bars and 
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -39,6 +40,7 @@ from ffe_dagster.config import Universe, load_curriculum, load_universe
 from ffe_dagster.config.settings import Settings
 from ffe_dagster.definitions import EXPORT_FILE, build_definitions
 from ffe_dagster.ingest_plan import plan_ingest
+from ffe_dagster.instance_storage import EVENT_BATCH_ENV, EVENT_BATCH_SIZE
 from ffe_dagster.partitions import DATE_DIM, INSTRUMENT_DIM, bar_partitions
 from ffe_dagster.resources.market_data import market_data_resource
 from ffe_dagster.resources.registry import ParameterRegistryResource
@@ -291,6 +293,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.filterwarnings("ignore", category=PreviewWarning)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # Dagster hands a step's partition materializations (and a run's planned ones) to the event
+    # log as one batch only with this set; dagster.yaml's event log then writes each batch in one
+    # transaction instead of one per event (ffe_dagster/instance_storage.py).
+    os.environ.setdefault(EVENT_BATCH_ENV, EVENT_BATCH_SIZE)
     settings = Settings.from_env()
     started = time.monotonic()
     with DagsterInstance.get() as instance:

@@ -23,6 +23,7 @@ import polars as pl
 from dagster import ConfigurableResource, get_dagster_logger
 
 from ffe_dagster.core.data.bars import OHLCV_SCHEMA
+from ffe_dagster.core.data.frame_diff import first_difference
 from ffe_dagster.core.data.partition_state import PartitionState
 from ffe_dagster.core.study.level_result import LevelResult
 
@@ -435,8 +436,19 @@ class WarehouseResource(ConfigurableResource):
         return {row["window_start"]: PartitionState(**row) for row in frame.iter_rows(named=True)}
 
     def replace_regimes(self, instrument: str, frame: pl.DataFrame) -> int:
-        """Replace the whole regime history of ``instrument``."""
-        return self._replace("market_regimes", instrument, "TRUE", [instrument], frame)
+        """Make ``frame`` (sorted by ts) the whole regime history of ``instrument``; returns the
+        rows written.
+
+        Only the rows from the first one that differs from the stored history on are deleted
+        and inserted again (in one transaction): a cycle that adds a few hours of bars to
+        years of them rewrites those hours, not the years (README "Timings").
+        """
+        stored = self.read_regimes(instrument)
+        cut = first_difference(stored, frame)
+        if cut is None:
+            return 0
+        tail = frame.filter(pl.col("ts") >= cut)
+        return self._replace("market_regimes", instrument, "ts >= ?", [instrument, cut], tail)
 
     def read_regimes(self, instrument: str) -> pl.DataFrame:
         """Regime history of ``instrument``, sorted by ts."""
