@@ -27,7 +27,16 @@ $(STAMP): uv.lock pyproject.toml | $(UV)
 	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
 	touch $(STAMP)
 
-setup: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+# The backtest's numba kernels compiled into numba's cache once, as bytecode is at install, so the
+# first cycle (and every test worker) loads them instead of compiling (ffe_dagster/kernel_warmup.py);
+# again when a kernel's source changes, since numba would recompile it then anyway.
+KERNELS := $(NUMBA_CACHE_DIR)/.compiled
+$(KERNELS): $(STAMP) $(wildcard ffe_dagster/core/backtest/*.py) ffe_dagster/core/study/evaluation.py ffe_dagster/kernel_warmup.py
+	$(BIN)/python -m ffe_dagster.kernel_warmup
+	mkdir -p $(NUMBA_CACHE_DIR)
+	touch $@
+
+setup: $(STAMP) $(DAGSTER_HOME)/dagster.yaml $(KERNELS)
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
