@@ -33,15 +33,10 @@ def log_retested_level(
     """
     if result.study_side_from_run is None:
         raise ValueError(f"level {level.spec.level}: a retested result names its study side's run")
-    fields = level_run_fields(context, level, result, instruments=data_bars)
     return log_retested_study(
         tracking,
         study_side_run_id=result.study_side_from_run,
-        run_name=fields.run_name,
-        tags=fields.tags,
-        params=fields.params,
-        metrics=fields.metrics,
-        json_artifacts=fields.json_artifacts,
+        fields=level_run_fields(context, level, result, instruments=data_bars),
         cycle=cycle_ref(context.run.tags, context.run.run_id),
         code_version=code_version(git_commit()),
         datasets=datasets,

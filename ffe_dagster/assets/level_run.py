@@ -4,15 +4,15 @@ side was computed again (``assets/level_retest.py``). Both read them from the le
 result, so the two runs cannot drift apart; a reused level copies its source run's fields
 (``resources/tracking_reuse.py``)."""
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from dagster import AssetExecutionContext
 
 from ffe_dagster.core.backtest.metrics import split_non_finite
 from ffe_dagster.core.study.level_result import LevelResult
 from ffe_dagster.core.study.level_specs import CurriculumSpec, LevelSpec
+from ffe_dagster.resources.tracking_fields import RunFields
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,19 +25,6 @@ class LevelRun:
     trial_profile: str
     n_trials: int
     fingerprint: str
-
-
-@dataclass(frozen=True, slots=True)
-class LevelRunFields:
-    """What a level's MLflow run holds of its own (the tracking resource adds the code version,
-    the cycle and the parent): non-finite metrics go to tags ``metric.<name>``, since MLflow
-    stores inf as 1.8e308."""
-
-    run_name: str
-    tags: Mapping[str, str]
-    params: Mapping[str, Any]
-    metrics: Mapping[str, float]
-    json_artifacts: Mapping[str, Any]
 
 
 def data_range(segments: Sequence[tuple[str, str, str, int]]) -> str:
@@ -57,9 +44,10 @@ def level_run_fields(
     result: LevelResult,
     *,
     instruments: Iterable[str],
-) -> LevelRunFields:
+) -> RunFields:
     """The fields of ``result``'s MLflow run, logged by ``context``'s Dagster run; ``instruments``
-    are those the level read."""
+    are those the level read. Non-finite metrics go to tags ``metric.<name>`` (MLflow stores inf
+    as 1.8e308: a profit factor without losses is a tag ``inf``)."""
     spec = level.spec
     chosen = result.chosen
     validation = dict(chosen.validation) if chosen else {}
@@ -72,7 +60,7 @@ def level_run_fields(
         }
     )
     run_id = context.run.run_id
-    return LevelRunFields(
+    return RunFields(
         run_name=f"{spec.asset} {run_id[:8]}",
         tags={
             **{f"metric.{k}": v for k, v in non_finite.items()},

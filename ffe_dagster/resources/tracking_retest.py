@@ -10,8 +10,7 @@ step metrics) stays in the run that computed it, named by the tag ``study_side_f
 is drawn or uploaded twice.
 """
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from mlflow.tracking import MlflowClient
 
@@ -23,6 +22,7 @@ from ffe_dagster.resources.tracking import (
     write_json_artifacts,
 )
 from ffe_dagster.resources.tracking_cycles import CycleRef, DatasetSource, log_datasets
+from ffe_dagster.resources.tracking_fields import RunFields
 
 STUDY_SIDE_FROM_TAG = "study_side_from"
 
@@ -31,11 +31,7 @@ def log_retested_study(
     tracking: MlflowTrackingResource,
     *,
     study_side_run_id: str,
-    run_name: str,
-    tags: Mapping[str, str],
-    params: Mapping[str, Any],
-    metrics: Mapping[str, float],
-    json_artifacts: Mapping[str, Any],
+    fields: RunFields,
     cycle: CycleRef,
     code_version: str,
     datasets: Sequence[StudyDataset],
@@ -44,24 +40,24 @@ def log_retested_study(
     """Log a retested level's run under ``cycle``'s parent; returns its run id.
 
     ``study_side_run_id`` is the run holding the level's study side in full (its plots and
-    tables), tagged ``study_side_from``; ``tags``, ``params`` and ``metrics`` are the level's as a
-    full run would log them; ``datasets`` (read from ``dataset_source``) its periods' bars.
+    tables), tagged ``study_side_from``; ``fields`` are the level's as a full run logs them
+    (``assets/level_run.py``); ``datasets`` (read from ``dataset_source``) its periods' bars.
     """
     client: MlflowClient = tracking.client()
     experiment_id = tracking.experiment_id(client)
     all_tags = {
         **level_study_tags(client, experiment_id, code_version=code_version, cycle=cycle),
-        **tags,
+        **fields.tags,
         STUDY_SIDE_FROM_TAG: study_side_run_id,
     }
 
     return finished_run(
         client,
         experiment_id,
-        run_name=run_name,
+        run_name=fields.run_name,
         tags=all_tags,
-        params=params,
-        metrics=metrics,
-        artifacts=lambda folder: write_json_artifacts(folder, json_artifacts),
+        params=fields.params,
+        metrics=fields.metrics,
+        artifacts=lambda folder: write_json_artifacts(folder, fields.json_artifacts),
         more=lambda run_id: log_datasets(client, run_id, datasets, dataset_source),
     )
