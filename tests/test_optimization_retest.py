@@ -68,6 +68,17 @@ def _digests(client: MlflowClient, run_id: str) -> dict[str, str]:
     }
 
 
+def _fields(client: MlflowClient, run_id: str) -> tuple[dict[str, str], dict[str, str], set[str]]:
+    # A run's tags (without the non-finite metrics' ``metric.<name>``), params, and the names of
+    # its final metrics wherever they went (a metric, or a tag when not finite); the step
+    # metrics of the trials are the study side's, not part of the level's fields.
+    data = client.get_run(run_id).data
+    tags = {k: v for k, v in data.tags.items() if not k.startswith("metric.")}
+    metrics = {k for k in data.metrics if not k.startswith("convergence/")}
+    metrics |= {k.removeprefix("metric.") for k in data.tags if k.startswith("metric.")}
+    return tags, dict(data.params), metrics
+
+
 def test_new_bars_in_the_test_era_recompute_only_the_test_side(
     settings: Settings,  # noqa: F811
 ) -> None:
@@ -101,6 +112,27 @@ def test_new_bars_in_the_test_era_recompute_only_the_test_side(
     assert run.data.tags[STUDY_SIDE_FROM_TAG] == first["mlflow_run_id"]
     assert run.data.tags["study_name"] == stored.study_name
     assert run.data.metrics["test_sharpe"] == retested.test["sharpe"]
+    # The same fields as the run in full: every tag, param and metric name, plus the pointer to
+    # the study side; the tags and params that describe the study keep their values.
+    full_tags, full_params, full_metrics = _fields(client, first["mlflow_run_id"])
+    tags, params, metrics = _fields(client, run.info.run_id)
+    assert set(tags) == set(full_tags) | {STUDY_SIDE_FROM_TAG}
+    assert params == full_params and metrics == full_metrics
+    assert "test_sharpe" in metrics and "n_trials" in params
+    assert any(k.startswith("best_") for k in params) == (retested.chosen is not None)
+    for same in (
+        "ffe.kind",
+        "level",
+        "direction",
+        "instruments",
+        "study_name",
+        "trial_profile",
+        "partition",
+        "data_fingerprint",
+        "code_version",
+    ):
+        assert tags[same] == full_tags[same], same
+    assert tags["dagster_run_id"] != full_tags["dagster_run_id"]
     # The level's own description, not the plots or tables (they stay in the first run).
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {
         "best_params.json",

@@ -1,7 +1,6 @@
 """The curriculum: one asset per level, all made by ``build_level_asset`` from curriculum.yaml."""
 
 import time
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,11 @@ from dagster import (
     asset,
 )
 
-from ffe_dagster.assets.level_retest import RetestedLevel, log_retested_level
+from ffe_dagster.assets.level_retest import log_retested_level
+from ffe_dagster.assets.level_run import LevelRun, level_run_fields
 from ffe_dagster.assets.loading import load_level_data
 from ffe_dagster.config import Universe
-from ffe_dagster.core.backtest.metrics import spell_non_finite, split_non_finite
+from ffe_dagster.core.backtest.metrics import spell_non_finite
 from ffe_dagster.core.reporting.plots import StudyPlotData
 from ffe_dagster.core.study.convergence import best_feasible_so_far, trials_per_second
 from ffe_dagster.core.study.datasets import StudyDataset, study_datasets
@@ -81,15 +81,6 @@ def _criteria_markdown(result: LevelResult) -> str:
     for c in result.criteria:
         lines.append(f"| {c.name} | {c.threshold:g} | {c.value:.3f} | {c.passed} |")
     return "\n".join(lines)
-
-
-def _data_range(segments: Sequence[tuple[str, str, str, int]]) -> str:
-    # First and last bar over all of the level's segments; their timestamps are ISO strings, so
-    # the string order is the time order (zero microseconds dropped for reading).
-    if not segments:
-        return "no data"
-    first, last = min(s[1] for s in segments), max(s[2] for s in segments)
-    return f"{first.removesuffix('.000000')} .. {last.removesuffix('.000000')}"
 
 
 def _datasets(
@@ -196,6 +187,7 @@ def build_level_asset(
         walk_forward_trials = curriculum.robustness.walk_forward_trials[trial_profile]
         chain_trials = previous_result.chain_trials if previous_result else 0
         version = code_version(git_commit())
+        level = LevelRun(spec, curriculum, trial_profile, n_trials, fingerprint)
         side_key = study_key(
             spec,
             curriculum,
@@ -252,9 +244,8 @@ def build_level_asset(
                 context,
                 mlflow_tracking,
                 result,
-                RetestedLevel(spec, curriculum, trial_profile, n_trials, fingerprint),
+                level,
                 data_bars=sorted(data.bars),
-                data_range=_data_range(result.segments),
                 datasets=_datasets(spec, curriculum, data),
                 dataset_source=DatasetSource(
                     warehouse.path, "validated_bars", universe.bar_interval
@@ -294,38 +285,13 @@ def build_level_asset(
         result = outcome_result(outcome)
         if outcome.study.resumed_trials:
             context.log.info(f"{study_name}: resumed from {outcome.study.resumed_trials} trials")
-        chosen = result.chosen
-        validation = dict(chosen.validation) if chosen else {}
-        best = result.chosen_params
         trials = trials_table(outcome.study)
-        # MLflow stores inf as 1.8e308: a profit factor without losses goes to a tag "inf".
-        metrics, non_finite = split_non_finite(
-            {
-                **{f"validation_{k}": v for k, v in validation.items()},
-                **{f"test_{k}": v for k, v in outcome.test.items()},
-                "feasible_trials": float(result.feasible_trials),
-                "passed": float(outcome.passed),
-            }
-        )
+        fields = level_run_fields(context, level, result, instruments=data.bars)
         run_id = mlflow_tracking.log_study(
-            run_name=f"{spec.asset} {context.run.run_id[:8]}",
-            tags={
-                **{f"metric.{k}": v for k, v in non_finite.items()},
-                "level": str(spec.level),
-                "direction": spec.direction.value,
-                "instruments": ",".join(sorted(data.bars)),
-                "dagster_run_id": context.run.run_id,
-                "study_name": study_name,
-                "trial_profile": trial_profile,
-                "passed": str(outcome.passed),
-            },
-            params={
-                "n_trials": n_trials,
-                "seed": curriculum.seed,
-                "strategy": curriculum.strategy,
-                **{f"best_{k}": v for k, v in (best or {}).items()},
-            },
-            metrics=metrics,
+            run_name=fields.run_name,
+            tags=fields.tags,
+            params=fields.params,
+            metrics=fields.metrics,
             trials=trials,
             tables={
                 name: frame
@@ -335,10 +301,7 @@ def build_level_asset(
                 )
                 if frame is not None
             },
-            json_artifacts={
-                "best_params.json": best,
-                "level_result.json": result.to_json(),
-            },
+            json_artifacts=fields.json_artifacts,
             plots=StudyPlotData(
                 trials=trials,
                 importance=outcome.analysis.get("importance") or {},
@@ -348,10 +311,7 @@ def build_level_asset(
                 chosen=outcome.chosen,
                 plateau=outcome.analysis.get("plateau"),
             ),
-            data_range=_data_range(outcome.segments),
-            partition=context.partition_key if context.has_partition_key else "unpartitioned",
             code_version=version,
-            data_fingerprint=fingerprint,
             cycle=cycle_ref(context.run.tags, context.run.run_id),
             datasets=_datasets(spec, curriculum, data),
             dataset_source=DatasetSource(warehouse.path, "validated_bars", universe.bar_interval),

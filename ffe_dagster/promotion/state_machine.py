@@ -149,6 +149,28 @@ class _Cycle:
         )
         self.report.add(row.regime, row.version, row.stage, action, decision.reason)
 
+    def advance(
+        self,
+        row: ParameterVersion,
+        decision: GateDecision,
+        to_stage: Stage,
+        data_marks: Marks | None = None,
+    ) -> None:
+        """Store that an in-flight version passed its gate and moves up to ``to_stage``
+        (``data_marks``: the bars seen when it became current, for FULL)."""
+        self.registry.advance(
+            regime=row.regime,
+            version=row.version,
+            to_stage=to_stage,
+            reason=decision.reason,
+            metrics={**decision.metrics, **_prefixed("current_", decision.baseline)},
+            checks=decision.checks_as_dicts(),
+            trigger=self.trigger,
+            run_id=self.run_id,
+            data_marks=data_marks,
+            at=self.now,
+        )
+
 
 def _prefixed(prefix: str, values: Mapping[str, float]) -> dict[str, float]:
     return {prefix + k: v for k, v in values.items()}
@@ -222,18 +244,7 @@ def _judge_limited(cycle: _Cycle, row: ParameterVersion) -> None:
     elif decision.outcome is Outcome.FAIL:
         cycle.record(row, decision, Action.REJECT)
     elif not _held(cycle, row, decision):
-        cycle.registry.advance(
-            regime=regime,
-            version=version,
-            to_stage=Stage.FULL,
-            reason=decision.reason,
-            metrics={**decision.metrics, **_prefixed("current_", decision.baseline)},
-            checks=decision.checks_as_dicts(),
-            trigger=cycle.trigger,
-            run_id=cycle.run_id,
-            data_marks=cycle.marks,
-            at=cycle.now,
-        )
+        cycle.advance(row, decision, Stage.FULL, data_marks=cycle.marks)
         previous = None if current is None else current.version
         cycle.report.add(regime, version, Stage.LIMITED, Action.PROMOTE, decision.reason)
         cycle.report.changes.append(
@@ -278,17 +289,7 @@ def _judge_warm(cycle: _Cycle, row: ParameterVersion) -> None:
         return
     if _held(cycle, row, decision):
         return
-    cycle.registry.advance(
-        regime=regime,
-        version=version,
-        to_stage=Stage.LIMITED,
-        reason=decision.reason,
-        metrics={**decision.metrics, **_prefixed("current_", decision.baseline)},
-        checks=decision.checks_as_dicts(),
-        trigger=cycle.trigger,
-        run_id=cycle.run_id,
-        at=cycle.now,
-    )
+    cycle.advance(row, decision, Stage.LIMITED)
     cycle.report.add(regime, version, Stage.WARM, Action.ADVANCE, decision.reason)
 
 

@@ -43,7 +43,7 @@ from ffe_dagster.resources.tracking_cycles import (
     CycleRef,
     DatasetSource,
     cycle_parent,
-    dataset_inputs,
+    log_datasets,
     log_step_metrics,
     parent_tag,
 )
@@ -117,6 +117,83 @@ def _source_parent(client: MlflowClient, source_run_id: str | None) -> dict[str,
             return {}
         raise
     return parent_tag(parent) if parent else {}
+
+
+def write_json_artifacts(folder: Path, payloads: Mapping[str, Any]) -> None:
+    """Write each payload as indented JSON to ``folder/<name>`` (values JSON does not know, such
+    as dates, as their text)."""
+    for name, payload in payloads.items():
+        (folder / name).write_text(json.dumps(payload, indent=2, default=str))
+
+
+def level_study_tags(
+    client: MlflowClient,
+    experiment_id: str,
+    *,
+    code_version: str | None,
+    cycle: CycleRef | None,
+) -> dict[str, str]:
+    """The tags every level study's run carries besides its own: its kind, the code version
+    (the package version plus the git commit by default) and the commit as
+    ``mlflow.source.git.commit`` when known; with ``cycle``, the cycle id, the trigger and the
+    tag nesting it under the cycle's parent run (found or created)."""
+    commit = git_commit()
+    tags = {
+        "ffe.kind": "level_study",
+        "code_version": code_version or _code_version(commit),
+        **({"mlflow.source.git.commit": commit} if commit else {}),
+    }
+    if cycle is not None:
+        parent = cycle_parent(client, experiment_id, cycle)
+        tags |= {"cycle_id": cycle.cycle_id, "trigger": cycle.trigger, **parent_tag(parent)}
+    return tags
+
+
+def finished_run(
+    client: MlflowClient,
+    experiment_id: str,
+    *,
+    run_name: str,
+    tags: Mapping[str, str],
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    artifacts: Callable[[Path], None],
+    more: Callable[[str], None] | None = None,
+) -> str:
+    """Create one run, log its ``tags``, ``params`` and ``metrics``, write its artifacts with
+    ``artifacts(folder)`` and upload that folder, call ``more(run_id)`` for anything else, and
+    finish it; returns the run id. Any error marks the run FAILED (then is raised), so a
+    half-logged run never looks finished. An artifact folder that cannot be written fails
+    first, with a clear error."""
+    run = client.create_run(
+        experiment_id,
+        run_name=run_name,
+        tags={k: str(v)[:_MAX_TAG_LEN] for k, v in tags.items()},
+    )
+    run_id = run.info.run_id
+    try:
+        # An experiment keeps the artifact folder it was created with: probe where this
+        # run's artifacts really go, before anything is logged.
+        folder = _local_folder(run.info.artifact_uri or "")
+        if folder is not None:
+            ensure_writable_folder(folder, _ARTIFACTS_WHAT, _RUN_ARTIFACTS)
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in metrics.items()],
+            params=[Param(k, str(v)[:_MAX_PARAM_LEN]) for k, v in params.items()],
+            tags=[RunTag("mlflow.runName", run_name)],
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            artifacts(folder)
+            client.log_artifacts(run_id, str(folder))
+        if more is not None:
+            more(run_id)
+    except Exception:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id, status="FINISHED")
+    return run_id
 
 
 def current_alias(regime: str) -> str:
@@ -197,20 +274,14 @@ class MlflowTrackingResource(ConfigurableResource):
         ``dataset_source``) become the run's dataset inputs, ``convergence`` its step metrics
         ``convergence/<name>`` (step = trial number).
         """
-        commit = git_commit()
         client = self.client()
         experiment_id = self.experiment_id(client)
         extra = {
-            "ffe.kind": "level_study",
-            "code_version": code_version or _code_version(commit),
-            **({"mlflow.source.git.commit": commit} if commit else {}),
+            **level_study_tags(client, experiment_id, code_version=code_version, cycle=cycle),
             **({"data_range": data_range} if data_range else {}),
             **({"partition": partition} if partition else {}),
             **({"data_fingerprint": data_fingerprint} if data_fingerprint else {}),
         }
-        if cycle is not None:
-            parent = cycle_parent(client, experiment_id, cycle)
-            extra |= {"cycle_id": cycle.cycle_id, "trigger": cycle.trigger, **parent_tag(parent)}
         if datasets and dataset_source is None:
             raise ValueError("datasets need the dataset_source they were read from")
 
@@ -219,8 +290,7 @@ class MlflowTrackingResource(ConfigurableResource):
             trials.write_parquet(folder / "trials.parquet")
             for name, table in (tables or {}).items():
                 table.write_csv(folder / f"{name}.csv")
-            for name, payload in json_artifacts.items():
-                (folder / name).write_text(json.dumps(payload, indent=2, default=str))
+            write_json_artifacts(folder, json_artifacts)
             if plots is not None:
                 from ffe_dagster.core.reporting.plots import study_plots
                 from ffe_dagster.resources.tracking_plots import write_plots
@@ -228,12 +298,11 @@ class MlflowTrackingResource(ConfigurableResource):
                 write_plots(study_plots(plots), folder / "plots")
 
         def inputs_and_steps(run_id: str) -> None:
-            if datasets and dataset_source is not None:
-                label = ",".join(sorted({i for d in datasets for i in d.instruments}))
-                client.log_inputs(run_id, datasets=dataset_inputs(datasets, dataset_source, label))
+            if dataset_source is not None:
+                log_datasets(client, run_id, datasets, dataset_source)
             log_step_metrics(client, run_id, convergence, prefix="convergence/")
 
-        return self._finished_run(
+        return finished_run(
             client,
             experiment_id,
             run_name=run_name,
@@ -280,8 +349,7 @@ class MlflowTrackingResource(ConfigurableResource):
                 out = Path(tmp)
                 for name, text in documents.items():
                     (out / name).write_text(text)
-                for name, payload in (json_artifacts or {}).items():
-                    (out / name).write_text(json.dumps(payload, indent=2, default=str))
+                write_json_artifacts(out, json_artifacts or {})
                 client.log_artifacts(run_id, str(out))
         except Exception:
             client.set_terminated(run_id, status="FAILED")
@@ -326,7 +394,7 @@ class MlflowTrackingResource(ConfigurableResource):
             (target / "params.json").write_text(json.dumps(dict(params), indent=2, default=str))
             (target / "metrics.json").write_text(json.dumps(dict(metrics), indent=2, default=str))
 
-        run_id = self._finished_run(
+        run_id = finished_run(
             client,
             self.experiment_id(client),
             run_name=f"promoted {regime}",
@@ -419,47 +487,3 @@ class MlflowTrackingResource(ConfigurableResource):
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # created meanwhile elsewhere
                 raise
-
-    @staticmethod
-    def _finished_run(
-        client: MlflowClient,
-        experiment_id: str,
-        *,
-        run_name: str,
-        tags: Mapping[str, str],
-        params: Mapping[str, Any],
-        metrics: Mapping[str, float],
-        artifacts: Callable[[Path], None],
-        more: Callable[[str], None] | None = None,
-    ) -> str:
-        # One run, created, filled and terminated; marked FAILED (then re-raised) on any error so
-        # a half-logged run never looks finished.
-        run = client.create_run(
-            experiment_id,
-            run_name=run_name,
-            tags={k: str(v)[:_MAX_TAG_LEN] for k, v in tags.items()},
-        )
-        run_id = run.info.run_id
-        try:
-            # An experiment keeps the artifact folder it was created with: probe where this
-            # run's artifacts really go, before anything is logged.
-            folder = _local_folder(run.info.artifact_uri or "")
-            if folder is not None:
-                ensure_writable_folder(folder, _ARTIFACTS_WHAT, _RUN_ARTIFACTS)
-            client.log_batch(
-                run_id,
-                metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in metrics.items()],
-                params=[Param(k, str(v)[:_MAX_PARAM_LEN]) for k, v in params.items()],
-                tags=[RunTag("mlflow.runName", run_name)],
-            )
-            with tempfile.TemporaryDirectory() as tmp:
-                folder = Path(tmp)
-                artifacts(folder)
-                client.log_artifacts(run_id, str(folder))
-            if more is not None:
-                more(run_id)
-        except Exception:
-            client.set_terminated(run_id, status="FAILED")
-            raise
-        client.set_terminated(run_id, status="FINISHED")
-        return run_id

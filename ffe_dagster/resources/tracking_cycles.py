@@ -148,6 +148,16 @@ def dataset_inputs(
     return inputs
 
 
+def log_datasets(
+    client: MlflowClient, run_id: str, datasets: Sequence[StudyDataset], source: DatasetSource
+) -> None:
+    """Log a level's periods as the run's dataset inputs (``dataset_inputs``), labelled with the
+    instruments they hold; nothing when there are none."""
+    if datasets:
+        label = ",".join(sorted({i for d in datasets for i in d.instruments}))
+        client.log_inputs(run_id, datasets=dataset_inputs(datasets, source, label))
+
+
 def log_step_metrics(
     client: MlflowClient, run_id: str, points: Iterable[StepValue], prefix: str
 ) -> int:
