@@ -14,6 +14,7 @@ from ffe_dagster.core.reporting.plots import (
     StudyPlotData,
     equity_drawdown,
     optimization_history,
+    parameter_importance,
     study_plots,
 )
 from ffe_dagster.core.study.level_records import trials_table
@@ -153,3 +154,9 @@ def test_every_label_fits_inside_its_figure() -> None:
         assert used is not None, plot.name
         assert used.x0 >= page.x0 and used.y0 >= page.y0, (plot.name, used, page)
         assert used.x1 <= page.x1 and used.y1 <= page.y1, (plot.name, used, page)
+
+
+def test_a_very_long_parameter_name_still_leaves_room_for_the_bars() -> None:
+    plot = parameter_importance({"x" * 120: 0.6, "short": 0.4})
+    left, right = plot.static.subplotpars.left, plot.static.subplotpars.right
+    assert 0 < left <= 0.5 < right  # capped at half the figure; uncapped, matplotlib refuses

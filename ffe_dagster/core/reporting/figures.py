@@ -61,8 +61,8 @@ def figure(
     without pyplot), its subplots inside fixed margins: ``left`` and ``right`` in inches (the
     room for tick labels and axis label, or a colorbar's), 0.6 below and 0.45 above."""
     # Fixed margins rather than a layout pass: a layout engine or ``bbox_inches="tight"`` makes
-    # ``savefig`` draw every figure twice (once to measure its texts, once to render), which was
-    # half of a level's plotting time; the plots' labels are short and known, so fixed room fits.
+    # ``savefig`` draw every figure twice (once to measure its texts, once to render), about
+    # half of its time in a cProfile; the plots' labels are short and known, so fixed room fits.
     width, height = figsize
     fig = Figure(figsize=figsize, **kwargs)
     fig.subplots_adjust(
