@@ -193,3 +193,18 @@ def test_a_levels_sensitivity_surface_is_logged_with_numbers_from_its_study(
     )
     values = [chosen.validation_sharpe, *(m.sharpe for m in scored)]
     assert plateau["mean_sharpe"] == pytest.approx(sum(values) / len(values))
+
+
+def test_each_figure_is_drawn_once_for_its_png(tmp_path: Path) -> None:
+    # Drawing is most of a level's plotting time: no second draw to crop (bbox_inches="tight")
+    # or to lay out (a layout engine makes savefig draw once without rendering, then again).
+    plots = study_plots(StudyPlotData(trials=study_trials(), importance={"stop_loss_pct": 1.0}))
+    draws = {p.name: 0 for p in plots}
+    for plot in plots:
+
+        def count(_event: object, name: str = plot.name) -> None:
+            draws[name] += 1
+
+        plot.static.canvas.mpl_connect("draw_event", count)
+    write_plots(plots, tmp_path)
+    assert draws == {p.name: 1 for p in plots}

@@ -14,6 +14,7 @@ from ffe_dagster.core.reporting.plots import (
     StudyPlotData,
     equity_drawdown,
     optimization_history,
+    parameter_importance,
     study_plots,
 )
 from ffe_dagster.core.study.level_records import trials_table
@@ -134,3 +135,28 @@ def test_equity_thinning_keeps_the_deepest_drawdown(max_points: int) -> None:
     assert float(np.nanmin(drawdown)) == pytest.approx(-deepest)
     static = plot.static.axes[1].lines[0].get_ydata()
     assert float(np.nanmin(np.asarray(static, dtype=float))) == pytest.approx(-deepest)
+
+
+def test_every_label_fits_inside_its_figure() -> None:
+    # Figures have fixed margins instead of a layout pass (one draw per PNG), so every text
+    # drawn (ticks, axis labels, titles, colorbar label, a long parameter name) must fit.
+    data = StudyPlotData(
+        trials=study_trials(),
+        importance={"stop_loss_pct": 0.8, "a_rather_long_parameter_name": 0.2},
+        equity=equity_frame(500, datetime(2020, 1, 1), "BTC_USDT"),
+        title="L1 test",
+    )
+    for plot in study_plots(data):
+        fig = plot.static
+        fig.canvas.draw()
+        used = fig.get_tightbbox()  # inches: everything drawn, ticks and labels included
+        page = fig.bbox_inches
+        assert used is not None, plot.name
+        assert used.x0 >= page.x0 and used.y0 >= page.y0, (plot.name, used, page)
+        assert used.x1 <= page.x1 and used.y1 <= page.y1, (plot.name, used, page)
+
+
+def test_a_very_long_parameter_name_still_leaves_room_for_the_bars() -> None:
+    plot = parameter_importance({"x" * 120: 0.6, "short": 0.4})
+    left, right = plot.static.subplotpars.left, plot.static.subplotpars.right
+    assert 0 < left <= 0.5 < right  # capped at half the figure; uncapped, matplotlib refuses

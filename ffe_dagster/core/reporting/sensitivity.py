@@ -208,7 +208,7 @@ def sensitivity_surface(
     chosen = surface.chosen
     cy = None if chosen is None else (chosen.y if two_d else chosen.train_sharpe)
 
-    fig = figure(figsize=(8.5, 5.5))
+    fig = figure((8.5, 5.5), right=0.2)
     ax = fig.add_subplot()
     lo, hi = float(sharpe.min()), max(float(sharpe.max()), float(sharpe.min()) + 1e-9)
     drawn = None
