@@ -14,7 +14,7 @@ export PYTHONWARNINGS := ignore::DeprecationWarning,ignore::UserWarning
 
 .PHONY: setup run run-full run-postgres test lint typecheck validate pytest dev mlflow clean bench pg-server \
 	bench-ingest bench-postgres bench-cycle run-quick broker-server run-cluster dashboard \
-	dashboard-postgres bench-integrity replay bench-optimization
+	dashboard-postgres bench-integrity replay bench-optimization numba-cache
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -74,11 +74,15 @@ dashboard-postgres: setup pg-server  ## the same over the studies of make run-po
 # pytest-xdist workers (`auto`: one per core); tests sharing a module set-up share a worker
 # (tests/conftest.py). The checks run beside the tests: much of the tests' time is spent waiting.
 TEST_WORKERS ?= auto
-# The static checks run side by side first (their output kept apart), then the tests, whose
-# progress shows as they run.
+# The static checks run side by side first (their output kept apart), with the numba cache
+# filled beside them (pyright leaves a core idle; on a fresh clone each test worker compiled the
+# same kernels otherwise), then the tests, whose progress shows as they run.
 test: setup pg-server broker-server
-	$(MAKE) --no-print-directory -j3 --output-sync=target lint typecheck validate
+	$(MAKE) --no-print-directory -j4 --output-sync=target lint typecheck validate numba-cache
 	$(MAKE) --no-print-directory pytest
+
+numba-cache: setup  ## compile the numba kernels the tests call into NUMBA_CACHE_DIR (once)
+	$(BIN)/python -m tests.warm_numba
 
 pytest: setup  ## the test suite alone, in parallel (TEST_WORKERS=0: in one process)
 	$(BIN)/python -m compileall -q ffe_dagster tests benchmarks
