@@ -14,7 +14,7 @@ export PYTHONWARNINGS := ignore::DeprecationWarning,ignore::UserWarning
 
 .PHONY: setup run run-full run-postgres test lint typecheck validate pytest dev mlflow clean bench pg-server \
 	bench-ingest bench-postgres bench-cycle run-quick broker-server run-cluster dashboard \
-	dashboard-postgres bench-integrity replay bench-optimization
+	dashboard-postgres bench-integrity replay bench-optimization install kernels
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -36,7 +36,11 @@ $(KERNELS): $(STAMP) $(wildcard ffe_dagster/core/backtest/*.py) ffe_dagster/core
 	mkdir -p $(NUMBA_CACHE_DIR)
 	touch $@
 
-setup: $(STAMP) $(DAGSTER_HOME)/dagster.yaml $(KERNELS)
+install: $(STAMP) $(DAGSTER_HOME)/dagster.yaml  ## the packages and the instance's dagster.yaml
+
+kernels: $(KERNELS)  ## the backtest's numba kernels compiled into NUMBA_CACHE_DIR (once)
+
+setup: install $(KERNELS)
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
@@ -53,16 +57,16 @@ run-full: run  ## kept as a name: `make run` is the full cycle now
 run-postgres: setup pg-server  ## the same cycle in production mode: Dagster, Optuna, registry, MLflow on PostgreSQL
 	$(BIN)/python -m ffe_dagster.local_production
 
-lint: setup
+lint: install
 	$(BIN)/ruff check ffe_dagster tests benchmarks
 	$(BIN)/ruff format --check ffe_dagster tests benchmarks
 
-typecheck: setup
+typecheck: install
 	$(BIN)/pyright
 
 # `dg check defs` loads the project of pyproject.toml's [tool.dg] and validates its Definitions
 # (Dagster's successor of `dagster definitions validate`); VIRTUAL_ENV names the venv it runs in.
-validate: setup
+validate: install
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
 
 pg-server:  ## PostgreSQL server binaries for tests/postgres (Debian package, installed if missing)
@@ -83,10 +87,11 @@ dashboard-postgres: setup pg-server  ## the same over the studies of make run-po
 # pytest-xdist workers (`auto`: one per core); tests sharing a module set-up share a worker
 # (tests/conftest.py). The checks run beside the tests: much of the tests' time is spent waiting.
 TEST_WORKERS ?= auto
-# The static checks run side by side first (their output kept apart), then the tests, whose
-# progress shows as they run.
-test: setup pg-server broker-server
-	$(MAKE) --no-print-directory -j3 --output-sync=target lint typecheck validate
+# The static checks run side by side first (their output kept apart), with the numba kernels
+# compiled beside them (pyright leaves a core idle; on a fresh clone each test worker compiled the
+# same kernels otherwise), then the tests, whose progress shows as they run.
+test: install pg-server broker-server
+	$(MAKE) --no-print-directory -j4 --output-sync=target lint typecheck validate kernels
 	$(MAKE) --no-print-directory pytest
 
 pytest: setup  ## the test suite alone, in parallel (TEST_WORKERS=0: in one process)

@@ -42,6 +42,8 @@ def _small_cycle_config(folder: Path) -> dict[str, str]:
     (folder / "universe.yaml").write_text(yaml.safe_dump(universe))
     (folder / "curriculum.yaml").write_text(yaml.safe_dump(curriculum))
     return {
+        # The quick counts set above (the default profile is the SPEC's 100-200 trials per level).
+        "FFE_TRIAL_PROFILE": "quick",
         "FFE_UNIVERSE": str(folder / "universe.yaml"),
         "FFE_CURRICULUM": str(folder / "curriculum.yaml"),
         "FFE_SAMPLES_DIR": str(PACKAGE_DIR / "data" / "samples"),
