@@ -8,45 +8,15 @@ hold-out, so the new bars reach it."""
 from datetime import UTC, datetime
 
 import polars as pl
-from dagster import materialize
 from mlflow.tracking import MlflowClient
 
-from ffe_dagster.assets.curriculum import build_level_asset
-from ffe_dagster.config import load_curriculum, load_universe
 from ffe_dagster.config.settings import PACKAGE_DIR, Settings
-from ffe_dagster.resources.studies import OptunaStorageResource
-from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.tracking_retest import STUDY_SIDE_FROM_TAG
 from ffe_dagster.resources.warehouse import WarehouseResource
+from tests.test_optimization_reuse import materialize_level
 from tests.test_study_workers import TRIALS, settings  # noqa: F401  (the fixture)
 
 LEVEL = 3
-
-
-def _materialize(settings: Settings) -> dict:  # noqa: F811
-    curriculum = load_curriculum(settings.curriculum_path)
-    asset = build_level_asset(
-        curriculum.levels[LEVEL - 1],
-        None,
-        curriculum,
-        load_universe(settings.universe_path),
-        "quick",
-    )
-    result = materialize(
-        [asset],
-        resources={
-            "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
-            "optuna_storage": OptunaStorageResource(url=settings.studies_url),
-            "mlflow_tracking": MlflowTrackingResource(
-                tracking_uri=settings.mlflow_tracking_uri,
-                artifact_dir=str(settings.mlflow_artifact_dir),
-                experiment=settings.mlflow_experiment,
-            ),
-        },
-    )
-    assert result.success
-    (event,) = result.asset_materializations_for_node(asset.key.path[-1])
-    return {k: getattr(v, "value", v) for k, v in event.metadata.items()}
 
 
 def _bars(warehouse: WarehouseResource, bars: pl.DataFrame) -> None:
@@ -89,13 +59,13 @@ def test_new_bars_in_the_test_era_recompute_only_the_test_side(
     last = bars["ts"].max()
     assert isinstance(last, datetime)
     _bars(warehouse, bars.filter(pl.col("ts") <= last - pl.duration(hours=6)))
-    first = _materialize(settings)
+    first = materialize_level(settings, LEVEL)
     assert (first["reused"], first["new_trials"]) == (False, TRIALS)
     stored = warehouse.latest_level_result(LEVEL)
     assert stored is not None and stored.study_key and stored.reuse_key
 
     _bars(warehouse, bars)  # the 6 hours arrive
-    second = _materialize(settings)
+    second = materialize_level(settings, LEVEL)
     assert (second["reused"], second["new_trials"], second["trials"]) == (False, 0, TRIALS)
     retested = warehouse.latest_level_result(LEVEL)
     assert retested is not None
@@ -144,6 +114,8 @@ def test_new_bars_in_the_test_era_recompute_only_the_test_side(
     assert after["train"] == before["train"] and after["validation"] == before["validation"]
     assert after["test"] != before["test"]
 
-    third = _materialize(settings)  # nothing new: the retested result is reused as a whole
+    third = materialize_level(
+        settings, LEVEL
+    )  # nothing new: the retested result is reused as a whole
     assert third["reused"] is True
     assert client.get_run(third["mlflow_run_id"]).data.tags["reused_from"] == run.info.run_id

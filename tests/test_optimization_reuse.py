@@ -16,10 +16,11 @@ from ffe_dagster.resources.warehouse import WarehouseResource
 from tests.test_study_workers import LEVEL, TRIALS, settings  # noqa: F401  (the fixture)
 
 
-def _materialize(settings: Settings) -> dict:  # noqa: F811
+def materialize_level(settings: Settings, level: int = LEVEL) -> dict:  # noqa: F811
+    """Materialize one level asset on ``settings``' stores; its materialization metadata."""
     curriculum = load_curriculum(settings.curriculum_path)
     asset = build_level_asset(
-        curriculum.levels[LEVEL - 1],
+        curriculum.levels[level - 1],
         None,
         curriculum,
         load_universe(settings.universe_path),
@@ -54,14 +55,14 @@ def test_an_unchanged_level_reuses_its_result_and_a_changed_study_runs_it_again(
     settings: Settings,  # noqa: F811
 ) -> None:
     warehouse = WarehouseResource(path=str(settings.warehouse_path))
-    first = _materialize(settings)
+    first = materialize_level(settings)
     assert (first["reused"], first["trials"]) == (False, TRIALS)
     assert first["new_trials"] == TRIALS
     stored = warehouse.latest_level_result(LEVEL)
     assert stored is not None and stored.reuse_key
     assert _runs(settings) == 1
 
-    second = _materialize(settings)
+    second = materialize_level(settings)
     assert (second["reused"], second["new_trials"], second["trials"]) == (True, 0, TRIALS)
     # The cycle's MLflow parent lists the level through a reference run: the first run's
     # params, metrics and datasets, tagged with its id, without its artifacts (not re-uploaded).
@@ -97,7 +98,7 @@ def test_an_unchanged_level_reuses_its_result_and_a_changed_study_runs_it_again(
             system_attrs=last.system_attrs,  # its constraint values
         )
     )
-    third = _materialize(settings)
+    third = materialize_level(settings)
     assert (third["reused"], third["trials"], third["new_trials"]) == (False, TRIALS + 1, 0)
     assert third["mlflow_run_id"] not in {first["mlflow_run_id"], second["mlflow_run_id"]}
     assert _runs(settings) == 3

@@ -13,24 +13,12 @@ from vectorbt.portfolio import nb as vbt_nb
 from ffe_dagster.core.backtest.reference import (
     CostModel,
     Direction,
-    Segment,
     StopMode,
     TradeParams,
     cached_from_signals_kernel,
     simulate,
 )
-
-OPEN = np.array([100, 100, 101, 102, 104, 103, 101, 99, 100, 102], dtype=np.float64)
-CLOSE = np.array([100, 101, 102, 104, 103, 101, 99, 100, 102, 103], dtype=np.float64)
-SEGMENT = Segment(
-    instrument="TEST",
-    ts=np.arange(10).astype("datetime64[h]").astype("datetime64[us]"),
-    open=OPEN,
-    high=np.maximum(OPEN, CLOSE) + 0.5,
-    low=np.minimum(OPEN, CLOSE) - 0.5,
-    close=CLOSE,
-    periods_per_year=8760,
-)
+from tests.core.test_backtest import SEGMENT  # the hand-worked ten bars
 
 
 def test_the_kernel_is_stored_in_numbas_cache_and_loads_from_it() -> None:
