@@ -85,6 +85,10 @@ def markdown(r: dict[str, Any]) -> str:
         ("optimization", "optimization job vs `make bench` engine path, same bars and trials"),
     ):
         lines.append(f"- {text}: `{json.dumps(r.get(key, 'not measured'))}`")
+    if r.get("dates"):
+        # --only runs keep the other steps' values: say which run each value comes from
+        runs = "; ".join(f"{steps}: {when}" for steps, when in r["dates"].items())
+        lines.append(f"- when the steps ran (a later run replaces earlier values): {runs}")
     lines += [
         "",
         'Partition grains: see grain.json / README "Partitions".'
