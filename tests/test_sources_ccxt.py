@@ -90,13 +90,13 @@ def test_requests_are_spaced_by_the_rate_limit() -> None:
         )
     arrivals = [s.at for s in venue.served]
     assert len(arrivals) == 5
-    # 20 requests/s: request starts 50 ms apart. The venue stamps a request after it arrived, so
-    # a gap is short of 50 ms by the earlier request's latency. The first request opens the
-    # connection and was seen to arrive 15 ms late under parallel tests, so the span is measured
-    # from the second (keep-alive) one; unspaced requests arrive about a millisecond apart.
-    assert arrivals[-1] - arrivals[1] >= 3 * 0.05 - 0.01
+    # 20 requests/s: 50 ms apart. The server stamps a request when it reads it, so one gap can be
+    # a few ms short when the previous request reached it late (seen at 44.7 ms under parallel
+    # tests); the span of all gaps is what the venue's limit sees, and unspaced requests would
+    # arrive about a millisecond apart.
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert min(gaps) >= 0.025
+    assert arrivals[-1] - arrivals[0] >= 4 * 0.05 - 0.01
+    assert min(gaps) >= 0.035
 
 
 def test_retry_after_is_honoured_and_counted() -> None:

@@ -36,6 +36,7 @@ import numpy as np
 import polars as pl
 
 from tests.fakes.wire import (
+    ARRIVAL,
     HTML_PAGE,
     STATUS_FAULTS,
     Body,
@@ -164,7 +165,7 @@ class _FakeVenue:
     ) -> None:
         with self._lock:
             kind = fault.kind if fault else None
-            self.served.append(Served(path, params, status, kind, n, time.monotonic()))
+            self.served.append(Served(path, params, status, kind, n, ARRIVAL.at))
 
     def _error_for(
         self, fault: Fault | None, path: str, params: dict[str, str]

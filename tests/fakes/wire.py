@@ -3,6 +3,7 @@ sends each answer as the fault shapes it (JSON, a raw body, trickled, cut off, o
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -98,8 +99,15 @@ class Venue(Protocol):
     ) -> tuple[int, Any, dict[str, str]]: ...
 
 
+# When the request being answered on this server thread was read (``Served.at``): stamped
+# before the venue computes its answer, so the answer's own cost, which varies under load, is
+# not in the gaps between two requests' stamps.
+ARRIVAL = threading.local()
+
+
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
+        ARRIVAL.at = time.monotonic()
         url = urlparse(self.path)
         params = {k: v[-1] for k, v in parse_qs(url.query).items()}
         venue = cast(Server, self.server).venue
