@@ -316,12 +316,11 @@ def main(argv: list[str] | None = None) -> None:
         "targets": TARGETS,
         "timeout_per_cycle_s": limit,
     }
+    now = r["date"]  # when this run's steps ran (with --only, ``date`` stays the kept one)
     if args.only:
         kept = json.loads((RESULTS / "cycle.json").read_text())
-        now = r["date"]  # when the steps named in --only ran (``date`` stays the kept one)
         r = {**kept, **{k: v for k, v in r.items() if k != "date"}}
-        earlier = kept.get("dates", {"earlier steps": kept.get("date")})
-        r["dates"] = {**earlier, args.only: now}
+        r["dates"] = dict(kept.get("dates", {"earlier steps": kept.get("date")}))
     steps: list[tuple[str, Callable[[], None]]] = [
         ("kernels compiled by make setup", lambda: r.update(kernels=kernels(numba))),
         ("start-up costs", lambda: r.update(startup=startup(_env(root / "startup", numba)))),
@@ -351,10 +350,16 @@ def main(argv: list[str] | None = None) -> None:
         wanted = set(args.only.split(","))
         # The kernels always compile first: every cycle measured runs after ``make setup``.
         steps = [s for s in steps if STEP_NAMES[s[0]] in wanted | {"kernels"}]
+    done: list[str] = []
     try:
         for label, step in steps:
             print(f"{label} ...", file=sys.stderr, flush=True)
             step()
+            if args.only:
+                # only the steps that finished name this run: a step that failed replaced nothing
+                r["dates"].pop(",".join(done), None)
+                done.append(STEP_NAMES[label])
+                r["dates"][",".join(done)] = now
             write_results(r)
     finally:
         if not args.keep:

@@ -28,6 +28,7 @@ def _wall(r: Mapping[str, Any], *path: str) -> Any:
 
 
 def markdown(r: dict[str, Any]) -> str:
+    """``cycle.md`` for the results ``r`` (``cycle.json``'s content)."""
     t = TARGETS
     rows = [
         (
@@ -101,7 +102,8 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def write_results(result: dict[str, Any]) -> None:
-    # Written after every measurement, so a benchmark stopped part way keeps what it measured.
+    """Write ``cycle.json`` and ``cycle.md``, after every measurement, so a benchmark stopped
+    part way keeps what it measured."""
     loads = [
         float(v[k])
         for v in (result.get(n) for n in ("fresh", "again", "fresh_warm", "postgres"))
