@@ -31,8 +31,8 @@ from ffe_dagster.core.study.identity import BAR_COLUMNS, frame_fingerprint
 from ffe_dagster.core.study.level_specs import CurriculumSpec
 from ffe_dagster.core.study.levels import entry_strategy, holdout_starts
 from ffe_dagster.replay.replay_cycle import CycleInputs, replay_cycle
-from ffe_dagster.resources.optuna_storage import open_storage
 from ffe_dagster.resources.registry import ParameterRegistryResource
+from ffe_dagster.resources.studies import OptunaStorageResource
 from ffe_dagster.sources.files import FileSource
 
 # Part of every cycle key: a record written in an older layout is recomputed, never misread
@@ -126,7 +126,9 @@ def run_replay(
     studies.parent.mkdir(parents=True, exist_ok=True)
     inputs = CycleInputs(
         registry=ParameterRegistryResource(url=f"sqlite:///{registry_file}"),
-        storage=open_storage(f"journal:///{studies}"),
+        # The level assets' storage: each batch's asks and tells written at once, not one
+        # locked, fsynced append per operation.
+        storage=OptunaStorageResource(url=f"journal:///{studies}").storage(),
         trial_profile=config.trial_profile,
         promotion=promotion,
         trading=Trading(
