@@ -14,7 +14,7 @@ export PYTHONWARNINGS := ignore::DeprecationWarning,ignore::UserWarning
 
 .PHONY: setup run run-full run-postgres test lint typecheck validate pytest dev mlflow clean bench pg-server \
 	bench-ingest bench-postgres bench-cycle run-quick broker-server run-cluster dashboard \
-	dashboard-postgres bench-integrity replay bench-optimization install kernels
+	dashboard-postgres bench-integrity replay replay-quick bench-optimization install kernels
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -107,8 +107,12 @@ bench-optimization: setup  ## the Dagster optimization job vs the engine path, s
 bench-ingest: setup  ## backfill + incremental cycles from a local exchange at 10 req/s (~5 min) -> benchmarks/results/
 	$(BIN)/python -m benchmarks.bench_ingest
 
-replay: setup  ## the system's cycles replayed monthly over 2022-01..2024-06 (quick trials) -> benchmarks/results/replay.*
-	$(BIN)/python -m ffe_dagster.replay --start 2022-01-01 --end 2024-07-01 --every monthly --profile quick --selection best plateau $(ARGS)
+REPLAY := $(BIN)/python -m ffe_dagster.replay --start 2022-01-01 --end 2024-07-01 --every weekly --selection best plateau
+replay: setup  ## the system's cycles replayed weekly over 2022-01..2024-06, the spec's trial counts (~35 min) -> benchmarks/results/replay.*
+	$(REPLAY) --profile full $(ARGS)
+
+replay-quick: setup  ## the same with the quick trial counts (~5 min) -> benchmarks/results/replay_quick/
+	$(REPLAY) --profile quick --out benchmarks/results/replay_quick $(ARGS)
 
 bench-cycle: setup pg-server  ## make run fresh/again/incremental, run-postgres, bookkeeping, grains -> benchmarks/results/
 	$(BIN)/python -m benchmarks.bench_cycle $(ARGS)

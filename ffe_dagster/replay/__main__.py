@@ -1,4 +1,4 @@
-"""``python -m ffe_dagster.replay --start 2022-01-01 --end 2024-06-01 --every monthly``.
+"""``python -m ffe_dagster.replay --start 2022-01-01 --end 2024-07-01 --every weekly``.
 
 Replays the system's cycles over the bundled history (or the validated bars of a warehouse,
 ``--warehouse``), once per ``--selection`` rule (the curriculum's own by default; ``--selection
@@ -8,6 +8,7 @@ best plateau`` replays both on the same history, sharing their Optuna studies), 
 """
 
 import argparse
+import logging
 import os
 import time
 from dataclasses import replace
@@ -15,6 +16,8 @@ from datetime import UTC, date, datetime
 from datetime import time as clock
 from pathlib import Path
 from typing import Any
+
+import optuna
 
 from ffe_dagster.assets.loading import load_level_data
 from ffe_dagster.config import Universe, load_curriculum, load_promotion, load_universe
@@ -58,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
         help="selection rule(s) to replay, one after another (default: the curriculum's)",
     )
     p.add_argument("--out", type=Path, default=PROJECT_DIR / "benchmarks" / "results")
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="also Optuna's and MLflow's INFO lines"
+    )
     return p
 
 
@@ -121,6 +127,11 @@ def _replay_one(
 def main(argv: list[str] | None = None) -> None:
     """Run the replay the arguments describe and write its report."""
     args = _parser().parse_args(argv)
+    if not args.verbose:
+        # One line per cycle is the progress; Optuna's "a study created / resumed" (several
+        # per cycle, hundreds in a weekly replay) and MLflow's INFO lines would bury it.
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
     settings = Settings.from_env()
     curriculum = load_curriculum(settings.curriculum_path)
     universe = load_universe(settings.universe_path)
