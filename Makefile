@@ -108,10 +108,10 @@ bench-ingest: setup  ## backfill + incremental cycles from a local exchange at 1
 	$(BIN)/python -m benchmarks.bench_ingest
 
 REPLAY := $(BIN)/python -m ffe_dagster.replay --start 2022-01-01 --end 2024-07-01 --every weekly --selection best plateau
-replay: setup  ## the system's cycles replayed weekly over 2022-01..2024-06, the spec's trial counts (~35 min) -> benchmarks/results/replay.*
+replay: setup  ## the system's cycles replayed weekly over 2022-01..2024-06, the spec's trial counts (27.5 min measured) -> benchmarks/results/replay.*
 	$(REPLAY) --profile full $(ARGS)
 
-replay-quick: setup  ## the same with the quick trial counts (~5 min) -> benchmarks/results/replay_quick/
+replay-quick: setup  ## the same with the quick trial counts (5.2 min measured) -> benchmarks/results/replay_quick/
 	$(REPLAY) --profile quick --out benchmarks/results/replay_quick $(ARGS)
 
 bench-cycle: setup pg-server  ## make run fresh/again/incremental, run-postgres, bookkeeping, grains -> benchmarks/results/
