@@ -82,6 +82,28 @@ def _params(trials: Sequence[TrialRecord]) -> list[dict[str, object]]:
     return [dict(t.params) for t in trials]
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_constraints_are_stored_where_optuna_reads_them(kind: str, tmp_path: Path) -> None:
+    """The runner writes the constraints without ``Trial.set_constraint``: Optuna must still
+    read them as each trial's constraints, and its feasible Pareto front must skip the rest."""
+    url = f"sqlite:///{tmp_path / 's.db'}" if kind == "sqlite" else f"journal:///{tmp_path / 'j'}"
+    run_study(fake_batch, SPACE, _config(open_storage(url, heartbeat_interval=None), 30))
+    study = optuna.load_study(study_name="s", storage=open_storage(url, heartbeat_interval=None))
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 30
+    for t in trials:
+        x, n = float(t.params["x"]), int(t.params["n"])
+        # by hand from fake_metrics: drawdown x, win rate 50, n trades
+        assert t.constraints == {
+            "min_trades": 10.0 - n,
+            "max_drawdown_pct": x - 20.0,
+            "min_win_rate_pct": 40.0 - 50.0,
+        }
+    infeasible = {t.number for t in trials if int(t.params["n"]) < 10}
+    assert infeasible  # n < 10 happens in 30 draws
+    assert study.best_trials and not {t.number for t in study.best_trials} & infeasible
+
+
 def test_same_seed_gives_the_same_trials() -> None:
     a = run_study(fake_batch, SPACE, _config(optuna.storages.InMemoryStorage(), 15))
     b = run_study(fake_batch, SPACE, _config(optuna.storages.InMemoryStorage(), 15))
