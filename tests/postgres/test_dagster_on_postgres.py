@@ -9,9 +9,13 @@ import pytest
 import sqlalchemy as sa
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, asset, materialize
 from dagster._core.run_coordinator import QueuedRunCoordinator
-from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from ffe_dagster.config.settings import PROJECT_DIR
+from ffe_dagster.pooled_postgres_storage import (
+    PooledPostgresEventLogStorage,
+    PooledPostgresRunStorage,
+    PooledPostgresScheduleStorage,
+)
 
 
 @asset(pool="warehouse")
@@ -39,9 +43,9 @@ def test_a_run_lands_in_postgres(
 
     instance = DagsterInstance.from_config(str(home))
     try:
-        assert isinstance(instance.run_storage, PostgresRunStorage)
-        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
-        assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
+        assert isinstance(instance.run_storage, PooledPostgresRunStorage)
+        assert isinstance(instance.event_log_storage, PooledPostgresEventLogStorage)
+        assert isinstance(instance.schedule_storage, PooledPostgresScheduleStorage)
         assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
 
@@ -51,6 +55,22 @@ def test_a_run_lands_in_postgres(
         assert run is not None and run.status == DagsterRunStatus.SUCCESS
         event = instance.get_latest_materialization_event(AssetKey("tiny_table"))
         assert event is not None and event.run_id == result.run_id
+
+        # Each storage keeps its connection: 20 reads through each open at most one more
+        # (dagster-postgres's own NullPool engine would connect 20 times).
+        storages = (instance.run_storage, instance.event_log_storage, instance.schedule_storage)
+        connects = {type(s).__name__: 0 for s in storages}
+        for storage in storages:
+
+            def count(*_: object, name: str = type(storage).__name__) -> None:
+                connects[name] += 1
+
+            sa.event.listen(storage._engine, "connect", count)  # pyright: ignore[reportAttributeAccessIssue]
+        for _ in range(20):
+            assert instance.get_run_by_id(result.run_id) is not None
+            assert instance.get_latest_materialization_event(AssetKey("tiny_table")) is not None
+            instance.all_instigator_state()
+        assert all(n <= 1 for n in connects.values()), connects
     finally:
         instance.dispose()
 
