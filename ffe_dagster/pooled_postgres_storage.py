@@ -15,7 +15,7 @@ per storage. Configured in ``deploy/dagster.yaml``.
 """
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 import sqlalchemy as db
 from dagster._serdes import ConfigurableClassData
@@ -58,43 +58,41 @@ def _settings(config_value: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-class PooledPostgresRunStorage(PostgresRunStorage):
+class _KeptConnections:
+    """Mixed in before a dagster-postgres storage: its engine replaced by the pooled one, and
+    built from ``dagster.yaml`` as this class (dagster-postgres's ``from_config_value`` names its
+    own class)."""
+
+    postgres_url: str
+    _token_provider: Any
+    _engine: db.engine.Engine
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._engine = _pooled_engine(self)
+
+    @classmethod
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
+    ) -> Self:
+        return cls(inst_data=inst_data, **_settings(config_value))
+
+
+# The ignores: dagster-postgres types from_config_value as returning its own class, and
+# _KeptConnections's returns this subclass of it.
+class PooledPostgresRunStorage(  # pyright: ignore[reportIncompatibleMethodOverride]
+    _KeptConnections, PostgresRunStorage
+):
     """dagster-postgres's run storage with its connections kept (module docstring)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._engine = _pooled_engine(self)
 
-    @classmethod
-    def from_config_value(  # pyright: ignore[reportIncompatibleMethodOverride]
-        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
-    ) -> "PooledPostgresRunStorage":
-        return cls(inst_data=inst_data, **_settings(config_value))
-
-
-class PooledPostgresEventLogStorage(PostgresEventLogStorage):
+class PooledPostgresEventLogStorage(  # pyright: ignore[reportIncompatibleMethodOverride]
+    _KeptConnections, PostgresEventLogStorage
+):
     """dagster-postgres's event-log storage with its connections kept (module docstring)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._engine = _pooled_engine(self)
 
-    @classmethod
-    def from_config_value(  # pyright: ignore[reportIncompatibleMethodOverride]
-        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
-    ) -> "PooledPostgresEventLogStorage":
-        return cls(inst_data=inst_data, **_settings(config_value))
-
-
-class PooledPostgresScheduleStorage(PostgresScheduleStorage):
+class PooledPostgresScheduleStorage(  # pyright: ignore[reportIncompatibleMethodOverride]
+    _KeptConnections, PostgresScheduleStorage
+):
     """dagster-postgres's schedule storage with its connections kept (module docstring)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._engine = _pooled_engine(self)
-
-    @classmethod
-    def from_config_value(  # pyright: ignore[reportIncompatibleMethodOverride]
-        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
-    ) -> "PooledPostgresScheduleStorage":
-        return cls(inst_data=inst_data, **_settings(config_value))
