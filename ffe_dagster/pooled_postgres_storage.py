@@ -7,11 +7,14 @@ project's 2-core machine against 0.07 ms for the query itself. A backfill's run 
 of events and reads the run back as many times, so the connects were a large part of Dagster's
 bookkeeping on PostgreSQL (README "Timings").
 
-The classes below are dagster-postgres's own, with the engine dagster-postgres itself uses in
-the webserver (``optimize_for_webserver``): a pool of one kept connection per storage and process
-(more only while calls overlap), pinged before use so a restarted server costs one failed ping,
-not a failed run. A process holds at most three idle connections to the Dagster database, one
-per storage. Configured in ``deploy/dagster.yaml``.
+The classes below are dagster-postgres's own with a pooled engine, as dagster-postgres itself
+builds for its webserver (``optimize_for_webserver``): one kept connection per storage (more only
+while calls overlap), checked with SQLAlchemy's pre-ping before use, so one the server has
+dropped is replaced instead of failing the call, and closed when the storage is disposed
+(``DagsterInstance.dispose`` disposes the run and event-log storages; the schedule storage's
+connection closes when the instance is collected). A process with one Dagster instance holds at
+most three idle connections to the Dagster database.
+Configured in ``deploy/dagster.yaml``.
 """
 
 from collections.abc import Mapping
@@ -37,11 +40,11 @@ MAX_OVERFLOW = 4
 POOL_RECYCLE_S = 3600
 
 
-def _pooled_engine(storage: Any) -> db.engine.Engine:
+def _pooled_engine(postgres_url: str, token_provider: Any) -> db.engine.Engine:
     # The same engine arguments as dagster-postgres's, but for the pool.
     return create_pg_engine(
-        storage.postgres_url,
-        storage._token_provider,  # set by dagster-postgres's __init__
+        postgres_url,
+        token_provider,
         isolation_level="AUTOCOMMIT",
         pool_size=POOL_SIZE,
         max_overflow=MAX_OVERFLOW,
@@ -69,13 +72,20 @@ class _KeptConnections:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._engine = _pooled_engine(self)
+        # postgres_url and _token_provider: set by dagster-postgres's __init__
+        self._engine = _pooled_engine(self.postgres_url, self._token_provider)
 
     @classmethod
     def from_config_value(
         cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
     ) -> Self:
         return cls(inst_data=inst_data, **_settings(config_value))
+
+    def dispose(self) -> None:
+        """Dispose of the storage as dagster-postgres does, then close its kept connections
+        (dagster-postgres's ``dispose`` leaves the engine alone: a ``NullPool`` holds none)."""
+        super().dispose()  # pyright: ignore[reportAttributeAccessIssue] - the storage's, after this mixin
+        self._engine.dispose()
 
 
 # The ignores: dagster-postgres types from_config_value as returning its own class, and

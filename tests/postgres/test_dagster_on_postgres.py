@@ -71,8 +71,15 @@ def test_a_run_lands_in_postgres(
             assert instance.get_latest_materialization_event(AssetKey("tiny_table")) is not None
             instance.all_instigator_state()
         assert all(n <= 1 for n in connects.values()), connects
+        assert _other_connections(postgres_url) >= 1  # kept while the instance lives
     finally:
         instance.dispose()
+    # ... and closed with it, though the instance object is still referenced here; all but the
+    # schedule storage's, which DagsterInstance.dispose leaves alone (it disposes the run and
+    # event-log storages only): that one closes when the instance is collected, or disposed.
+    assert _other_connections(postgres_url) <= 1
+    instance.schedule_storage.dispose()
+    assert _other_connections(postgres_url) == 0
 
     # Read straight from the database: the run really is in PostgreSQL, not in a local file.
     engine = sa.create_engine(postgres_url)
@@ -82,3 +89,14 @@ def test_a_run_lands_in_postgres(
     finally:
         engine.dispose()
     assert run_ids == [result.run_id]
+
+
+def _other_connections(postgres_url: str) -> int:
+    """Open connections to the test's database besides the one asking."""
+    engine = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as con:
+            query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            return int(con.execute(sa.text(query + "AND pid <> pg_backend_pid()")).scalar_one())
+    finally:
+        engine.dispose()
