@@ -88,7 +88,7 @@ def _engine(studies: str) -> dict[str, Any]:
     profile = settings.trial_profile
     started, cpu = time.perf_counter(), time.process_time()
     data = load_level_data(warehouse, universe, curriculum.holdout_days)
-    storage = OptunaStorageResource(url=studies).storage()
+    studies_resource = OptunaStorageResource(url=studies)
     warm, chain, skip = None, 0, False
     levels = []
     for spec in curriculum.levels:
@@ -101,7 +101,9 @@ def _engine(studies: str) -> dict[str, Any]:
             spec,
             curriculum,
             data,
-            study=level_study_config(curriculum, name, storage, spec.trials[profile]),
+            study=level_study_config(
+                curriculum, name, studies_resource.storage(name), spec.trials[profile]
+            ),
             warm_start=warm,
             walk_forward_trials=curriculum.robustness.walk_forward_trials[profile],
             chain_trials=chain,

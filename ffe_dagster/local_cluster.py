@@ -33,12 +33,14 @@ from sqlalchemy.engine import make_url
 
 from ffe_dagster.cluster import DEFAULT_QUEUE, WAREHOUSE_QUEUE, cluster_study_workers_job
 from ffe_dagster.config import load_universe
+from ffe_dagster.config.environment import DATABASE_JOURNAL_PREFIX
 from ffe_dagster.config.settings import PROJECT_DIR, Settings
 from ffe_dagster.definitions import build_definitions
 from ffe_dagster.jobs.study_workers import WORKER_ATTR
 from ffe_dagster.local_broker import RedisServer, running_redis
 from ffe_dagster.local_postgres import PostgresServer, running_postgres
 from ffe_dagster.partitions import DATE_DIM, INSTRUMENT_DIM, bar_partitions
+from ffe_dagster.resources.optuna_storage import open_storage
 from ffe_dagster.terminal import console_run_config
 
 RUN_CONFIG = PROJECT_DIR / "deploy" / "executors" / "celery.yaml"
@@ -64,7 +66,7 @@ def cluster_env(
     shutil.copy(PROJECT_DIR / "deploy" / "dagster.yaml", home / "dagster.yaml")
     return {
         "FFE_VAR_DIR": str(var_dir),
-        "FFE_STUDIES_URL": server.url(studies_db),
+        "FFE_STUDIES_URL": DATABASE_JOURNAL_PREFIX + server.url(studies_db),
         "FFE_SHARED_DIR": str(var_dir / "shared"),
         "DAGSTER_HOME": str(home),
         "DAGSTER_PG_HOST": str(dagster.host),
@@ -247,7 +249,10 @@ def trials_by_celery_worker(
     worker whose process group it is in. Call while the workers run (their pids must exist)."""
     groups = {w.process.pid: w.name for w in workers}
     counts: dict[str, int] = {}
-    study = optuna.load_study(study_name=study_name, storage=studies_url)
+    study = optuna.load_study(
+        study_name=study_name,
+        storage=open_storage(studies_url, stream=study_name, heartbeat_interval=None),
+    )
     for trial in study.get_trials(deepcopy=False):
         pid = int(str(trial.user_attrs.get(WORKER_ATTR, "?:0")).rsplit(":", 1)[-1] or 0)
         try:

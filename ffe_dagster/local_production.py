@@ -22,6 +22,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from ffe_dagster.config.environment import DATABASE_JOURNAL_PREFIX
 from ffe_dagster.config.settings import PROJECT_DIR
 from ffe_dagster.local_postgres import PostgresServer, running_postgres
 
@@ -33,7 +34,7 @@ def production_env(server: PostgresServer, var_dir: Path) -> dict[str, str]:
     dagster = make_url(server.url(DATABASES["dagster"]))
     return {
         "FFE_VAR_DIR": str(var_dir),
-        "FFE_STUDIES_URL": server.url(DATABASES["studies"]),
+        "FFE_STUDIES_URL": DATABASE_JOURNAL_PREFIX + server.url(DATABASES["studies"]),
         "MLFLOW_TRACKING_URI": server.url(DATABASES["mlflow"]),
         "FFE_MLFLOW_ARTIFACTS": str(var_dir / "mlflow" / "artifacts"),
         "DAGSTER_HOME": str(var_dir / "dagster_home"),

@@ -13,12 +13,13 @@ import pytest
 from optuna.trial import TrialState
 
 from ffe_dagster.core.study.optimize import StudyConfig, run_study
-from ffe_dagster.resources.optuna_storage import open_storage
-from ffe_dagster.resources.studies import (
+from ffe_dagster.resources.journal_batches import (
     BatchedJournalStorage,
     ConcurrentJournalWriteError,
-    OptunaStorageResource,
 )
+from ffe_dagster.resources.journal_file import batched_journal_file
+from ffe_dagster.resources.optuna_storage import open_storage
+from ffe_dagster.resources.studies import OptunaStorageResource
 from tests.core.test_optimize import CONSTRAINTS, SPACE, fake_batch, flat_batch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +36,7 @@ def _lines(path: Path) -> int:
 def test_a_batched_study_draws_the_same_trials_as_a_plain_journal(tmp_path: Path) -> None:
     plain = run_study(fake_batch, SPACE, _config(open_storage(f"journal:///{tmp_path}/a.j"), 40))
     path = tmp_path / "b.j"
-    batched = run_study(fake_batch, SPACE, _config(BatchedJournalStorage(path), 40))
+    batched = run_study(fake_batch, SPACE, _config(batched_journal_file(path), 40))
     assert [dict(t.params) for t in batched.trials] == [dict(t.params) for t in plain.trials]
     assert [t.metrics for t in batched.trials] == [t.metrics for t in plain.trials]
     # The file is Optuna's journal: a plain journal storage reads every trial back.
@@ -47,7 +48,7 @@ def test_a_batched_study_draws_the_same_trials_as_a_plain_journal(tmp_path: Path
 
 def test_a_block_is_written_once_when_it_ends(tmp_path: Path) -> None:
     path = tmp_path / "s.j"
-    storage = BatchedJournalStorage(path)
+    storage = batched_journal_file(path)
     study = optuna.create_study(study_name="s", storage=storage)
     before = _lines(path)
     with storage.batch():
@@ -68,7 +69,7 @@ def test_a_foreign_append_inside_a_block_fails_the_block_and_writes_nothing(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "s.j"
-    storage = BatchedJournalStorage(path)
+    storage = batched_journal_file(path)
     study = optuna.create_study(study_name="s", storage=storage)
     size = grown = path.stat().st_size
     with pytest.raises(ConcurrentJournalWriteError, match="the batch was not written"):
@@ -81,8 +82,8 @@ def test_a_foreign_append_inside_a_block_fails_the_block_and_writes_nothing(
     assert storage.broken
     # The resource hands out a fresh storage for that file afterwards.
     resource = OptunaStorageResource(url=f"journal:///{path}")
-    fresh = resource.storage()
-    assert fresh is not storage and fresh is resource.storage()
+    fresh = resource.storage("s")
+    assert fresh is not storage and fresh is resource.storage("s")
     assert optuna.load_study(study_name="s", storage=fresh).trials == []
 
 
@@ -92,10 +93,10 @@ import os, signal, sys
 from pathlib import Path
 import optuna
 from ffe_dagster.core.study.optimize import StudyConfig, run_study
-from ffe_dagster.resources.studies import BatchedJournalStorage
+from ffe_dagster.resources.journal_file import batched_journal_file
 from tests.core.test_optimize import CONSTRAINTS, SPACE, fake_batch
 
-storage = BatchedJournalStorage(Path(sys.argv[1]))
+storage = batched_journal_file(Path(sys.argv[1]))
 config = StudyConfig("s", storage, 100, seed=7, constraints=CONSTRAINTS, batch_size=8)
 where, at = sys.argv[2], int(sys.argv[3])
 
@@ -162,7 +163,7 @@ def test_a_study_killed_inside_a_block_resumes_and_reaches_its_count(
 
     # Resumed in this process, through the resource as the level assets get it; the batch lock
     # of the killed process is gone with it, so nothing waits.
-    storage = OptunaStorageResource(url=f"journal:///{path}").storage()
+    storage = OptunaStorageResource(url=f"journal:///{path}").storage("s")
     assert isinstance(storage, BatchedJournalStorage)
     out = run_study(fake_batch, SPACE, _config(storage, 60))
     assert (out.resumed_trials, out.new_trials, len(out.trials)) == (complete, 60 - complete, 60)
@@ -174,7 +175,7 @@ def test_a_study_killed_inside_a_block_resumes_and_reaches_its_count(
 
 def test_a_converged_study_resumed_with_the_same_target_adds_no_trial(tmp_path: Path) -> None:
     # Every trial ties with the first: with patience 5 and batches of 8 the study stops after 8.
-    storage = BatchedJournalStorage(tmp_path / "s.j")
+    storage = batched_journal_file(tmp_path / "s.j")
     first = run_study(flat_batch, SPACE, _config(storage, 50, patience=5))
     assert (first.stop_reason, len(first.trials)) == ("converged", 8)
     # Resumed, its patience would start from zero and run 8 more: it is converged already.

@@ -86,7 +86,7 @@ def test_an_unchanged_level_reuses_its_result_and_a_changed_study_runs_it_again(
     assert again.study_name == stored.study_name
 
     # One more trial in the study (as a study worker adds them): the result is stale.
-    storage = OptunaStorageResource(url=settings.studies_url).storage()
+    storage = OptunaStorageResource(url=settings.studies_url).storage("any")
     study = optuna.load_study(study_name=stored.study_name, storage=storage)
     last = study.trials[-1]
     study.add_trial(

@@ -183,7 +183,7 @@ def build_level_asset(
             return MaterializeResult(metadata={"skipped": True, "reason": reason})
         fingerprint = study_fingerprint(spec, curriculum, data)
         study_name = f"{spec.asset}-{fingerprint}"
-        storage = optuna_storage.storage()
+        storage = optuna_storage.storage(study_name)
         walk_forward_trials = curriculum.robustness.walk_forward_trials[trial_profile]
         chain_trials = previous_result.chain_trials if previous_result else 0
         version = code_version(git_commit())

@@ -16,6 +16,8 @@ from sqlalchemy.engine import URL, make_url
 from ffe_dagster.config.errors import Problems
 
 JOURNAL_PREFIX = "journal:///"
+# Optuna's journal in a PostgreSQL database (resources/journal_postgres.py).
+DATABASE_JOURNAL_PREFIX = "journal+"
 SQL_FORMS = "sqlite:///path/file.db or postgresql+psycopg2://user:password@host:port/database"
 MLFLOW_FORMS = (
     "sqlite:///path/mlflow.db, postgresql+psycopg2://user:password@host/database, "
@@ -77,7 +79,18 @@ def check_sql_url(var: str, url: str, problems: Problems) -> None:
 
 
 def check_studies_url(var: str, url: str, problems: Problems) -> None:
-    """Optuna's storage: ``journal:///absolute/path`` or an SQLAlchemy URL."""
+    """Optuna's storage: ``journal:///absolute/path``, ``journal+postgresql+psycopg2://…`` (a
+    journal in PostgreSQL) or an SQLAlchemy URL."""
+    if url.startswith(DATABASE_JOURNAL_PREFIX):
+        sql = url.removeprefix(DATABASE_JOURNAL_PREFIX)
+        if not sql.startswith("postgresql"):
+            problems.add(
+                f"{var}: a journal in a database must be journal+postgresql+psycopg2://..., "
+                f"got {_scheme(url)}"
+            )
+            return
+        check_sql_url(var, sql, problems)
+        return
     if url.startswith("journal:"):
         if not url.startswith(JOURNAL_PREFIX) or not url.removeprefix(JOURNAL_PREFIX).strip("/"):
             problems.add(f"{var} must be journal:///absolute/path/file.journal, got {url!r}")

@@ -69,12 +69,12 @@ class Settings:
             "FFE_STUDIES_URL", f"journal:///{var_dir / 'optuna' / 'studies.journal'}"
         )
         check_studies_url("FFE_STUDIES_URL", studies_url, problems)
-        # The registry shares the Optuna database when that is SQL (PostgreSQL in production);
+        # The registry shares the Optuna database when that is one (PostgreSQL in production);
         # next to a journal file it gets its own SQLite file.
         registry_default = (
             f"sqlite:///{var_dir / 'optuna' / 'registry.db'}"
             if studies_url.startswith("journal:")
-            else studies_url
+            else studies_url  # a journal+postgresql URL names the database under the journal
         )
         registry_url = env.get("FFE_REGISTRY_URL", registry_default)
         if "FFE_REGISTRY_URL" in env:  # the defaults are a local file or the checked studies URL

@@ -266,7 +266,7 @@ def build_study_workers_job(
             warehouse, universe, curriculum.holdout_days, signals=curriculum_signals(curriculum)
         )
         study_name = f"{spec.asset}-{study_fingerprint(spec, curriculum, data)}"
-        storage = optuna_storage.storage()
+        storage = optuna_storage.storage(study_name)
         warm = previous_result.chosen_params if previous_result else None
         # run_study with n_trials=0 creates the study (load_if_exists) and enqueues the warm start
         # when the study has no COMPLETE trial, exactly as the asset's first try would, and adds no
@@ -325,7 +325,7 @@ def build_study_workers_job(
             lambda batch: evaluator.evaluate_many(batch, Period.TRAIN),
             curriculum,
             share,
-            optuna_storage.storage(),
+            optuna_storage.storage(share.study_name),
             progress,
         )
         context.log.info(
@@ -353,7 +353,7 @@ def build_study_workers_job(
         counts are this op's output metadata."""
         reports = sorted(reports, key=lambda r: r.worker)
         (study_name,) = {r.study_name for r in reports}
-        total = complete_trials(study_name, optuna_storage.storage())
+        total = complete_trials(study_name, optuna_storage.storage(study_name))
         per_worker = {
             f"worker_{r.worker}": {
                 "seed": r.seed,

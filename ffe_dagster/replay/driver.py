@@ -128,7 +128,7 @@ def run_replay(
         registry=ParameterRegistryResource(url=f"sqlite:///{registry_file}"),
         # The level assets' storage: each batch's asks and tells written at once, not one
         # locked, fsynced append per operation.
-        storage=OptunaStorageResource(url=f"journal:///{studies}").storage(),
+        storage=OptunaStorageResource(url=f"journal:///{studies}").storage("replay"),
         trial_profile=config.trial_profile,
         promotion=promotion,
         trading=Trading(

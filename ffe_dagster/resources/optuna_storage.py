@@ -22,6 +22,11 @@ from optuna.storages.journal import JournalFileBackend
 from sqlalchemy.engine import make_url
 
 from ffe_dagster.core.study.optimize import reachable
+from ffe_dagster.resources.journal_postgres import (
+    database_url,
+    is_postgres_journal_url,
+    open_postgres_journal,
+)
 
 JOURNAL_SCHEME = "journal:///"
 # SQL storages: a live worker beats every 10 s; a trial without a beat for 30 s (three missed
@@ -42,6 +47,7 @@ def journal_path(url: str) -> Path:
 def open_storage(
     url: str,
     *,
+    stream: str | None = None,
     heartbeat_interval: int | None = HEARTBEAT_INTERVAL_S,
     grace_period: int | None = GRACE_PERIOD_S,
     max_retry: int | None = MAX_RETRY,
@@ -49,11 +55,13 @@ def open_storage(
     """An Optuna storage for ``url``.
 
     ``journal:///path/file.log`` is Optuna's append-only journal file (the local default: several
-    times faster than SQLite per trial, safe across processes through a file lock); any other URL
-    is an SQLAlchemy URL for Optuna's RDB storage (SQLite, PostgreSQL), opened with trial
-    heartbeats every ``heartbeat_interval`` seconds (None: no heartbeats) and a stale-trial
-    callback that re-enqueues a trial whose worker stopped beating for ``grace_period`` seconds
-    (at most ``max_retry`` times; None: always). Its connections are pinged before use, so a
+    times faster than SQLite per trial, safe across processes through a file lock).
+    ``journal+postgresql+psycopg2://…`` is the journal of ``stream`` (required: a level study's
+    name) in a PostgreSQL database, batched and with heartbeats (``journal_postgres``); any other
+    URL is an SQLAlchemy URL for Optuna's RDB storage (SQLite, PostgreSQL). On PostgreSQL and RDB
+    storages workers beat every ``heartbeat_interval`` seconds (None: no heartbeats) and a
+    stale-trial callback re-enqueues a trial whose worker stopped beating for ``grace_period``
+    seconds (at most ``max_retry`` times; None: always). Connections are pinged before use, so a
     process survives a database restart between two calls. A local file's folder is created.
     Raises :class:`~ffe_dagster.core.study.optimize.StorageUnavailableError` when the database
     cannot be reached.
@@ -64,6 +72,22 @@ def open_storage(
         path = journal_path(url)
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
+    if is_postgres_journal_url(url):
+        if stream is None:
+            raise ValueError("a PostgreSQL journal URL needs the stream (the level study's name)")
+        with warnings.catch_warnings(), reachable(database_url(url)):
+            warnings.filterwarnings("ignore", category=ExperimentalWarning)
+            beating = heartbeat_interval is not None
+            return open_postgres_journal(
+                url,
+                stream,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period if grace_period is not None else GRACE_PERIOD_S,
+                stale_trial_callback=(
+                    RetryHeartbeatStaleTrialCallback(max_retry=max_retry) if beating else None
+                ),
+                connect_timeout_s=CONNECT_TIMEOUT_S,
+            )
     if "://" not in url:
         raise ValueError(f"not an Optuna storage URL: {url!r} (journal:///path or an SQL URL)")
     if url.startswith("sqlite:///"):

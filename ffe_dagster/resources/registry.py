@@ -17,6 +17,7 @@ from dagster import ConfigurableResource
 
 from ffe_dagster.core.promotion.config import Stage
 from ffe_dagster.core.promotion.records import Action, Marks, RegimeAction, VersionStatus
+from ffe_dagster.resources.journal_postgres import database_url
 from ffe_dagster.resources.outbox import Outbox
 from ffe_dagster.resources.registry_queries import (
     audit_entry,
@@ -48,7 +49,10 @@ __all__ = ["ParameterRegistryResource"]
 
 
 class ParameterRegistryResource(RegistryReads, ConfigurableResource):
-    """SQL registry (SQLite by default, PostgreSQL in production) of parameter versions."""
+    """SQL registry (SQLite by default, PostgreSQL in production) of parameter versions.
+
+    ``url`` is an SQLAlchemy URL, or the ``journal+postgresql…`` URL of the Optuna studies: the
+    registry's tables then sit in the database under that journal."""
 
     url: str
     # When notifications are required (FFE_NOTIFY_REQUIRED) and one has waited longer than this
@@ -60,7 +64,7 @@ class ParameterRegistryResource(RegistryReads, ConfigurableResource):
     def _connect(self, write: bool) -> Iterator[sa.Connection]:
         if self.url.startswith("sqlite:///"):
             Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(self.url)
+        engine = sa.create_engine(database_url(self.url))
         try:
             METADATA.create_all(engine)
             add_missing_columns(engine)

@@ -12,11 +12,15 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
+import sqlalchemy as sa
 from dagster import DagsterEventType, JobExecutionResult
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from ffe_dagster.jobs.study_workers import SHARE_ATTR, WORKER_ATTR
 from ffe_dagster.local_cluster import run_study_workers
+from ffe_dagster.resources.journal_postgres import database_url, journal_streams, stream_lock_key
+from ffe_dagster.resources.optuna_storage import CONNECT_TIMEOUT_S, open_storage
 from tests.celery.conftest import BATCH, Cluster
 
 LEVEL = 1
@@ -24,13 +28,22 @@ MORE = 8  # trials each test adds: two workers, two batches of 4 each
 WAIT_S = 600  # upper bound for one run on a loaded 2-core machine
 
 
-def _study_trials(cluster: Cluster) -> list[FrozenTrial]:
+def _study_storage(cluster: Cluster) -> BaseStorage | None:
+    """The journal stream of the cluster's one study (level 1's), None before it exists."""
     url = cluster.settings.studies_url
-    names = optuna.get_all_study_names(url)
-    if not names:
+    streams = journal_streams(url, CONNECT_TIMEOUT_S)
+    if not streams:
+        return None
+    (stream,) = streams
+    return open_storage(url, stream=stream, heartbeat_interval=None)
+
+
+def _study_trials(cluster: Cluster) -> list[FrozenTrial]:
+    storage = _study_storage(cluster)
+    if storage is None:
         return []
-    (name,) = names  # the cluster holds one study: level 1's
-    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+    (name,) = optuna.get_all_study_names(storage)
+    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
 
 
 def _complete(trials: list[FrozenTrial]) -> int:
@@ -95,9 +108,11 @@ def _wait_until_held(
 ) -> dict[str, list[int]]:
     """Wait until ``processes`` worker processes each hold at least ``batch`` RUNNING trials
     (asked and tagged with the process); return their trial numbers by process."""
-    storage = optuna.storages.RDBStorage(cluster.settings.studies_url)  # one engine for the polls
     deadline = time.monotonic() + WAIT_S
-    while not (names := optuna.get_all_study_names(storage)):
+    # One storage for the polls: each read replays only what was appended since the last.
+    while (storage := _study_storage(cluster)) is None or not (
+        names := optuna.get_all_study_names(storage)
+    ):
         assert time.monotonic() < deadline, "no study was created"
         time.sleep(0.2)
     study = optuna.load_study(study_name=names[0], storage=storage)
@@ -113,22 +128,58 @@ def _wait_until_held(
     raise TimeoutError("the workers never held their trials")
 
 
+def _held_batch(
+    cluster: Cluster, first_number: int, timeout_s: float
+) -> tuple[str, list[int]] | None:
+    """A worker process holding a whole batch of RUNNING trials of this run, with their
+    numbers, if one shows within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        held: dict[str, list[int]] = {}
+        for t in _study_trials(cluster):
+            if t.state == TrialState.RUNNING and t.number >= first_number:
+                held.setdefault(str(t.user_attrs.get(WORKER_ATTR)), []).append(t.number)
+        for process, numbers in held.items():
+            if process != "None" and len(numbers) >= BATCH:
+                return process, numbers
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.05)
+
+
 def test_a_celery_worker_killed_mid_batch_its_trials_are_retried(cluster: Cluster) -> None:
     trials = _study_trials(cluster)
     before, first_number = _complete(trials), len(trials)
     killed: dict[str, object] = {}
 
     def kill_one() -> None:
-        # A whole batch asked and tagged: the process is evaluating it (or telling it).
-        process, _ = next(iter(_wait_until_held(cluster, first_number, 1, BATCH).items()))
-        os.kill(int(process.rsplit(":", 1)[1]), signal.SIGKILL)
-        # What it held when it died: it may have told the first trials of the batch already.
-        held = [
-            t.number
-            for t in _study_trials(cluster)
-            if t.state == TrialState.RUNNING and t.user_attrs.get(WORKER_ATTR) == process
-        ]
-        killed.update(process=process, numbers=held)
+        # A batch is evaluated in a fraction of a second, too short to catch by polling; so the
+        # killer holds the stream's lock, which a worker needs to tell its batch (and to ask the
+        # next one), letting it go for a moment at a time. A process holding a whole batch while
+        # the lock is held is between evaluating it and telling it: killed there, it dies
+        # mid-batch for sure.
+        deadline = time.monotonic() + WAIT_S
+        while not (streams := journal_streams(cluster.settings.studies_url, CONNECT_TIMEOUT_S)):
+            assert time.monotonic() < deadline, "no study was created"
+            time.sleep(0.2)
+        (stream,) = streams
+        key = stream_lock_key(stream)
+        engine = sa.create_engine(database_url(cluster.settings.studies_url))
+        try:
+            with engine.connect() as lock:
+                while time.monotonic() < deadline and not killed:
+                    lock.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                    try:
+                        held = _held_batch(cluster, first_number, timeout_s=0.3)
+                        if held is not None:
+                            process, numbers = held
+                            os.kill(int(process.rsplit(":", 1)[1]), signal.SIGKILL)
+                            killed.update(process=process, numbers=numbers)
+                    finally:
+                        lock.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                        lock.commit()
+        finally:
+            engine.dispose()
 
     killer = _in_background(kill_one)
     result = _run(cluster, before + MORE)

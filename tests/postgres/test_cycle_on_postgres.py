@@ -140,12 +140,16 @@ def test_full_cycle_on_postgres_leaks_no_secret(
     events = [text for table, text in dumps["dagster"] if table == "event_logs"]
     assert any("ASSET_MATERIALIZATION" in e and "study_name" in e for e in events)
     study_tables = {table for table, _ in dumps["studies"]}
-    assert {"studies", "trials"} <= study_tables
+    # Optuna's journal in PostgreSQL: a stream of log rows per level study, not Optuna's tables.
+    assert {"ffe_optuna_journal", "ffe_optuna_journal_heartbeats"} <= study_tables
+    assert not study_tables & {"studies", "trials"}
+    journal = [text for table, text in dumps["studies"] if table == "ffe_optuna_journal"]
     # The registry wrote its decisions beside them: versions for candidates that reached COLD,
     # ``regime_decisions`` for regimes a level that did not pass blocked (tables without rows
     # do not show in the dump).
     assert study_tables & {"parameter_versions", "regime_decisions"}
-    assert sum(table == "studies" for table, _ in dumps["studies"]) >= 4  # one per level at least
+    # A level study and its walk-forward studies are created in the level's stream.
+    assert sum('"op_code":0,' in row for row in journal) >= 4
     assert not (var_dir / "optuna").exists()  # no journal or SQLite fallback
     # The job snapshots hold the resources' configuration: the URLs appear as the variables
     # that carry them (Dagster EnvVar), not as their values.
@@ -166,6 +170,8 @@ def test_full_cycle_on_postgres_leaks_no_secret(
     ]
     assert "1" in studied
     assert sorted(r.data.tags["level"] for r in level_runs) == studied
+    streams = {row.split(" | ", 1)[0] for row in journal}
+    assert streams == {r.data.tags["study_name"] for r in level_runs}
     assert all(r.info.status == "FINISHED" for r in level_runs)
     (cycle_run,) = [r for r in all_runs if r.data.tags.get("ffe.kind") == "cycle"]
     assert {r.data.tags["mlflow.parentRunId"] for r in level_runs} == {cycle_run.info.run_id}

@@ -7,6 +7,7 @@ import optuna
 import pytest
 import sqlalchemy as sa
 
+from ffe_dagster.config.environment import DATABASE_JOURNAL_PREFIX
 from ffe_dagster.config.settings import Settings
 from ffe_dagster.core.promotion.checks import GateCheck
 from ffe_dagster.core.promotion.config import Stage
@@ -103,3 +104,33 @@ def test_registry_and_studies_share_one_database(postgres_url: str) -> None:
         engine.dispose()
     assert {"studies", "trials", "parameter_versions", "parameter_transitions"} <= tables
     assert (n_trials, n_versions) == (2, 1)
+
+
+def test_registry_beside_a_journal_in_postgresql(postgres_url: str) -> None:
+    # Production's default: the studies in Optuna's journal on PostgreSQL, the registry's tables
+    # in the database under it, from the one variable.
+    journal_url = DATABASE_JOURNAL_PREFIX + postgres_url
+    settings = Settings.from_env({"FFE_STUDIES_URL": journal_url})
+    assert settings.registry_url == settings.studies_url == journal_url
+    study = optuna.create_study(
+        study_name="journal-shared",
+        storage=open_storage(settings.studies_url, stream="journal-shared"),
+        directions=DIRECTIONS,
+    )
+    study.optimize(lambda t: (t.suggest_float("x", 0, 1), 0.0, 0.0), n_trials=2)
+    registry = ParameterRegistryResource(url=settings.registry_url)
+    _record(registry, 1.0, True)
+
+    engine = sa.create_engine(postgres_url)
+    try:
+        tables = set(sa.inspect(engine).get_table_names())
+        with engine.connect() as con:
+            streams = con.execute(
+                sa.text("SELECT DISTINCT stream FROM ffe_optuna_journal")
+            ).scalars()
+            stream_names = set(streams)
+    finally:
+        engine.dispose()
+    assert {"ffe_optuna_journal", "parameter_versions", "parameter_transitions"} <= tables
+    assert "journal-shared" in stream_names
+    assert len(registry.history()) == 1  # read back through the journal URL

@@ -58,8 +58,9 @@ _log = logging.getLogger(__name__)
 @runtime_checkable
 class BatchingStorage(Protocol):
     """A storage that can write a block of operations at once (one batch's asks, or its tells):
-    ``ffe_dagster.resources.studies.BatchedJournalStorage``. What a process killed inside the
-    block had done there is lost as a whole, and the resumed study runs those trials again."""
+    ``ffe_dagster.resources.journal_batches.BatchedJournalStorage``. What a process killed
+    inside the block had done there is lost as a whole, and the resumed study runs those trials
+    again."""
 
     def batch(self) -> AbstractContextManager[None]:
         """Hold this block's writes until it ends."""
