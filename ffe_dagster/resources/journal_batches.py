@@ -80,6 +80,8 @@ class BatchedJournalStorage(JournalStorage):
             finally:
                 try:
                     self._batching.commit()
-                except ConcurrentJournalWriteError:
-                    self.broken = True  # its memory is ahead of the journal: never used again
+                except BaseException:
+                    # Whatever stopped the write (another writer, a lost database), its memory
+                    # is ahead of the journal now: it is never used again.
+                    self.broken = True
                     raise

@@ -268,17 +268,20 @@ class PostgresJournalBackend(BatchingJournalBackend):
 
 class PostgresJournalStorage(BatchedJournalStorage, BaseHeartbeat):
     """A batched Optuna journal storage on one PostgreSQL stream, with trial heartbeats when
-    ``heartbeat_interval`` is set."""
+    ``heartbeat_interval`` is set. ``url`` is the database's SQLAlchemy URL (the one errors
+    name, with its password hidden)."""
 
     def __init__(
         self,
         backend: PostgresJournalBackend,
         *,
+        url: str,
         heartbeat_interval: int | None,
         grace_period: int,
         stale_trial_callback: StaleTrialCallback | None,
     ) -> None:
         self._postgres = backend
+        self.url = url
         self._heartbeat_interval = heartbeat_interval
         self._grace_period = grace_period
         self._stale_trial_callback = stale_trial_callback
@@ -332,6 +335,7 @@ def open_postgres_journal(
     engine = _engine(database_url(url), connect_timeout_s)
     return PostgresJournalStorage(
         PostgresJournalBackend(engine, stream),
+        url=database_url(url),
         heartbeat_interval=heartbeat_interval,
         grace_period=grace_period,
         stale_trial_callback=stale_trial_callback,

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from ffe_dagster.config.environment import DATABASE_JOURNAL_PREFIX
 from ffe_dagster.local_postgres import PostgresServer, PostgresUnavailable, running_postgres
 
 
@@ -27,3 +28,10 @@ def postgres_server() -> Iterator[PostgresServer]:
 def postgres_url(postgres_server: PostgresServer) -> str:
     """SQLAlchemy URL (postgresql+psycopg2://...) of an empty database private to the test."""
     return postgres_server.create_database(f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(params=["journal", "rdb"])
+def studies_url(request: pytest.FixtureRequest, postgres_url: str) -> str:
+    """An Optuna storage URL on a private database: production's journal in PostgreSQL
+    (``journal+postgresql+psycopg2://``, a stream per study), then Optuna's RDB storage."""
+    return DATABASE_JOURNAL_PREFIX + postgres_url if request.param == "journal" else postgres_url

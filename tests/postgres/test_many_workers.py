@@ -7,7 +7,8 @@ The conditions are made harsher than that report's on purpose: 8 processes on a 
 scheduler starves may see its live trials failed as stale by another worker — the race behind
 that error. Each worker adds its share as ``study_workers_job``'s workers do: ``run_study`` with
 ``fail_stale_running=False`` and its share label on every trial, asked again until its share is
-complete. Nothing is mocked; the objective is cheap so the storage is what is exercised."""
+complete. Nothing is mocked; the objective is cheap so the storage is what is exercised. Run on
+the journal in PostgreSQL (production's) and on Optuna's RDB storage."""
 
 import json
 import subprocess
@@ -38,7 +39,7 @@ from ffe_dagster.core.study.optimize import StudyConfig, run_study
 from ffe_dagster.resources.optuna_storage import open_storage
 
 args = json.loads(sys.argv[1])
-storage = open_storage(args["url"], heartbeat_interval=1, grace_period=4)
+storage = open_storage(args["url"], stream=args["study"], heartbeat_interval=1, grace_period=4)
 label = f"worker_{args['worker']}"
 
 def evaluate(batch):
@@ -79,8 +80,8 @@ def _retried(trial: optuna.trial.FrozenTrial) -> int | None:
         return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
 
 
-def test_eight_workers_on_one_postgres_study_lose_nothing(postgres_url: str) -> None:
-    storage = open_storage(postgres_url, heartbeat_interval=1, grace_period=4)
+def test_eight_workers_on_one_postgres_study_lose_nothing(studies_url: str) -> None:
+    storage = open_storage(studies_url, stream="many", heartbeat_interval=1, grace_period=4)
     optuna.create_study(study_name="many", storage=storage, directions=list(DIRECTIONS))
     procs = [
         subprocess.Popen(
@@ -90,7 +91,7 @@ def test_eight_workers_on_one_postgres_study_lose_nothing(postgres_url: str) -> 
                 WORKER,
                 json.dumps(
                     {
-                        "url": postgres_url,
+                        "url": studies_url,
                         "study": "many",
                         "worker": w,
                         "share": SHARE,

@@ -1,5 +1,6 @@
 """Two worker processes optimize one Optuna study at once on PostgreSQL (production mode's
-"many workers, one study"), through the project's own ``run_study`` and ``open_storage``."""
+"many workers, one study"), through the project's own ``run_study`` and ``open_storage``, on
+the journal in PostgreSQL and on Optuna's RDB storage."""
 
 import json
 import subprocess
@@ -63,7 +64,7 @@ outcome = run_study(
     [ParamRange("x", -5.0, 5.0), ParamRange("y", 0.0, 10.0, step=1.0)],
     StudyConfig(
         study_name=args["study"],
-        storage=open_storage(args["url"]),
+        storage=open_storage(args["url"], stream=args["study"]),
         n_trials=args["n_trials"],
         seed=worker,
         constraints=Constraints(min_trades=1, max_drawdown_pct=100.0, min_win_rate_pct=0.0),
@@ -75,12 +76,12 @@ print(json.dumps({"resumed": outcome.resumed_trials, "new": outcome.new_trials})
 """
 
 
-def test_two_processes_share_one_study(postgres_url: str, tmp_path: Path) -> None:
+def test_two_processes_share_one_study(studies_url: str, tmp_path: Path) -> None:
     # The parent creates the study first so the workers do not race on its creation, which is
     # not what this test is about (production creates a study once, then starts workers).
     optuna.create_study(
         study_name=STUDY,
-        storage=postgres_url,
+        storage=open_storage(studies_url, stream=STUDY),
         directions=["maximize", "maximize", "minimize"],
     )
     workers = [
@@ -94,7 +95,7 @@ def test_two_processes_share_one_study(postgres_url: str, tmp_path: Path) -> Non
                         "worker": worker,
                         "barrier": str(tmp_path),
                         "study": STUDY,
-                        "url": postgres_url,
+                        "url": studies_url,
                         "n_trials": TRIALS_PER_WORKER,
                         "batch": BATCH,
                     }
@@ -114,7 +115,7 @@ def test_two_processes_share_one_study(postgres_url: str, tmp_path: Path) -> Non
         reports.append(json.loads(out.strip().splitlines()[-1]))
     assert reports == [{"resumed": 0, "new": TRIALS_PER_WORKER}] * 2
 
-    study = optuna.load_study(study_name=STUDY, storage=open_storage(postgres_url))
+    study = optuna.load_study(study_name=STUDY, storage=open_storage(studies_url, stream=STUDY))
     trials = study.get_trials(deepcopy=False)
     total = 2 * TRIALS_PER_WORKER
     assert len(trials) == total

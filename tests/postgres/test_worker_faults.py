@@ -3,7 +3,8 @@ real worker processes and nothing mocked: a worker killed by SIGKILL in the midd
 trials are failed through heartbeat expiry and retried by the worker that survives), and the
 database restarted under a running study (the worker stops with a clear error, a re-run
 completes the study). Either way nothing is lost: every trial number is unique, nothing stays
-RUNNING, and the study ends with exactly the trials it was asked for."""
+RUNNING, and the study ends with exactly the trials it was asked for. Each runs on the journal in
+PostgreSQL (production's storage) and on Optuna's RDB storage."""
 
 import json
 import os
@@ -24,6 +25,7 @@ from ffe_dagster.config.settings import PROJECT_DIR
 from ffe_dagster.core.study.heartbeat import quiet_heartbeat_warnings
 from ffe_dagster.core.study.optimize import DIRECTIONS
 from ffe_dagster.local_postgres import PostgresServer
+from ffe_dagster.resources.journal_postgres import PostgresJournalStorage, database_url
 from ffe_dagster.resources.optuna_storage import open_storage
 
 HEARTBEAT_S = 1
@@ -43,6 +45,7 @@ from pathlib import Path
 from ffe_dagster.core.study.level_specs import Constraints, ParamRange
 from ffe_dagster.core.backtest.metrics import Metrics
 from ffe_dagster.core.study.optimize import StudyConfig, run_study
+from ffe_dagster.resources.journal_postgres import PostgresJournalStorage, database_url
 from ffe_dagster.resources.optuna_storage import open_storage
 
 args = json.loads(sys.argv[1])
@@ -82,7 +85,10 @@ outcome = run_study(
     StudyConfig(
         study_name=args["study"],
         storage=open_storage(
-            args["url"], heartbeat_interval=args["heartbeat"], grace_period=args["grace"]
+            args["url"],
+            stream=args["study"],
+            heartbeat_interval=args["heartbeat"],
+            grace_period=args["grace"],
         ),
         n_trials=args["n_trials"],
         seed=args["worker"],
@@ -155,22 +161,22 @@ def _retried(trial: FrozenTrial) -> int | None:
         return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
 
 
-def _sql_storage(url: str) -> RDBStorage:
-    storage = open_storage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
-    assert isinstance(storage, RDBStorage)
+def _sql_storage(url: str, study: str) -> RDBStorage | PostgresJournalStorage:
+    storage = open_storage(url, stream=study, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+    assert isinstance(storage, RDBStorage | PostgresJournalStorage)
     return storage
 
 
 def test_a_killed_workers_batch_is_retried_by_the_survivor(
-    postgres_url: str, tmp_path: Path
+    studies_url: str, tmp_path: Path
 ) -> None:
-    storage = _sql_storage(postgres_url)
+    storage = _sql_storage(studies_url, "faults")
     # Created first so the workers do not race on its creation (not what this test is about).
     study = optuna.create_study(study_name="faults", storage=storage, directions=DIRECTIONS)
     go = tmp_path / "go"
     # Both pause in their first batch, before either tells a trial, so both resume from zero.
     victim = _worker(
-        postgres_url,
+        studies_url,
         "faults",
         1,
         BATCH,
@@ -179,7 +185,7 @@ def test_a_killed_workers_batch_is_retried_by_the_survivor(
         fail_stale_running=False,
     )
     survivor = _worker(
-        postgres_url,
+        studies_url,
         "faults",
         2,
         12,
@@ -226,14 +232,14 @@ def test_a_killed_workers_batch_is_retried_by_the_survivor(
 
 
 def test_a_database_restart_stops_the_worker_clearly_and_a_rerun_completes(
-    postgres_server: PostgresServer, postgres_url: str, tmp_path: Path
+    postgres_server: PostgresServer, studies_url: str, tmp_path: Path
 ) -> None:
     n_trials = 12
-    storage = _sql_storage(postgres_url)
+    storage = _sql_storage(studies_url, "restart")
     study = optuna.create_study(study_name="restart", storage=storage, directions=DIRECTIONS)
     go = tmp_path / "go"
     worker = _worker(
-        postgres_url, "restart", 1, n_trials, marker=tmp_path / "paused", pause_batch=1, go=go
+        studies_url, "restart", 1, n_trials, marker=tmp_path / "paused", pause_batch=1, go=go
     )
     try:
         _wait_for(tmp_path / "paused", worker)  # its first batch is told, the second is RUNNING
@@ -254,7 +260,7 @@ def test_a_database_restart_stops_the_worker_clearly_and_a_rerun_completes(
 
     assert worker.returncode != 0
     assert "StorageUnavailableError: Optuna storage unreachable" in err
-    database = make_url(postgres_url).database
+    database = make_url(database_url(studies_url)).database
     assert f"database '{database}' on {postgres_server.host}:{postgres_server.port}" in err
     assert "resumes from the stored trials" in err
     assert postgres_server.password not in err
@@ -265,7 +271,7 @@ def test_a_database_restart_stops_the_worker_clearly_and_a_rerun_completes(
         TrialState.COMPLETE: BATCH,
         TrialState.RUNNING: BATCH,
     }
-    assert _finish(_worker(postgres_url, "restart", 1, n_trials)) == {
+    assert _finish(_worker(studies_url, "restart", 1, n_trials)) == {
         "resumed": BATCH,
         "new": n_trials - BATCH,
     }
