@@ -79,10 +79,10 @@ run-cluster: setup pg-server broker-server  ## one level's study through 2 Celer
 	$(BIN)/python -m ffe_dagster.local_cluster $(ARGS)
 
 dashboard: setup  ## optuna-dashboard over FFE_STUDIES_URL (default: the local journal), http://127.0.0.1:8080
-	$(BIN)/python -m ffe_dagster.dashboard
+	$(BIN)/python -m ffe_dagster.dashboard $(ARGS)
 
-dashboard-postgres: setup pg-server  ## the same over the studies of make run-postgres (its private PostgreSQL)
-	$(BIN)/python -m ffe_dagster.dashboard --production
+dashboard-postgres: setup pg-server  ## the same over the studies of make run-postgres (ARGS="--stream NAME": one level study)
+	$(BIN)/python -m ffe_dagster.dashboard --production $(ARGS)
 
 # pytest-xdist workers (`auto`: one per core); tests sharing a module set-up share a worker
 # (tests/conftest.py). The checks run beside the tests: much of the tests' time is spent waiting.

@@ -4,21 +4,22 @@ Two measurements, each on 500 trials of the multi-objective TPE sampler the proj
 (``run_study`` with ``sampler="tpe"``, batches of 16, the curriculum's parameter space and
 constraints):
 
-1. several workers, one study on PostgreSQL: 1, 2, 4 and 8 worker processes share one study (the
+1. several workers, one study on PostgreSQL, in Optuna's RDB storage and in the journal on
+   PostgreSQL (production's storage): 1, 2, 4 and 8 worker processes share one study (the
    parent creates it first, each worker runs ``run_study`` with ``fail_stale_running=False``, as
    ``tests/postgres/test_optuna_on_postgres.py`` does) -> wall seconds and trials per second; the
    study must then hold exactly 500 COMPLETE trials with unique numbers and nothing RUNNING;
 2. per-trial storage overhead, one worker: the same 500 trials on Optuna's in-memory storage, the
-   journal file, SQLite and PostgreSQL; overhead = (time - in-memory time) / trials. The same runs
-   with Optuna's RandomSampler (no history read, next to no sampler work) split the sampler's
-   cost from the storage's.
+   journal file, SQLite, PostgreSQL (RDB) and the journal in PostgreSQL; overhead = (time -
+   in-memory time) / trials. The same runs with Optuna's RandomSampler (no history read, next
+   to no sampler work) split the sampler's cost from the storage's.
 
 The objective is a cheap deterministic function of the parameters (no backtest), so the time is
 the sampler's and the storage's. PostgreSQL is a throw-away private server on 127.0.0.1
 (``ffe_dagster.local_postgres``); journal and SQLite files live in a temporary folder on the same
 disk as ``var/``. Results go to ``benchmarks/results/storage.json`` and ``storage.md``.
 
-    python -m benchmarks.bench_storage          # everything (about two minutes on 2 cores)
+    python -m benchmarks.bench_storage          # everything (about 8 minutes on 2 cores)
     python -m benchmarks.bench_storage single ARGS_JSON   # one in-process run, printed as JSON
     python -m benchmarks.bench_storage worker ARGS_JSON   # one worker of a shared study
 """
@@ -43,6 +44,7 @@ from optuna.trial import TrialState
 import ffe_dagster.core.study.optimize as optimize
 from benchmarks.common import curriculum, machine
 from benchmarks.storage_report import BATCH, OBJECTIVE, REFERENCE_S, TRIALS, markdown, reading
+from ffe_dagster.config.environment import DATABASE_JOURNAL_PREFIX
 from ffe_dagster.config.settings import PROJECT_DIR
 from ffe_dagster.core.backtest.metrics import Metrics
 from ffe_dagster.core.study.evaluation import Params
@@ -53,7 +55,9 @@ from ffe_dagster.resources.optuna_storage import open_storage
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WORKERS = (1, 2, 4, 8)
-STORAGES = ("memory", "journal", "sqlite", "postgresql")
+STORAGES = ("memory", "journal", "sqlite", "postgresql", "postgresql_journal")
+# The shared-study runs: Optuna's RDB storage and the journal in PostgreSQL (production's).
+SHARED_STORAGES = ("postgresql", "postgresql_journal")
 SEED = 42
 
 
@@ -134,7 +138,7 @@ def single(args: dict[str, Any]) -> dict[str, Any]:
     if args["url"] == "memory":
         storage: Any = optuna.storages.InMemoryStorage()
     else:
-        storage = open_storage(args["url"])
+        storage = open_storage(args["url"], stream=args["study"])
     # The study (and an RDB's schema) exists before the clock starts, as in the shared runs.
     optuna.create_study(study_name=args["study"], storage=storage, directions=list(DIRECTIONS))
     start, cpu = time.perf_counter(), time.process_time()
@@ -166,7 +170,7 @@ def worker(args: dict[str, Any]) -> dict[str, Any]:
     """
     space = curriculum().parameters
     index, n_workers, barrier = args["worker"], args["workers"], Path(args["barrier"])
-    storage = open_storage(args["url"])
+    storage = open_storage(args["url"], stream=args["study"])
     _wait(barrier, "imported", index, n_workers)
     started, cpu = time.time(), time.process_time()
     first = [True]
@@ -217,14 +221,22 @@ def _report(proc: subprocess.Popen[str], what: str) -> dict[str, Any]:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def shared_study(server: PostgresServer, n_workers: int, workdir: Path) -> dict[str, Any]:
-    """``n_workers`` processes on one PostgreSQL study of ``TRIALS`` trials; checked at the end."""
+def shared_study(
+    server: PostgresServer, kind: str, n_workers: int, workdir: Path
+) -> dict[str, Any]:
+    """``n_workers`` processes on one PostgreSQL study of ``TRIALS`` trials in storage ``kind``
+    (``postgresql``: Optuna's RDB storage, ``postgresql_journal``: the journal in PostgreSQL);
+    checked at the end."""
     # Near-equal shares (500 over 8 workers: 63 x 4 and 62 x 4).
     shares = [TRIALS // n_workers + (w < TRIALS % n_workers) for w in range(n_workers)]
-    url = server.create_database(f"shared_{n_workers}")
+    url = server.create_database(f"shared_{kind}_{n_workers}")
+    if kind == "postgresql_journal":
+        url = DATABASE_JOURNAL_PREFIX + url
     study = f"shared_{n_workers}_workers"
-    optuna.create_study(study_name=study, storage=url, directions=list(DIRECTIONS))
-    barrier = workdir / f"barrier_{n_workers}"
+    optuna.create_study(
+        study_name=study, storage=open_storage(url, stream=study), directions=list(DIRECTIONS)
+    )
+    barrier = workdir / f"barrier_{kind}_{n_workers}"
     barrier.mkdir()
     spawned = time.time()
     procs = [
@@ -245,12 +257,13 @@ def shared_study(server: PostgresServer, n_workers: int, workdir: Path) -> dict[
         for w in range(n_workers)
     ]
     reports = [_report(p, f"worker {w} of {n_workers}") for w, p in enumerate(procs)]
-    trials = optuna.load_study(study_name=study, storage=open_storage(url)).get_trials(
-        deepcopy=False
-    )
+    trials = optuna.load_study(
+        study_name=study, storage=open_storage(url, stream=study)
+    ).get_trials(deepcopy=False)
     _check_shared(trials, reports, shares)
     wall = max(r["ended"] for r in reports) - min(r["started"] for r in reports)
     return {
+        "storage": kind,
         "workers": n_workers,
         "trials": len(trials),
         "wall_seconds": wall,
@@ -291,6 +304,11 @@ def one_worker(server: PostgresServer, kind: str, sampler: str, workdir: Path) -
         "journal": f"journal:///{workdir / name}.journal",
         "sqlite": f"sqlite:///{workdir / name}.db",
         "postgresql": server.create_database(name) if kind == "postgresql" else "",
+        "postgresql_journal": (
+            DATABASE_JOURNAL_PREFIX + server.create_database(name)
+            if kind == "postgresql_journal"
+            else ""
+        ),
     }
     args = {"study": name, "url": urls[kind], "n_trials": TRIALS, "batch": BATCH}
     report = _report(_python("single", {**args, "sampler": sampler}), f"{kind} {sampler}")
@@ -347,9 +365,9 @@ def main(argv: list[str]) -> None:
         with running_postgres() as server:
             _log(f"PostgreSQL started on 127.0.0.1:{server.port} (throw-away cluster)")
             shared = []
-            for n in WORKERS:
-                _log(f"{TRIALS} TPE trials, {n} worker(s), one PostgreSQL study ...")
-                shared.append(shared_study(server, n, workdir))
+            for kind, n in ((k, n) for k in SHARED_STORAGES for n in WORKERS):
+                _log(f"{TRIALS} TPE trials, {n} worker(s), one study, {kind} ...")
+                shared.append(shared_study(server, kind, n, workdir))
                 _log(
                     f"  {shared[-1]['wall_seconds']:.1f} s, "
                     f"{shared[-1]['trials_per_second']:.1f} trials/s; {shared[-1]['check']}"

@@ -29,8 +29,9 @@ _ASK_WARNING = "Heartbeat of storage is supposed to be used with Study.optimize"
 
 
 def heartbeat_storage(storage: str | BaseStorage) -> BaseHeartbeat | None:
-    """``storage`` when it records trial heartbeats (an ``RDBStorage`` opened with a heartbeat
-    interval), else None (a URL string, a journal, an in-memory storage)."""
+    """``storage`` when it records trial heartbeats (a PostgreSQL journal or an ``RDBStorage``
+    opened with a heartbeat interval), else None (a URL string, a journal file, an in-memory
+    storage)."""
     if (
         isinstance(storage, BaseStorage)
         and isinstance(storage, BaseHeartbeat)

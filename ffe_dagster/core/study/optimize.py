@@ -8,8 +8,8 @@ then told. The study stops at its trial count, at its time limit, or early when 
 front has not improved for ``patience`` trials. The storage is passed in, opened
 (``ffe_dagster.resources.optuna_storage`` creates its files and connects), so nothing here does I/O
 beyond Optuna's own calls on it; a study re-created with the same name resumes where it stopped. On
-SQL storages every trial of the batch being evaluated gets heartbeats, so several workers can share
-a study and the trials of one that is killed are failed and retried.
+PostgreSQL storages (journal or RDB) every trial of the batch being evaluated gets heartbeats, so
+several workers can share a study and the trials of one that is killed are failed and retried.
 """
 
 import logging
@@ -135,7 +135,7 @@ class StudyConfig:
     # resume. With several workers on one study, set False: then a killed worker's trials are
     # failed only once their heartbeat (``resources.optuna_storage.open_storage``) is older than
     # the grace period, by whichever worker asks next, and retried with the same parameters.
-    # Without heartbeats (journal storage) they stay RUNNING.
+    # Without heartbeats (a journal file) they stay RUNNING.
     fail_stale_running: bool = True
     # User attributes written on every trial as it is asked (before it is evaluated), e.g. which
     # worker process holds it: a RUNNING trial then says whose it is.
@@ -351,7 +351,7 @@ def run_study(
     choice) is enqueued as the first trial of a new study. ``on_trial`` is called after each trial
     with the record and the count finished so far.
 
-    With a heartbeat storage (``resources.optuna_storage.open_storage`` of an SQL URL) every
+    With a heartbeat storage (``resources.optuna_storage.open_storage`` of a PostgreSQL URL) every
     trial of the batch being evaluated gets heartbeats, and with ``fail_stale_running=False``
     the stale trials of dead workers are failed before each ask and their retries (same
     parameters) asked first; a retry that completes counts like any trial, so the study still
