@@ -146,6 +146,8 @@ def reading(result: dict[str, Any]) -> list[str]:
             + ", ".join(f"{journal[n]['trials_per_second']:.1f}" for n in sorted(journal))
             + " trials/s (RDB: "
             + ", ".join(f"{shared[n]['trials_per_second']:.1f}" for n in sorted(shared))
-            + ")."
+            + "). A batch's ask, the TPE sampling included, holds the stream's lock, so with "
+            "this cheap objective (nothing but sampling) the workers take turns; what runs side "
+            "by side is the evaluation of the batches, the backtests in a real study."
         )
     return lines

@@ -8,7 +8,7 @@ opens Optuna's RDB storage (``optuna_storage.open_storage``).
 """
 
 import os
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from dagster import ConfigurableResource
@@ -44,7 +44,9 @@ def _journal(path: str) -> BatchedJournalStorage:
     return storage
 
 
-@cache
+# Bounded: a long-lived process (the daemon's runs, a code server) meets new level studies every
+# cycle, and each storage holds its study in memory; an evicted stream is replayed when needed.
+@lru_cache(maxsize=16)
 def _cached_stream(url: str, stream: str, heartbeat_s: int, grace_s: int) -> BaseStorage:
     return open_storage(url, stream=stream, heartbeat_interval=heartbeat_s, grace_period=grace_s)
 
