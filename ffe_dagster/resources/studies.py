@@ -8,7 +8,9 @@ opens Optuna's RDB storage (``optuna_storage.open_storage``).
 """
 
 import os
-from functools import cache, lru_cache
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 from dagster import ConfigurableResource
@@ -25,39 +27,47 @@ from ffe_dagster.resources.optuna_storage import (
     open_storage,
 )
 
+# The journals this process keeps open, most recently used last. Each holds its studies in
+# memory and re-reads only what others appended since; a new one replays the whole journal. The
+# bound matters for a long-lived process (the daemon's runs, a code server), which meets new
+# level studies, and so new PostgreSQL streams, every cycle.
+_KEPT: OrderedDict[tuple[str | int, ...], BatchedJournalStorage] = OrderedDict()
+_KEPT_MAX = 16
+_kept_lock = threading.Lock()
 
-@cache
-def _cached_journal(path: str, inode: int) -> BatchedJournalStorage:
-    return batched_journal_file(Path(path))
+
+def _kept(
+    key: tuple[str | int, ...], opener: Callable[[], BatchedJournalStorage]
+) -> BatchedJournalStorage:
+    # A broken storage (its memory ahead of its journal) is replaced, never used again.
+    with _kept_lock:
+        storage = _KEPT.get(key)
+        if storage is None or storage.broken:
+            storage = opener()
+        _KEPT[key] = storage
+        _KEPT.move_to_end(key)
+        while len(_KEPT) > _KEPT_MAX:
+            _KEPT.popitem(last=False)
+        return storage
 
 
 def _journal(path: str) -> BatchedJournalStorage:
-    # One storage per file and process: each new JournalStorage replays the whole file, and the
-    # levels of a run share the file. The cached one re-reads only what others appended since;
-    # a file deleted and made again (another inode) gets a new storage.
+    # One storage per file and process (the levels of a run share the file); a file deleted and
+    # made again (another inode) gets a new storage.
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).touch()
-    storage = _cached_journal(path, os.stat(path).st_ino)
-    if storage.broken:
-        _cached_journal.cache_clear()
-        storage = _cached_journal(path, os.stat(path).st_ino)
-    return storage
+    return _kept((path, os.stat(path).st_ino), lambda: batched_journal_file(Path(path)))
 
 
-# Bounded: a long-lived process (the daemon's runs, a code server) meets new level studies every
-# cycle, and each storage holds its study in memory; an evicted stream is replayed when needed.
-@lru_cache(maxsize=16)
-def _cached_stream(url: str, stream: str, heartbeat_s: int, grace_s: int) -> BaseStorage:
-    return open_storage(url, stream=stream, heartbeat_interval=heartbeat_s, grace_period=grace_s)
+def _stream(url: str, stream: str, heartbeat_s: int, grace_s: int) -> BatchedJournalStorage:
+    def opener() -> BatchedJournalStorage:
+        storage = open_storage(
+            url, stream=stream, heartbeat_interval=heartbeat_s, grace_period=grace_s
+        )
+        assert isinstance(storage, BatchedJournalStorage)  # a journal+postgresql URL
+        return storage
 
-
-def _stream(url: str, stream: str, heartbeat_s: int, grace_s: int) -> BaseStorage:
-    # One storage per stream and process, like the file: the cached one reads only new rows.
-    storage = _cached_stream(url, stream, heartbeat_s, grace_s)
-    if isinstance(storage, BatchedJournalStorage) and storage.broken:
-        _cached_stream.cache_clear()
-        storage = _cached_stream(url, stream, heartbeat_s, grace_s)
-    return storage
+    return _kept((url, stream, heartbeat_s, grace_s), opener)
 
 
 class OptunaStorageResource(ConfigurableResource):
