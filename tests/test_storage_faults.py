@@ -409,3 +409,38 @@ def test_an_unwritable_export_folder_fails_clearly_and_keeps_the_export(
 def test_the_export_probe_leaves_nothing_behind(tmp_path: Path) -> None:
     ensure_export_writable(tmp_path / "new" / "promoted.json")
     assert list((tmp_path / "new").iterdir()) == []
+
+
+OPENER = textwrap.dedent(
+    """
+    import sys, duckdb
+    duckdb.connect(sys.argv[1]).close()
+    print("opened", flush=True)
+    """
+)
+
+
+def test_a_session_holds_the_file_between_calls_and_frees_it_when_it_ends(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "warehouse.duckdb")
+    warehouse = WarehouseResource(path=path, lock_timeout_s=0.5)
+    warehouse.replace_window(
+        "raw_bars", "BTC_USDT", utc(2024, 1, 1), utc(2024, 1, 2), _day(utc(2024, 1, 1))
+    )
+    # Outside a session the file is free between calls...
+    assert warehouse.latest_level_result(1) is None
+    assert _python(OPENER, path).wait(timeout=60) == 0
+    with warehouse.session():
+        # ...inside one, a single connection holds it from call to call (another process
+        # cannot open it), and calls whose results are left unfinished do not disturb the next.
+        assert warehouse.latest_level_result(1) is None
+        assert _python(OPENER, path).wait(timeout=60) != 0
+        with WarehouseResource(path=path).session():  # nested: the outer session's connection
+            assert warehouse.read_bars("raw_bars", "BTC_USDT").height == 24
+        assert warehouse.count("raw_bars") == 24
+        assert warehouse.read_table("SELECT current_setting('TimeZone') AS tz")["tz"][0] == "UTC"
+    assert _python(OPENER, path).wait(timeout=60) == 0
+    with pytest.raises(RuntimeError), warehouse.session():
+        raise RuntimeError("a failure inside the session")
+    assert _python(OPENER, path).wait(timeout=60) == 0  # an error inside closes it too

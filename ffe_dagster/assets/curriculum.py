@@ -169,10 +169,12 @@ def build_level_asset(
         optuna_storage: OptunaStorageResource,
         mlflow_tracking: MlflowTrackingResource,
     ) -> MaterializeResult:
-        data = load_level_data(
-            warehouse, universe, curriculum.holdout_days, signals=curriculum_signals(curriculum)
-        )
-        previous_result = warehouse.latest_level_result(previous.level) if previous else None
+        with warehouse.session():  # one connection for the reads before the study
+            data = load_level_data(
+                warehouse, universe, curriculum.holdout_days, signals=curriculum_signals(curriculum)
+            )
+            previous_result = warehouse.latest_level_result(previous.level) if previous else None
+            stored = warehouse.latest_level_result(spec.level)
         warm = previous_result.chosen_params if previous_result else None
         if previous_result is not None and previous_result.decision is Decision.SKIP_NEXT:
             # The previous level was strong enough to skip this one (docs/spec.md, Progression).
@@ -209,7 +211,6 @@ def build_level_asset(
             chain_trials=chain_trials,
             code_version=version,
         )
-        stored = warehouse.latest_level_result(spec.level)
         complete = complete_trial_count(study_name, storage)
         if stored is not None and reusable(stored, key, complete):
             # Same study, same trials, same everything else: the same result, already logged to

@@ -19,11 +19,12 @@ def load_level_data(
     interval = interval_to_timedelta(universe.bar_interval)
     bars = {}
     regimes = {}
-    for inst in universe.instruments:
-        frame = warehouse.read_bars("validated_bars", inst.key)
-        if frame.height:
-            bars[inst.key] = frame
-            regimes[inst.key] = warehouse.read_regimes(inst.key)
+    with warehouse.session():
+        for inst in universe.instruments:
+            frame = warehouse.read_bars("validated_bars", inst.key)
+            if frame.height:
+                bars[inst.key] = frame
+                regimes[inst.key] = warehouse.read_regimes(inst.key)
     if not bars:
         raise ValueError("validated_bars is empty: materialize raw_bars and validated_bars first")
     return LevelData(

@@ -96,9 +96,15 @@ def build_promotion_asset(
     ) -> MaterializeResult:
         """The current parameters per regime, promoted through COLD -> WARM -> LIMITED -> FULL;
         the UI description, with every limit, is composed from ``config``."""
-        data = load_level_data(
-            warehouse, universe, curriculum.holdout_days, signals=curriculum_signals(curriculum)
-        )
+        with warehouse.session():  # one connection for the reads before the decisions
+            data = load_level_data(
+                warehouse, universe, curriculum.holdout_days, signals=curriculum_signals(curriculum)
+            )
+            candidates = _regime_candidates(warehouse, curriculum)
+            active = _active_regimes(warehouse, universe)
+            level_results = [
+                r for spec in curriculum.levels if (r := warehouse.latest_level_result(spec.level))
+            ]
         market = Market(
             bars=data.bars,
             periods_per_year=data.periods_per_year,
@@ -108,7 +114,7 @@ def build_promotion_asset(
         )
         report = run_promotion_cycle(
             registry,
-            regimes=_regime_candidates(warehouse, curriculum),
+            regimes=candidates,
             market=market,
             live=read_live_results(live_results_dir),
             now=datetime.now(UTC),
@@ -129,11 +135,8 @@ def build_promotion_asset(
             context.run.run_id,
             report.changes,
             config.limited,
-            active=_active_regimes(warehouse, universe),
+            active=active,
         )
-        level_results = [
-            r for spec in curriculum.levels if (r := warehouse.latest_level_result(spec.level))
-        ]
         level_of = {g: spec.level for spec in curriculum.levels for g in spec.promotes}
         summary = {
             row.regime: {
