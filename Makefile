@@ -11,6 +11,8 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)/var/dagster_home
 export NUMBA_CACHE_DIR := $(CURDIR)/var/numba_cache
 export PYTHONWARNINGS := ignore::DeprecationWarning,ignore::UserWarning
+# MLflow's usage reports to its servers stay off (the UI too); set it to false to opt in.
+export MLFLOW_DISABLE_TELEMETRY ?= true
 
 .PHONY: setup run run-full run-postgres test lint typecheck validate pytest dev mlflow clean bench pg-server \
 	bench-ingest bench-postgres bench-cycle run-quick broker-server run-cluster dashboard \

@@ -91,6 +91,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
                 tracking_uri=_from_env(settings.mlflow_tracking_uri, "MLFLOW_TRACKING_URI"),
                 artifact_dir=str(settings.mlflow_artifact_dir),
                 experiment=settings.mlflow_experiment,
+                use_worker=settings.mlflow_worker,
             ),
         },
     )

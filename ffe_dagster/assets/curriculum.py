@@ -320,6 +320,9 @@ def build_level_asset(
                 *best_feasible_so_far(outcome.study.trials),
                 *trials_per_second(finished_at, started),
             ),
+            # Logged by the tracking worker while the next level's study runs; the promotion
+            # waits for it and checks every level's run is FINISHED.
+            wait=False,
         )
         result = replace(result, mlflow_run_id=run_id, reuse_key=key, study_key=side_key)
         warehouse.save_level_result(spec.level, spec.asset, context.run.run_id, result)

@@ -154,6 +154,12 @@ def _flag(var: str, value: str, problems: Problems) -> bool:
     return False
 
 
+def check_flag(var: str, env: Mapping[str, str], default: bool, problems: Problems) -> bool:
+    """The on/off variable ``var`` of ``env`` (``default`` when unset); anything but 1, true,
+    yes, on, 0, false, no, off is a problem."""
+    return _flag(var, env[var], problems) if var in env else default
+
+
 def _ui_url(env: Mapping[str, str], var: str, default: str, problems: Problems) -> str:
     url = env.get(var, default)
     parts = urlsplit(url)

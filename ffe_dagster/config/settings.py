@@ -39,6 +39,7 @@ class Settings:
     notify_stall_minutes: float = 60.0  # then pause LIMITED / FULL after this long undelivered
     dagster_ui_url: str = "http://127.0.0.1:3000"  # base of the links in notifications
     mlflow_ui_url: str = "http://127.0.0.1:5000"
+    mlflow_worker: bool = True  # FFE_MLFLOW_WORKER: a run's MLflow logging in a helper process
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -51,6 +52,7 @@ class Settings:
         # light.
         from ffe_dagster.config.environment import (
             check_cron,
+            check_flag,
             check_mlflow_uri,
             check_notify,
             check_sql_url,
@@ -85,6 +87,7 @@ class Settings:
         if env.get(WEBHOOK_ENV):
             check_webhook_url(WEBHOOK_ENV, env[WEBHOOK_ENV], problems)
         notify = check_notify(env, WEBHOOK_ENV, problems)
+        mlflow_worker = check_flag("FFE_MLFLOW_WORKER", env, True, problems)
         cycle_cron = env.get("FFE_CYCLE_CRON", "0 */6 * * *")
         check_cron("FFE_CYCLE_CRON", cycle_cron, problems)
         experiment = env.get("FFE_MLFLOW_EXPERIMENT", "ffe_curriculum")
@@ -112,4 +115,5 @@ class Settings:
             notify_stall_minutes=notify.stall_minutes,
             dagster_ui_url=notify.dagster_ui_url,
             mlflow_ui_url=notify.mlflow_ui_url,
+            mlflow_worker=mlflow_worker,
         )

@@ -128,6 +128,12 @@ def build_promotion_asset(
         for row in report.rows:
             version = "" if row.version is None else f" v{row.version}"
             context.log.info(f"{row.regime}{version} {row.stage} {row.decision}: {row.reason}")
+        # Nothing is promoted or reported before every level's MLflow run is logged in full (a
+        # level's logging may still be running in the tracking worker).
+        mlflow_tracking.wait_for_logging()
+        mlflow_tracking.require_finished(
+            [r.mlflow_run_id for r in level_results if r.mlflow_run_id]
+        )
         payload = publish_current(
             registry,
             mlflow_tracking,

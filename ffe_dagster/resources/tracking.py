@@ -16,6 +16,7 @@ study that found the set), is tagged with its regime, and the alias ``<regime>-c
 (``bull-current``, ...) points at the regime's current version; a rollback moves the alias back.
 """
 
+import functools
 import json
 import os
 import tempfile
@@ -23,15 +24,16 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 from urllib.parse import unquote, urlparse
 
 import polars as pl
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from pydantic import PrivateAttr
 
 from ffe_dagster.core.study.convergence import StepValue
 from ffe_dagster.core.study.datasets import StudyDataset
@@ -47,9 +49,14 @@ from ffe_dagster.resources.tracking_cycles import (
     log_step_metrics,
     parent_tag,
 )
+from ffe_dagster.resources.tracking_worker import TrackingWorker
 
 if TYPE_CHECKING:  # plotting (matplotlib) is imported only by the runs that draw plots
     from ffe_dagster.core.reporting.plots import StudyPlotData
+
+# MLflow reports usage to its servers unless told not to: tracking here stays on this machine
+# (and no test may reach the internet). Setting it to false opts in.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 _MAX_PARAM_LEN = 6000  # MLflow's limits (mlflow.utils.validation): longer values are refused
 _MAX_TAG_LEN = 8000
@@ -149,22 +156,12 @@ def level_study_tags(
     return tags
 
 
-def finished_run(
-    client: MlflowClient,
-    experiment_id: str,
-    *,
-    run_name: str,
-    tags: Mapping[str, str],
-    params: Mapping[str, Any],
-    metrics: Mapping[str, float],
-    artifacts: Callable[[Path], None],
-    more: Callable[[str], None] | None = None,
+def started_run(
+    client: MlflowClient, experiment_id: str, *, run_name: str, tags: Mapping[str, str]
 ) -> str:
-    """Create one run, log its ``tags``, ``params`` and ``metrics``, write its artifacts with
-    ``artifacts(folder)`` and upload that folder, call ``more(run_id)`` for anything else, and
-    finish it; returns the run id. Any error marks the run FAILED (then is raised), so a
-    half-logged run never looks finished. An artifact folder that cannot be written fails
-    first, with a clear error."""
+    """Create one run with its ``tags`` and return its id (``finish_run`` logs the rest). An
+    artifact folder that cannot be written marks it FAILED and fails here, with a clear
+    error."""
     run = client.create_run(
         experiment_id,
         run_name=run_name,
@@ -177,6 +174,27 @@ def finished_run(
         folder = _local_folder(run.info.artifact_uri or "")
         if folder is not None:
             ensure_writable_folder(folder, _ARTIFACTS_WHAT, _RUN_ARTIFACTS)
+    except Exception:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    return run_id
+
+
+def finish_run(
+    client: MlflowClient,
+    run_id: str,
+    *,
+    run_name: str,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    artifacts: Callable[[Path], None],
+    more: Callable[[str], None] | None = None,
+) -> None:
+    """Log a started run's ``params`` and ``metrics``, write its artifacts with
+    ``artifacts(folder)`` and upload that folder, call ``more(run_id)`` for anything else, and
+    finish it. Any error marks the run FAILED (then is raised), so a half-logged run never
+    looks finished."""
+    try:
         client.log_batch(
             run_id,
             metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in metrics.items()],
@@ -193,7 +211,53 @@ def finished_run(
         client.set_terminated(run_id, status="FAILED")
         raise
     client.set_terminated(run_id, status="FINISHED")
+
+
+def finished_run(
+    client: MlflowClient,
+    experiment_id: str,
+    *,
+    run_name: str,
+    tags: Mapping[str, str],
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    artifacts: Callable[[Path], None],
+    more: Callable[[str], None] | None = None,
+) -> str:
+    """``started_run`` then ``finish_run``: one finished run; returns its id."""
+    run_id = started_run(client, experiment_id, run_name=run_name, tags=tags)
+    finish_run(
+        client,
+        run_id,
+        run_name=run_name,
+        params=params,
+        metrics=metrics,
+        artifacts=artifacts,
+        more=more,
+    )
     return run_id
+
+
+class RunNotLoggedError(RuntimeError):
+    """A level's MLflow run is not FINISHED: its logging failed or never ended."""
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _in_worker(
+    method: "Callable[Concatenate[MlflowTrackingResource, _P], _R]",
+) -> "Callable[Concatenate[MlflowTrackingResource, _P], _R]":
+    # During a Dagster run the call runs in the tracking worker (it waits for the answer).
+    @functools.wraps(method)
+    def call(self: "MlflowTrackingResource", *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        worker = self.worker()
+        if worker is None:
+            return method(self, *args, **kwargs)
+        return cast(_R, worker.call(method.__name__, args, kwargs))
+
+    return call
 
 
 def current_alias(regime: str) -> str:
@@ -203,15 +267,77 @@ def current_alias(regime: str) -> str:
 
 class MlflowTrackingResource(ConfigurableResource):
     """Where runs are tracked: a tracking URI, an artifact folder and the experiment name;
-    ``registered_model`` is the registry model of promoted parameters."""
+    ``registered_model`` is the registry model of promoted parameters. With ``use_worker``
+    (the default), a Dagster run's MLflow calls run in a helper process, and a level's run is
+    logged there while the next level's study runs (``tracking_worker``)."""
 
     tracking_uri: str
     artifact_dir: str
     experiment: str
     registered_model: str = REGISTERED_MODEL
+    use_worker: bool = True
+    _worker: TrackingWorker | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        """Start the tracking worker (it opens the store meanwhile) when ``use_worker``."""
+        if self.use_worker:
+            self._worker = TrackingWorker(
+                {
+                    "tracking_uri": self.tracking_uri,
+                    "artifact_dir": self.artifact_dir,
+                    "experiment": self.experiment,
+                    "registered_model": self.registered_model,
+                }
+            )
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        """Wait for the worker's deferred logging (raising its failures), then end it."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.close()
+
+    def worker(self) -> TrackingWorker | None:
+        """The running tracking worker, or None (outside a Dagster run, or ``use_worker``
+        off): then every call runs in this process."""
+        return self._worker
+
+    def wait_for_logging(self) -> None:
+        """Return once every deferred ``log_study`` is done; raise the first failure."""
+        if self._worker is not None:
+            self._worker.wait()
+
+    @_in_worker
+    def run_statuses(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """The status of each run this store holds (``FINISHED``, ``FAILED``, ``RUNNING``,
+        ...); a run id it does not hold is left out."""
+        client = self.client()
+        out: dict[str, str] = {}
+        for run_id in run_ids:
+            try:
+                out[run_id] = client.get_run(run_id).info.status
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+        return out
+
+    def require_finished(self, run_ids: Sequence[str]) -> None:
+        """Raise ``RunNotLoggedError`` naming every run of ``run_ids`` that is not FINISHED.
+
+        A level's run is created before its id is stored, so a run this store does not hold
+        (a result tracked in another store) is no logging of this store left unfinished, and
+        is not checked."""
+        unfinished = {k: v for k, v in self.run_statuses(run_ids).items() if v != "FINISHED"}
+        if unfinished:
+            raise RunNotLoggedError(
+                "MLflow runs not logged in full: "
+                + ", ".join(f"{k} {v}" for k, v in sorted(unfinished.items()))
+                + "; their level must run again before its result is promoted or reported"
+            )
 
     def client(self) -> MlflowClient:
         """An MLflow client bound to this tracking URI (no global state is set)."""
+        if self._worker is not None:
+            self._worker.ready()  # the worker creates a new store: never two at once
         if self.tracking_uri.startswith("sqlite:///"):
             Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
                 parents=True, exist_ok=True
@@ -239,6 +365,7 @@ class MlflowTrackingResource(ConfigurableResource):
             client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT)
         return found.experiment_id
 
+    @_in_worker
     def cycle_run_id(self, cycle: CycleRef) -> str:
         """The run id of the cycle's parent run, found by cycle id or created."""
         client = self.client()
@@ -263,6 +390,7 @@ class MlflowTrackingResource(ConfigurableResource):
         datasets: Sequence[StudyDataset] = (),
         dataset_source: DatasetSource | None = None,
         convergence: Sequence[StepValue] = (),
+        wait: bool = True,
     ) -> str:
         """Create one finished run with everything of a level study; returns the run id.
 
@@ -273,7 +401,61 @@ class MlflowTrackingResource(ConfigurableResource):
         cycle's parent run (tags ``cycle_id`` and ``trigger`` too). ``datasets`` (read from
         ``dataset_source``) become the run's dataset inputs, ``convergence`` its step metrics
         ``convergence/<name>`` (step = trial number).
+
+        With ``wait=False`` and the tracking worker running, it returns once the run exists;
+        the worker logs the rest while the caller goes on, and ``wait_for_logging`` raises
+        its failure (the run is then FAILED).
         """
+        if datasets and dataset_source is None:
+            raise ValueError("datasets need the dataset_source they were read from")
+        start: dict[str, Any] = {
+            "run_name": run_name,
+            "tags": tags,
+            "data_range": data_range,
+            "partition": partition,
+            "code_version": code_version,
+            "data_fingerprint": data_fingerprint,
+            "cycle": cycle,
+        }
+        finish: dict[str, Any] = {
+            "run_name": run_name,
+            "params": params,
+            "metrics": metrics,
+            "trials": trials,
+            "json_artifacts": json_artifacts,
+            "tables": tables,
+            "plots": plots,
+            "datasets": datasets,
+            "dataset_source": dataset_source,
+            "convergence": convergence,
+        }
+        worker = self._worker
+        if worker is None:
+            run_id = self.start_study_run(**start)
+            self.finish_study_run(run_id, **finish)
+            return run_id
+        run_id = str(worker.call("start_study_run", (), start))
+        if wait:
+            worker.call("finish_study_run", (run_id,), finish)
+        else:
+            worker.defer(
+                f"run {run_id} ({run_name})", "finish_study_run", {"run_id": run_id, **finish}
+            )
+        return run_id
+
+    def start_study_run(
+        self,
+        *,
+        run_name: str,
+        tags: Mapping[str, str],
+        data_range: str | None = None,
+        partition: str | None = None,
+        code_version: str | None = None,
+        data_fingerprint: str | None = None,
+        cycle: CycleRef | None = None,
+    ) -> str:
+        """The first half of ``log_study``: the run with its tags (nested under the cycle's
+        parent run); returns its id."""
         client = self.client()
         experiment_id = self.experiment_id(client)
         extra = {
@@ -282,8 +464,26 @@ class MlflowTrackingResource(ConfigurableResource):
             **({"partition": partition} if partition else {}),
             **({"data_fingerprint": data_fingerprint} if data_fingerprint else {}),
         }
-        if datasets and dataset_source is None:
-            raise ValueError("datasets need the dataset_source they were read from")
+        return started_run(client, experiment_id, run_name=run_name, tags={**extra, **tags})
+
+    def finish_study_run(
+        self,
+        run_id: str,
+        *,
+        run_name: str,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        trials: pl.DataFrame,
+        json_artifacts: Mapping[str, Any],
+        tables: Mapping[str, pl.DataFrame] | None = None,
+        plots: "StudyPlotData | None" = None,
+        datasets: Sequence[StudyDataset] = (),
+        dataset_source: DatasetSource | None = None,
+        convergence: Sequence[StepValue] = (),
+    ) -> None:
+        """The second half of ``log_study``: params, metrics, artifacts, plots, dataset inputs
+        and step metrics of run ``run_id``, which is then FINISHED (FAILED on any error)."""
+        client = self.client()
 
         def artifacts(folder: Path) -> None:
             trials.write_csv(folder / "trials.csv")
@@ -302,17 +502,17 @@ class MlflowTrackingResource(ConfigurableResource):
                 log_datasets(client, run_id, datasets, dataset_source)
             log_step_metrics(client, run_id, convergence, prefix="convergence/")
 
-        return finished_run(
+        finish_run(
             client,
-            experiment_id,
+            run_id,
             run_name=run_name,
-            tags={**extra, **tags},
             params=params,
             metrics=metrics,
             artifacts=artifacts,
             more=inputs_and_steps,
         )
 
+    @_in_worker
     def log_cycle_report(
         self,
         *,
@@ -357,6 +557,7 @@ class MlflowTrackingResource(ConfigurableResource):
         client.set_terminated(run_id, status="FINISHED")
         return run_id
 
+    @_in_worker
     def register_promotion(
         self,
         *,
@@ -419,6 +620,7 @@ class MlflowTrackingResource(ConfigurableResource):
         client.set_registered_model_alias(self.registered_model, current_alias(regime), str(number))
         return number
 
+    @_in_worker
     def set_current(self, *, regime: str, model_version: int) -> None:
         """Point the regime's ``<regime>-current`` alias at ``model_version`` (a rollback when
         it is an earlier one). The version must exist and belong to ``regime``."""
@@ -434,6 +636,7 @@ class MlflowTrackingResource(ConfigurableResource):
             self.registered_model, current_alias(regime), str(model_version)
         )
 
+    @_in_worker
     def clear_current(self, *, regime: str) -> None:
         """Remove the regime's ``<regime>-current`` alias (its current set was suspended and no
         earlier version exists to return to). Nothing happens when there is no alias."""
@@ -442,6 +645,7 @@ class MlflowTrackingResource(ConfigurableResource):
                 self.registered_model, current_alias(regime)
             )
 
+    @_in_worker
     def current_model_version(self, regime: str) -> int | None:
         """The model version the regime's alias points at, or None when it has none yet."""
         client = self.client()
@@ -454,6 +658,7 @@ class MlflowTrackingResource(ConfigurableResource):
         version = model.aliases.get(current_alias(regime))
         return int(version) if version is not None else None
 
+    @_in_worker
     def promoted_params(self, regime: str, model_version: int | None = None) -> dict[str, Any]:
         """The ``params.json`` of a model version (the regime's current one by default)."""
         version = model_version or self.current_model_version(regime)
