@@ -35,6 +35,7 @@ def in_run(tmp_path: Path) -> Iterator[MlflowTrackingResource]:
     tracking = _resource(tmp_path, use_worker=True)
     context = build_init_resource_context()
     tracking.setup_for_execution(context)
+    tracking.start_worker()
     try:
         yield tracking
     finally:
@@ -129,8 +130,12 @@ def test_a_worker_that_dies_fails_its_calls_instead_of_hanging(
 
 def test_a_worker_ends_when_the_run_tears_it_down(tmp_path: Path) -> None:
     tracking = _resource(tmp_path, use_worker=True)
+    tracking.start_worker()
+    assert tracking.worker() is None  # outside a Dagster run every call stays in this process
     context = build_init_resource_context()
     tracking.setup_for_execution(context)
+    assert tracking.worker() is None  # started by a level about to run a study
+    tracking.start_worker()
     worker = tracking.worker()
     assert worker is not None
     _log(tracking, "last", wait=False)

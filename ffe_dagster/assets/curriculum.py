@@ -269,6 +269,7 @@ def build_level_asset(
             if done % step == 0 or done == n_trials:
                 context.log.info(f"{spec.asset}: trial {done}/{n_trials} {dict(record.metrics)}")
 
+        mlflow_tracking.start_worker()  # opens the tracking store while the study runs
         started = time.monotonic()
         try:
             outcome = run_level(

@@ -18,6 +18,7 @@ study that found the set), is tagged with its regime, and the alias ``<regime>-c
 
 import functools
 import json
+import logging
 import os
 import tempfile
 import time
@@ -102,6 +103,10 @@ _RUN_ARTIFACTS = (
     f"{_NEW_ARTIFACTS} and FFE_MLFLOW_EXPERIMENT to a new experiment name (an existing "
     "experiment keeps the artifact folder it was created with)"
 )
+
+
+def _new_sqlite_store(uri: str) -> bool:
+    return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists()
 
 
 def _numeric(value: Any) -> bool:
@@ -268,31 +273,39 @@ def current_alias(regime: str) -> str:
 class MlflowTrackingResource(ConfigurableResource):
     """Where runs are tracked: a tracking URI, an artifact folder and the experiment name;
     ``registered_model`` is the registry model of promoted parameters. With ``use_worker``
-    (the default), a Dagster run's MLflow calls run in a helper process, and a level's run is
-    logged there while the next level's study runs (``tracking_worker``)."""
+    (the default), once a level starts a study, the run's MLflow calls run in a helper process,
+    and a level's run is logged there while the next level's study runs (``tracking_worker``)."""
 
     tracking_uri: str
     artifact_dir: str
     experiment: str
     registered_model: str = REGISTERED_MODEL
     use_worker: bool = True
+    _in_run: bool = PrivateAttr(default=False)
     _worker: TrackingWorker | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        """Start the tracking worker (it opens the store meanwhile) when ``use_worker``."""
-        if self.use_worker:
+        """Inside a Dagster run, ``start_worker`` may start the tracking worker."""
+        self._in_run = True
+
+    def start_worker(self) -> None:
+        """Start the tracking worker (once) when ``use_worker`` and inside a Dagster run; a
+        level calls it before its study, so the worker opens the store meanwhile. A run that
+        runs no study (every level reused) logs its few calls in its own process."""
+        if self.use_worker and self._in_run and self._worker is None:
             self._worker = TrackingWorker(
                 {
                     "tracking_uri": self.tracking_uri,
                     "artifact_dir": self.artifact_dir,
                     "experiment": self.experiment,
                     "registered_model": self.registered_model,
-                }
+                },
+                log_level=logging.getLogger("mlflow").getEffectiveLevel(),
             )
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         """Wait for the worker's deferred logging (raising its failures), then end it."""
-        worker, self._worker = self._worker, None
+        worker, self._worker, self._in_run = self._worker, None, False
         if worker is not None:
             worker.close()
 
@@ -336,8 +349,8 @@ class MlflowTrackingResource(ConfigurableResource):
 
     def client(self) -> MlflowClient:
         """An MLflow client bound to this tracking URI (no global state is set)."""
-        if self._worker is not None:
-            self._worker.ready()  # the worker creates a new store: never two at once
+        if self._worker is not None and _new_sqlite_store(self.tracking_uri):
+            self._worker.ready()  # the worker is creating the store: never two at once
         if self.tracking_uri.startswith("sqlite:///"):
             Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
                 parents=True, exist_ok=True

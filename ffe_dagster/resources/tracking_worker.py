@@ -5,8 +5,9 @@ store (about 1.4 s for a new one, its schema migrations included) and each level
 PNG and HTML, tables, step metrics; about 1 s). The study itself uses one core, so a second
 process does that work on the other one (README "Timings"):
 
-- ``MlflowTrackingResource.setup_for_execution`` starts the worker (``python -m
-  ffe_dagster.resources.tracking_worker``); it opens the store and the experiment at once;
+- a level about to run its study calls ``MlflowTrackingResource.start_worker`` (``python -m
+  ffe_dagster.resources.tracking_worker``, once per run); it opens the store and the
+  experiment at once;
 - every MLflow call of the resource then runs in the worker, in the order it was made, and
   waits for its answer, except the second half of ``log_study(wait=False)``: the run is created
   (its id returned to the level) and the rest is logged while the next level's study runs;
@@ -21,6 +22,7 @@ never shows in the process list. The worker ignores Ctrl-C (the parent, which ge
 decides) and ends when its input closes, after the request at hand.
 """
 
+import logging
 import os
 import pickle
 import signal
@@ -109,7 +111,7 @@ def _answer_error(seq: int, exc: Exception) -> Answer:
 class TrackingWorker:
     """The parent's side: starts the worker, sends calls, resolves their futures."""
 
-    def __init__(self, settings: Mapping[str, Any]) -> None:
+    def __init__(self, settings: Mapping[str, Any], *, log_level: int = logging.WARNING) -> None:
         try:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "ffe_dagster.resources.tracking_worker"],
@@ -126,7 +128,7 @@ class TrackingWorker:
         self._pending: list[tuple[str, Future[Any]]] = []
         self._seq = 0
         self._ended = False
-        write_frame(self._input, dict(settings))
+        write_frame(self._input, {"resource": dict(settings), "mlflow_log_level": log_level})
         self._reader = threading.Thread(
             target=self._read, args=(self._process.stdout,), name="tracking-worker", daemon=True
         )
@@ -238,7 +240,9 @@ def serve() -> None:
     settings = read_frame(requests)
     if settings is None:
         return
-    resource = MlflowTrackingResource(**{**settings, "use_worker": False})
+    # As verbose as MLflow is in the parent (its INFO lines are off unless ``-v``).
+    logging.getLogger("mlflow").setLevel(settings["mlflow_log_level"])
+    resource = MlflowTrackingResource(**{**settings["resource"], "use_worker": False})
     try:
         resource.experiment_id(resource.client())
         write_frame(answers, Answer(0))
