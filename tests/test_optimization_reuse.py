@@ -103,3 +103,17 @@ def test_an_unchanged_level_reuses_its_result_and_a_changed_study_runs_it_again(
     assert third["mlflow_run_id"] not in {first["mlflow_run_id"], second["mlflow_run_id"]}
     assert _runs(settings) == 3
     assert "reused_from" not in client.get_run(third["mlflow_run_id"]).data.tags
+
+
+def test_a_result_whose_mlflow_run_failed_is_not_reused(settings: Settings) -> None:  # noqa: F811
+    materialize_level(settings)
+    stored = WarehouseResource(path=str(settings.warehouse_path)).latest_level_result(LEVEL)
+    assert stored is not None and stored.mlflow_run_id
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    source = stored.reused_from_run or stored.mlflow_run_id
+    # As the tracking worker leaves a run whose deferred logging raised.
+    client.set_terminated(source, status="FAILED")
+    again = materialize_level(settings)
+    assert (again["reused"], again["new_trials"]) == (False, 0)  # the study resumed, complete
+    assert client.get_run(again["mlflow_run_id"]).info.status == "FINISHED"
+    assert "reused_from" not in client.get_run(again["mlflow_run_id"]).data.tags

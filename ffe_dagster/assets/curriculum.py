@@ -101,6 +101,18 @@ def _datasets(
     )
 
 
+def _logged_in_full(tracking: MlflowTrackingResource, result: LevelResult) -> bool:
+    # A stored result is reused (or its study side kept) only with its MLflow runs FINISHED: a
+    # run whose logging failed (in the tracking worker, after the level's id was stored) would
+    # otherwise be the source of every later cycle's reference run. A run the store does not
+    # hold is left to the reuse itself, which names it.
+    runs = [
+        r for r in (result.reused_from_run, result.study_side_from_run, result.mlflow_run_id) if r
+    ]
+    statuses = tracking.run_statuses(runs) if runs else {}
+    return all(status == "FINISHED" for status in statuses.values())
+
+
 def _level_metadata(result: LevelResult) -> dict[str, Any]:
     # The level's materialization metadata, from its stored result (a reused one too).
     row = result.to_json()
@@ -212,6 +224,16 @@ def build_level_asset(
             code_version=version,
         )
         complete = complete_trial_count(study_name, storage)
+        reusable_now = stored is not None and (
+            reusable(stored, key, complete) or retestable(stored, side_key, complete)
+        )
+        # Checked only when it would be reused: the check waits for the worker's queue.
+        if stored is not None and reusable_now and not _logged_in_full(mlflow_tracking, stored):
+            context.log.warning(
+                f"{spec.asset}: the MLflow run of its stored result is not FINISHED (its logging "
+                "failed); the level runs again instead of reusing it"
+            )
+            stored = None
         if stored is not None and reusable(stored, key, complete):
             # Same study, same trials, same everything else: the same result, already logged to
             # MLflow (its run holds the plots and tables). Stored again for this run's records.
