@@ -399,7 +399,8 @@ def kernels(numba: Path) -> dict[str, Any]:
 
 def _fresh(r: dict[str, Any], root: Path, numba: Path, limit: float) -> None:
     r["fresh"] = _cycle(root / "fresh", _env(root / "fresh", numba), timeout_s=limit)
-    r["bookkeeping"] = {"sqlite": _bookkeeping(r["fresh"])}
+    # setdefault: with --only, the PostgreSQL share of an earlier run stays beside it.
+    r.setdefault("bookkeeping", {})["sqlite"] = _bookkeeping(r["fresh"])
 
 
 def _postgres(r: dict[str, Any], root: Path, numba: Path, limit: float) -> None:
