@@ -25,9 +25,11 @@ from ffe_dagster.core.promotion.config import LimitedGateConfig
 from ffe_dagster.definitions import build_definitions
 from ffe_dagster.promotion.export import ensure_export_writable, export_current
 from ffe_dagster.resources.registry import ParameterRegistryResource
-from ffe_dagster.resources.tracking import FolderNotWritableError, MlflowTrackingResource
+from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.tracking_cycles import CycleRef
-from ffe_dagster.resources.warehouse import WarehouseLockTimeoutError, WarehouseResource
+from ffe_dagster.resources.tracking_runs import FolderNotWritableError
+from ffe_dagster.resources.warehouse import WarehouseResource
+from ffe_dagster.resources.warehouse_connections import WarehouseLockTimeoutError
 from ffe_dagster.sources.files import FileSource, read_signal_file
 from tests.fakes.harness import SAMPLES, between, real_bars, utc
 
@@ -336,7 +338,7 @@ def test_an_unwritable_artifact_folder_fails_clearly_and_marks_the_run_failed(
     done = _unprivileged(LOG_REPORT, str(tmp_path))
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("ffe_dagster.resources.tracking.FolderNotWritableError: ")
+    assert last.startswith("ffe_dagster.resources.tracking_runs.FolderNotWritableError: ")
     assert f"MLflow artifact folder {tmp_path / 'artifacts'}" in last
     assert "is not writable: [Errno 13] Permission denied" in last
     assert "set FFE_MLFLOW_ARTIFACTS to a writable folder" in last
@@ -398,7 +400,7 @@ def test_an_unwritable_export_folder_fails_clearly_and_keeps_the_export(
     done = _unprivileged(EXPORT, str(tmp_path))
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("ffe_dagster.resources.tracking.FolderNotWritableError: ")
+    assert last.startswith("ffe_dagster.resources.tracking_runs.FolderNotWritableError: ")
     assert f"export folder {export.parent} is not writable: [Errno 13] Permission denied" in last
     assert "set FFE_EXPORT_DIR to a writable folder" in last
     assert export.read_bytes() == before

@@ -21,8 +21,9 @@ from ffe_dagster.core.study.level_result import LevelResult
 from ffe_dagster.core.study.optimize import StudyOutcome, TrialRecord
 from ffe_dagster.promotion.cycle_report import publish_cycle_report
 from ffe_dagster.resources.provenance import code_version, git_commit
-from ffe_dagster.resources.tracking import MlflowTrackingResource, current_alias
+from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.tracking_cycles import CycleRef
+from ffe_dagster.resources.tracking_registry import current_alias
 
 PLOTS = (
     "optimization_history",

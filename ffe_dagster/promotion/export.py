@@ -11,7 +11,8 @@ from ffe_dagster.core.promotion.config import LimitedGateConfig, PromotionRegime
 from ffe_dagster.core.promotion.records import Action, ParameterVersion, RegimeAction
 from ffe_dagster.core.promotion.registry_protocol import PromotionRegistry
 from ffe_dagster.promotion.decisions import CurrentChange
-from ffe_dagster.resources.tracking import MlflowTrackingResource, ensure_writable_folder
+from ffe_dagster.resources.tracking import MlflowTrackingResource
+from ffe_dagster.resources.tracking_runs import ensure_writable_folder
 
 EXPORT_SCHEMA = "ffe_dagster.promoted_parameters/1"
 NO_CONFIRMED_REGIME = (

@@ -14,26 +14,24 @@ Promoted parameters are versions of the registered model ``ffe_promoted_paramete
 holds ``params.json`` (and ``metrics.json``) from a dedicated run (nested under the cycle of the
 study that found the set), is tagged with its regime, and the alias ``<regime>-current``
 (``bull-current``, ...) points at the regime's current version; a rollback moves the alias back.
+
+How a run is started and finished is in ``tracking_runs``, the registry's versions in
+``tracking_registry``, the helper process a Dagster run logs through in ``tracking_worker``.
 """
 
-import functools
 import json
 import logging
 import os
 import tempfile
-import time
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
-from urllib.parse import unquote, urlparse
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 from dagster import ConfigurableResource, InitResourceContext
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from pydantic import PrivateAttr
 
 from ffe_dagster.core.study.convergence import StepValue
@@ -48,9 +46,26 @@ from ffe_dagster.resources.tracking_cycles import (
     cycle_parent,
     log_datasets,
     log_step_metrics,
-    parent_tag,
 )
-from ffe_dagster.resources.tracking_worker import TrackingWorker
+from ffe_dagster.resources.tracking_registry import (
+    REGISTERED_MODEL,
+    current_alias,
+    register_version,
+)
+from ffe_dagster.resources.tracking_runs import (
+    ARTIFACTS_WHAT,
+    MAX_TAG_LEN,
+    NEW_ARTIFACTS,
+    RUN_ARTIFACTS,
+    ensure_writable_folder,
+    finish_run,
+    level_study_tags,
+    local_folder,
+    now_ms,
+    started_run,
+    write_json_artifacts,
+)
+from ffe_dagster.resources.tracking_worker import TrackingWorker, in_worker
 
 if TYPE_CHECKING:  # plotting (matplotlib) is imported only by the runs that draw plots
     from ffe_dagster.core.reporting.plots import StudyPlotData
@@ -59,215 +74,13 @@ if TYPE_CHECKING:  # plotting (matplotlib) is imported only by the runs that dra
 # (and no test may reach the internet). Setting it to false opts in.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-_MAX_PARAM_LEN = 6000  # MLflow's limits (mlflow.utils.validation): longer values are refused
-_MAX_TAG_LEN = 8000
-REGISTERED_MODEL = "ffe_promoted_parameters"
-
-
-class FolderNotWritableError(OSError):
-    """A folder the project must write to (MLflow artifacts, the export) cannot be written."""
-
-
-def ensure_writable_folder(folder: Path, what: str, remedy: str) -> None:
-    """Create ``folder`` if needed and write then delete a probe file in it, so a folder that
-    cannot be written fails here with a clear error rather than deep inside a library.
-
-    Raises ``FolderNotWritableError`` naming ``what`` (e.g. ``MLflow artifact folder``), the
-    folder, the OS reason and ``remedy`` (e.g. ``set FFE_EXPORT_DIR to a writable folder``).
-    """
-    probe = folder / f".ffe-write-probe-{os.getpid()}-{uuid.uuid4().hex}"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise FolderNotWritableError(
-            f"{what} {folder} is not writable: {exc}; make it writable or {remedy}"
-        ) from exc
-
-
-def _local_folder(uri: str) -> Path | None:
-    """The local folder of a ``file:`` URI or plain path; None for remote stores (s3, ...)."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        return Path(unquote(parsed.path))
-    if parsed.scheme == "":
-        return Path(uri)
-    return None
-
-
-_ARTIFACTS_WHAT = "MLflow artifact folder"
-_NEW_ARTIFACTS = "set FFE_MLFLOW_ARTIFACTS to a writable folder"
-# An experiment keeps the artifact folder it was created with: another folder needs another one.
-_RUN_ARTIFACTS = (
-    f"{_NEW_ARTIFACTS} and FFE_MLFLOW_EXPERIMENT to a new experiment name (an existing "
-    "experiment keeps the artifact folder it was created with)"
-)
-
 
 def _new_sqlite_store(uri: str) -> bool:
     return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists()
 
 
-def _numeric(value: Any) -> bool:
-    # MLflow metrics are numbers; anything else (a window label, a list) stays in metrics.json.
-    return isinstance(value, int | float)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _source_parent(client: MlflowClient, source_run_id: str | None) -> dict[str, str]:
-    # A promoted set's run sits in the cycle of the study that found it, beside that study.
-    if not source_run_id:
-        return {}
-    try:
-        parent = client.get_run(source_run_id).data.tags.get(MLFLOW_PARENT_RUN_ID)
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return {}
-        raise
-    return parent_tag(parent) if parent else {}
-
-
-def write_json_artifacts(folder: Path, payloads: Mapping[str, Any]) -> None:
-    """Write each payload as indented JSON to ``folder/<name>`` (values JSON does not know, such
-    as dates, as their text)."""
-    for name, payload in payloads.items():
-        (folder / name).write_text(json.dumps(payload, indent=2, default=str))
-
-
-def level_study_tags(
-    client: MlflowClient,
-    experiment_id: str,
-    *,
-    code_version: str | None,
-    cycle: CycleRef | None,
-) -> dict[str, str]:
-    """The tags every level study's run carries besides its own: its kind, the code version
-    (the package version plus the git commit by default) and the commit as
-    ``mlflow.source.git.commit`` when known; with ``cycle``, the cycle id, the trigger and the
-    tag nesting it under the cycle's parent run (found or created)."""
-    commit = git_commit()
-    tags = {
-        "ffe.kind": "level_study",
-        "code_version": code_version or _code_version(commit),
-        **({"mlflow.source.git.commit": commit} if commit else {}),
-    }
-    if cycle is not None:
-        parent = cycle_parent(client, experiment_id, cycle)
-        tags |= {"cycle_id": cycle.cycle_id, "trigger": cycle.trigger, **parent_tag(parent)}
-    return tags
-
-
-def started_run(
-    client: MlflowClient, experiment_id: str, *, run_name: str, tags: Mapping[str, str]
-) -> str:
-    """Create one run with its ``tags`` and return its id (``finish_run`` logs the rest). An
-    artifact folder that cannot be written marks it FAILED and fails here, with a clear
-    error."""
-    run = client.create_run(
-        experiment_id,
-        run_name=run_name,
-        tags={k: str(v)[:_MAX_TAG_LEN] for k, v in tags.items()},
-    )
-    run_id = run.info.run_id
-    try:
-        # An experiment keeps the artifact folder it was created with: probe where this
-        # run's artifacts really go, before anything is logged.
-        folder = _local_folder(run.info.artifact_uri or "")
-        if folder is not None:
-            ensure_writable_folder(folder, _ARTIFACTS_WHAT, _RUN_ARTIFACTS)
-    except Exception:
-        client.set_terminated(run_id, status="FAILED")
-        raise
-    return run_id
-
-
-def finish_run(
-    client: MlflowClient,
-    run_id: str,
-    *,
-    run_name: str,
-    params: Mapping[str, Any],
-    metrics: Mapping[str, float],
-    artifacts: Callable[[Path], None],
-    more: Callable[[str], None] | None = None,
-) -> None:
-    """Log a started run's ``params`` and ``metrics``, write its artifacts with
-    ``artifacts(folder)`` and upload that folder, call ``more(run_id)`` for anything else, and
-    finish it. Any error marks the run FAILED (then is raised), so a half-logged run never
-    looks finished."""
-    try:
-        client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in metrics.items()],
-            params=[Param(k, str(v)[:_MAX_PARAM_LEN]) for k, v in params.items()],
-            tags=[RunTag("mlflow.runName", run_name)],
-        )
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            artifacts(folder)
-            client.log_artifacts(run_id, str(folder))
-        if more is not None:
-            more(run_id)
-    except Exception:
-        client.set_terminated(run_id, status="FAILED")
-        raise
-    client.set_terminated(run_id, status="FINISHED")
-
-
-def finished_run(
-    client: MlflowClient,
-    experiment_id: str,
-    *,
-    run_name: str,
-    tags: Mapping[str, str],
-    params: Mapping[str, Any],
-    metrics: Mapping[str, float],
-    artifacts: Callable[[Path], None],
-    more: Callable[[str], None] | None = None,
-) -> str:
-    """``started_run`` then ``finish_run``: one finished run; returns its id."""
-    run_id = started_run(client, experiment_id, run_name=run_name, tags=tags)
-    finish_run(
-        client,
-        run_id,
-        run_name=run_name,
-        params=params,
-        metrics=metrics,
-        artifacts=artifacts,
-        more=more,
-    )
-    return run_id
-
-
 class RunNotLoggedError(RuntimeError):
     """A level's MLflow run is not FINISHED: its logging failed or never ended."""
-
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _in_worker(
-    method: "Callable[Concatenate[MlflowTrackingResource, _P], _R]",
-) -> "Callable[Concatenate[MlflowTrackingResource, _P], _R]":
-    # During a Dagster run the call runs in the tracking worker (it waits for the answer).
-    @functools.wraps(method)
-    def call(self: "MlflowTrackingResource", *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        worker = self.worker()
-        if worker is None:
-            return method(self, *args, **kwargs)
-        return cast(_R, worker.call(method.__name__, args, kwargs))
-
-    return call
-
-
-def current_alias(regime: str) -> str:
-    """The registry alias of a regime's current version, e.g. ``bull-current``."""
-    return f"{regime.lower()}-current"
 
 
 class MlflowTrackingResource(ConfigurableResource):
@@ -319,7 +132,7 @@ class MlflowTrackingResource(ConfigurableResource):
         if self._worker is not None:
             self._worker.wait()
 
-    @_in_worker
+    @in_worker
     def run_statuses(self, run_ids: Sequence[str]) -> dict[str, str]:
         """The status of each run this store holds (``FINISHED``, ``FAILED``, ``RUNNING``,
         ...); a run id it does not hold is left out."""
@@ -364,7 +177,7 @@ class MlflowTrackingResource(ConfigurableResource):
         kind = {EXPERIMENT_KIND_TAG: MODEL_DEVELOPMENT}
         found = client.get_experiment_by_name(name)
         if found is None:
-            ensure_writable_folder(artifacts, _ARTIFACTS_WHAT, _NEW_ARTIFACTS)
+            ensure_writable_folder(artifacts, ARTIFACTS_WHAT, NEW_ARTIFACTS)
             try:
                 return client.create_experiment(
                     name, artifact_location=artifacts.resolve().as_uri(), tags=kind
@@ -378,7 +191,7 @@ class MlflowTrackingResource(ConfigurableResource):
             client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT)
         return found.experiment_id
 
-    @_in_worker
+    @in_worker
     def cycle_run_id(self, cycle: CycleRef) -> str:
         """The run id of the cycle's parent run, found by cycle id or created."""
         client = self.client()
@@ -525,7 +338,7 @@ class MlflowTrackingResource(ConfigurableResource):
             more=inputs_and_steps,
         )
 
-    @_in_worker
+    @in_worker
     def log_cycle_report(
         self,
         *,
@@ -544,9 +357,9 @@ class MlflowTrackingResource(ConfigurableResource):
         experiment_id = self.experiment_id(client)
         run_id = cycle_parent(client, experiment_id, cycle)
         try:
-            folder = _local_folder(client.get_run(run_id).info.artifact_uri or "")
+            folder = local_folder(client.get_run(run_id).info.artifact_uri or "")
             if folder is not None:
-                ensure_writable_folder(folder, _ARTIFACTS_WHAT, _RUN_ARTIFACTS)
+                ensure_writable_folder(folder, ARTIFACTS_WHAT, RUN_ARTIFACTS)
             all_tags = {
                 "code_version": _code_version(git_commit()),
                 "reported": "true",
@@ -555,8 +368,8 @@ class MlflowTrackingResource(ConfigurableResource):
             }
             client.log_batch(
                 run_id,
-                metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in (metrics or {}).items()],
-                tags=[RunTag(k, str(v)[:_MAX_TAG_LEN]) for k, v in all_tags.items()],
+                metrics=[Metric(k, float(v), now_ms(), 0) for k, v in (metrics or {}).items()],
+                tags=[RunTag(k, str(v)[:MAX_TAG_LEN]) for k, v in all_tags.items()],
             )
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp)
@@ -570,7 +383,7 @@ class MlflowTrackingResource(ConfigurableResource):
         client.set_terminated(run_id, status="FINISHED")
         return run_id
 
-    @_in_worker
+    @in_worker
     def register_promotion(
         self,
         *,
@@ -593,47 +406,29 @@ class MlflowTrackingResource(ConfigurableResource):
         tags of the model version.
         """
         client = self.client()
-        self._ensure_registered_model(client)
-        tags = {
-            "regime": regime,
-            **({"registry_version": str(registry_version)} if registry_version is not None else {}),
-            **({"level": str(level)} if level is not None else {}),
-            **({"source_run_id": source_run_id} if source_run_id else {}),
-            **({"dagster_run_id": dagster_run_id} if dagster_run_id else {}),
-        }
-
-        def artifacts(folder: Path) -> None:
-            target = folder / "parameters"
-            target.mkdir()
-            (target / "params.json").write_text(json.dumps(dict(params), indent=2, default=str))
-            (target / "metrics.json").write_text(json.dumps(dict(metrics), indent=2, default=str))
-
-        run_id = finished_run(
+        return register_version(
             client,
             self.experiment_id(client),
-            run_name=f"promoted {regime}",
-            tags={
-                "ffe.kind": "promoted_parameters",
-                **tags,
-                **_source_parent(client, source_run_id),
-            },
-            params=params,
-            metrics={k: v for k, v in metrics.items() if _numeric(v)},
-            artifacts=artifacts,
-        )
-        run = client.get_run(run_id)
-        version = client.create_model_version(
             self.registered_model,
-            source=f"{run.info.artifact_uri}/parameters",
-            run_id=run_id,
-            tags=tags,
+            regime=regime,
+            params=params,
+            metrics=metrics,
+            source_run_id=source_run_id,
             description=description,
+            tags={
+                "regime": regime,
+                **(
+                    {"registry_version": str(registry_version)}
+                    if registry_version is not None
+                    else {}
+                ),
+                **({"level": str(level)} if level is not None else {}),
+                **({"source_run_id": source_run_id} if source_run_id else {}),
+                **({"dagster_run_id": dagster_run_id} if dagster_run_id else {}),
+            },
         )
-        number = int(version.version)
-        client.set_registered_model_alias(self.registered_model, current_alias(regime), str(number))
-        return number
 
-    @_in_worker
+    @in_worker
     def set_current(self, *, regime: str, model_version: int) -> None:
         """Point the regime's ``<regime>-current`` alias at ``model_version`` (a rollback when
         it is an earlier one). The version must exist and belong to ``regime``."""
@@ -649,7 +444,7 @@ class MlflowTrackingResource(ConfigurableResource):
             self.registered_model, current_alias(regime), str(model_version)
         )
 
-    @_in_worker
+    @in_worker
     def clear_current(self, *, regime: str) -> None:
         """Remove the regime's ``<regime>-current`` alias (its current set was suspended and no
         earlier version exists to return to). Nothing happens when there is no alias."""
@@ -658,7 +453,7 @@ class MlflowTrackingResource(ConfigurableResource):
                 self.registered_model, current_alias(regime)
             )
 
-    @_in_worker
+    @in_worker
     def current_model_version(self, regime: str) -> int | None:
         """The model version the regime's alias points at, or None when it has none yet."""
         client = self.client()
@@ -671,7 +466,7 @@ class MlflowTrackingResource(ConfigurableResource):
         version = model.aliases.get(current_alias(regime))
         return int(version) if version is not None else None
 
-    @_in_worker
+    @in_worker
     def promoted_params(self, regime: str, model_version: int | None = None) -> dict[str, Any]:
         """The ``params.json`` of a model version (the regime's current one by default)."""
         version = model_version or self.current_model_version(regime)
@@ -684,24 +479,3 @@ class MlflowTrackingResource(ConfigurableResource):
         with tempfile.TemporaryDirectory() as tmp:
             path = client.download_artifacts(mv.run_id, "parameters/params.json", tmp)
             return json.loads(Path(path).read_text())
-
-    def _ensure_registered_model(self, client: MlflowClient) -> None:
-        try:
-            client.get_registered_model(self.registered_model)
-            return
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise
-        try:
-            client.create_registered_model(
-                self.registered_model,
-                tags={"ffe.kind": "promoted_parameters"},
-                description=(
-                    "Exit and risk parameters promoted per market regime; the alias "
-                    "<regime>-current (bull-current, bear-current, sideways-current, "
-                    "default-current) points at each regime's current version."
-                ),
-            )
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # created meanwhile elsewhere
-                raise

@@ -15,14 +15,15 @@ from collections.abc import Sequence
 from mlflow.tracking import MlflowClient
 
 from ffe_dagster.core.study.datasets import StudyDataset
-from ffe_dagster.resources.tracking import (
-    MlflowTrackingResource,
-    finished_run,
-    level_study_tags,
-    write_json_artifacts,
-)
+from ffe_dagster.resources.tracking import MlflowTrackingResource
 from ffe_dagster.resources.tracking_cycles import CycleRef, DatasetSource, log_datasets
 from ffe_dagster.resources.tracking_fields import RunFields
+from ffe_dagster.resources.tracking_runs import (
+    finish_run,
+    level_study_tags,
+    started_run,
+    write_json_artifacts,
+)
 
 STUDY_SIDE_FROM_TAG = "study_side_from"
 
@@ -50,14 +51,14 @@ def log_retested_study(
         **fields.tags,
         STUDY_SIDE_FROM_TAG: study_side_run_id,
     }
-
-    return finished_run(
+    run_id = started_run(client, experiment_id, run_name=fields.run_name, tags=all_tags)
+    finish_run(
         client,
-        experiment_id,
+        run_id,
         run_name=fields.run_name,
-        tags=all_tags,
         params=fields.params,
         metrics=fields.metrics,
         artifacts=lambda folder: write_json_artifacts(folder, fields.json_artifacts),
-        more=lambda run_id: log_datasets(client, run_id, datasets, dataset_source),
+        more=lambda run: log_datasets(client, run, datasets, dataset_source),
     )
+    return run_id

@@ -22,6 +22,7 @@ never shows in the process list. The worker ignores Ctrl-C (the parent, which ge
 decides) and ends when its input closes, after the request at hand.
 """
 
+import functools
 import logging
 import os
 import pickle
@@ -31,10 +32,10 @@ import subprocess
 import sys
 import threading
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Concatenate, ParamSpec, Protocol, TypeVar, cast
 
 _LENGTH = struct.Struct("<Q")
 # The calls a worker answers: the resource's MLflow methods, nothing else.
@@ -224,6 +225,31 @@ class TrackingWorker:
         running after ``timeout`` seconds."""
         self._reader.join(timeout)
         return self._process.poll()
+
+
+class HasWorker(Protocol):
+    """What ``in_worker`` routes through: an object that may have a running worker."""
+
+    def worker(self) -> TrackingWorker | None: ...
+
+
+_S = TypeVar("_S", bound=HasWorker)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def in_worker(method: Callable[Concatenate[_S, _P], _R]) -> Callable[Concatenate[_S, _P], _R]:
+    """Run ``method`` in its object's tracking worker when one is running (waiting for the
+    answer), else in this process; the worker calls the same method by name."""
+
+    @functools.wraps(method)
+    def call(self: _S, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        worker = self.worker()
+        if worker is None:
+            return method(self, *args, **kwargs)
+        return cast(_R, worker.call(method.__name__, args, kwargs))
+
+    return call
 
 
 def serve() -> None:

@@ -8,11 +8,7 @@ backfill and a manual run) may reach the file at once outside one pool.
 """
 
 import json
-import logging
 import math
-import random
-import threading
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -21,12 +17,13 @@ from typing import Any
 
 import duckdb
 import polars as pl
-from dagster import ConfigurableResource, get_dagster_logger
+from dagster import ConfigurableResource
 
 from ffe_dagster.core.data.bars import OHLCV_SCHEMA
 from ffe_dagster.core.data.frame_diff import first_difference
 from ffe_dagster.core.data.partition_state import PartitionState
 from ffe_dagster.core.study.level_result import LevelResult
+from ffe_dagster.resources.warehouse_connections import connect_waiting, open_sessions
 
 # Strict JSON has no infinity (a profit factor without losses is inf): such floats are stored as
 # {"$float": "inf"} / {"$float": "-inf"} / {"$float": "nan"} and read back as floats.
@@ -92,76 +89,6 @@ _DDL = (
     "validated_at TIMESTAMPTZ NOT NULL, run_id VARCHAR, PRIMARY KEY (instrument, window_start))",
 )
 _DAY = timedelta(days=1)
-# DuckDB's message when another process holds the file (an IOException); any other error of
-# ``duckdb.connect`` is a real fault and is raised at once.
-_LOCK_HELD = "Conflicting lock is held"
-_FIRST_BACKOFF_S = 0.01
-_MAX_BACKOFF_S = 0.1  # short: a writer that polls rarely would lose the lock to a busy one
-_LOG_EVERY_S = 10.0
-
-_log = get_dagster_logger(__name__)
-# The connection a thread holds open per warehouse file inside ``WarehouseResource.session``.
-_sessions = threading.local()
-
-
-def _open_sessions() -> dict[str, duckdb.DuckDBPyConnection]:
-    if not hasattr(_sessions, "by_path"):
-        _sessions.by_path = {}
-    return _sessions.by_path
-
-
-class WarehouseLockTimeoutError(TimeoutError):
-    """Another process held the warehouse file for longer than ``lock_timeout_s``."""
-
-
-def _lock_held(exc: duckdb.Error) -> bool:
-    return isinstance(exc, duckdb.IOException) and _LOCK_HELD in str(exc)
-
-
-def connect_waiting(path: str, timeout_s: float) -> duckdb.DuckDBPyConnection:
-    """``duckdb.connect(path)``, waiting up to ``timeout_s`` while another process holds the
-    file's lock (retried with a growing, jittered backoff; the wait is logged).
-
-    Raises ``WarehouseLockTimeoutError`` naming the file and the time waited when the lock never
-    comes free; any other error is raised as it is.
-    """
-    started = time.monotonic()
-    backoff = _FIRST_BACKOFF_S
-    logged_at: float | None = None
-    while True:
-        try:
-            con = duckdb.connect(path)
-        except duckdb.Error as exc:
-            if not _lock_held(exc):
-                raise
-            waited = time.monotonic() - started
-            if waited >= timeout_s:
-                raise WarehouseLockTimeoutError(
-                    f"warehouse file {path} stayed locked by another process for {waited:.1f} s "
-                    f"(lock_timeout_s={timeout_s:g}); another run or process is writing it. "
-                    f"DuckDB said: {exc}"
-                ) from exc
-            if logged_at is None or waited - logged_at >= _LOG_EVERY_S:
-                logged_at = waited
-                # A short wait is routine under contention; a long one deserves a warning.
-                _log.log(
-                    logging.WARNING if waited >= _LOG_EVERY_S else logging.INFO,
-                    "waiting for the lock on warehouse file %s (held by another process, "
-                    "waited %.1f s of %g s): %s",
-                    path,
-                    waited,
-                    timeout_s,
-                    exc,
-                )
-            # Jitter keeps two waiting processes from retrying in lockstep.
-            time.sleep(min(backoff * random.uniform(0.5, 1.5), timeout_s - waited))
-            backoff = min(backoff * 2, _MAX_BACKOFF_S)
-            continue
-        if logged_at is not None:
-            _log.info(
-                "got the lock on warehouse file %s after %.1f s", path, time.monotonic() - started
-            )
-        return con
 
 
 def _query(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> pl.DataFrame:
@@ -196,7 +123,7 @@ class WarehouseResource(ConfigurableResource):
         """A short-lived connection with the schema in place and UTC as time zone; waits for
         the file lock while another process holds it (see ``connect_waiting``). Inside
         ``session`` it is a cursor of the session's connection (no new open of the file)."""
-        held = _open_sessions().get(self.path)
+        held = open_sessions().get(self.path)
         if held is not None:
             # A cursor of the held connection: the same open file, its own pending results.
             cursor = held.cursor()
@@ -217,7 +144,7 @@ class WarehouseResource(ConfigurableResource):
         regimes of every instrument) shares one. Only for short bursts: while it is open, other
         processes wait for the file. Nested sessions share the outer one.
         """
-        sessions = _open_sessions()
+        sessions = open_sessions()
         if self.path in sessions:
             yield
             return
