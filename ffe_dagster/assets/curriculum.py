@@ -224,11 +224,12 @@ def build_level_asset(
             code_version=version,
         )
         complete = complete_trial_count(study_name, storage)
-        reusable_now = stored is not None and (
-            reusable(stored, key, complete) or retestable(stored, side_key, complete)
-        )
         # Checked only when it would be reused: the check waits for the worker's queue.
-        if stored is not None and reusable_now and not _logged_in_full(mlflow_tracking, stored):
+        if (
+            stored is not None
+            and (reusable(stored, key, complete) or retestable(stored, side_key, complete))
+            and not _logged_in_full(mlflow_tracking, stored)
+        ):
             context.log.warning(
                 f"{spec.asset}: the MLflow run of its stored result is not FINISHED (its logging "
                 "failed); the level runs again instead of reusing it"

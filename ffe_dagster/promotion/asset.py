@@ -130,7 +130,6 @@ def build_promotion_asset(
             context.log.info(f"{row.regime}{version} {row.stage} {row.decision}: {row.reason}")
         # Nothing is promoted or reported before every level's MLflow run is logged in full (a
         # level's logging may still be running in the tracking worker).
-        mlflow_tracking.wait_for_logging()
         mlflow_tracking.require_finished(
             [r.mlflow_run_id for r in level_results if r.mlflow_run_id]
         )

@@ -147,11 +147,13 @@ class MlflowTrackingResource(ConfigurableResource):
         return out
 
     def require_finished(self, run_ids: Sequence[str]) -> None:
-        """Raise ``RunNotLoggedError`` naming every run of ``run_ids`` that is not FINISHED.
+        """Wait for the deferred logging (``wait_for_logging``, raising its failure), then raise
+        ``RunNotLoggedError`` naming every run of ``run_ids`` that is not FINISHED.
 
         A level's run is created before its id is stored, so a run this store does not hold
         (a result tracked in another store) is no logging of this store left unfinished, and
         is not checked."""
+        self.wait_for_logging()
         unfinished = {k: v for k, v in self.run_statuses(run_ids).items() if v != "FINISHED"}
         if unfinished:
             raise RunNotLoggedError(
