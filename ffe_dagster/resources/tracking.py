@@ -47,6 +47,7 @@ from ffe_dagster.resources.tracking_cycles import (
     log_datasets,
     log_step_metrics,
 )
+from ffe_dagster.resources.tracking_fields import StudyRunContent, StudyRunStart
 from ffe_dagster.resources.tracking_registry import (
     REGISTERED_MODEL,
     current_alias,
@@ -236,106 +237,84 @@ class MlflowTrackingResource(ConfigurableResource):
         """
         if datasets and dataset_source is None:
             raise ValueError("datasets need the dataset_source they were read from")
-        start: dict[str, Any] = {
-            "run_name": run_name,
-            "tags": tags,
-            "data_range": data_range,
-            "partition": partition,
-            "code_version": code_version,
-            "data_fingerprint": data_fingerprint,
-            "cycle": cycle,
-        }
-        finish: dict[str, Any] = {
-            "run_name": run_name,
-            "params": params,
-            "metrics": metrics,
-            "trials": trials,
-            "json_artifacts": json_artifacts,
-            "tables": tables,
-            "plots": plots,
-            "datasets": datasets,
-            "dataset_source": dataset_source,
-            "convergence": convergence,
-        }
+        start = StudyRunStart(
+            run_name=run_name,
+            tags=tags,
+            data_range=data_range,
+            partition=partition,
+            code_version=code_version,
+            data_fingerprint=data_fingerprint,
+            cycle=cycle,
+        )
+        content = StudyRunContent(
+            run_name=run_name,
+            params=params,
+            metrics=metrics,
+            trials=trials,
+            json_artifacts=json_artifacts,
+            tables=tables,
+            plots=plots,
+            datasets=datasets,
+            dataset_source=dataset_source,
+            convergence=convergence,
+        )
         worker = self._worker
         if worker is None:
-            run_id = self.start_study_run(**start)
-            self.finish_study_run(run_id, **finish)
+            run_id = self.start_study_run(start)
+            self.finish_study_run(run_id, content)
             return run_id
-        run_id = str(worker.call("start_study_run", (), start))
+        run_id = str(worker.call("start_study_run", (start,), {}))
         if wait:
-            worker.call("finish_study_run", (run_id,), finish)
+            worker.call("finish_study_run", (run_id, content), {})
         else:
-            worker.defer(
-                f"run {run_id} ({run_name})", "finish_study_run", {"run_id": run_id, **finish}
-            )
+            worker.defer(f"run {run_id} ({run_name})", "finish_study_run", (run_id, content))
         return run_id
 
-    def start_study_run(
-        self,
-        *,
-        run_name: str,
-        tags: Mapping[str, str],
-        data_range: str | None = None,
-        partition: str | None = None,
-        code_version: str | None = None,
-        data_fingerprint: str | None = None,
-        cycle: CycleRef | None = None,
-    ) -> str:
+    def start_study_run(self, start: StudyRunStart) -> str:
         """The first half of ``log_study``: the run with its tags (nested under the cycle's
         parent run); returns its id."""
         client = self.client()
         experiment_id = self.experiment_id(client)
         extra = {
-            **level_study_tags(client, experiment_id, code_version=code_version, cycle=cycle),
-            **({"data_range": data_range} if data_range else {}),
-            **({"partition": partition} if partition else {}),
-            **({"data_fingerprint": data_fingerprint} if data_fingerprint else {}),
+            **level_study_tags(
+                client, experiment_id, code_version=start.code_version, cycle=start.cycle
+            ),
+            **({"data_range": start.data_range} if start.data_range else {}),
+            **({"partition": start.partition} if start.partition else {}),
+            **({"data_fingerprint": start.data_fingerprint} if start.data_fingerprint else {}),
         }
-        return started_run(client, experiment_id, run_name=run_name, tags={**extra, **tags})
+        return started_run(
+            client, experiment_id, run_name=start.run_name, tags={**extra, **start.tags}
+        )
 
-    def finish_study_run(
-        self,
-        run_id: str,
-        *,
-        run_name: str,
-        params: Mapping[str, Any],
-        metrics: Mapping[str, float],
-        trials: pl.DataFrame,
-        json_artifacts: Mapping[str, Any],
-        tables: Mapping[str, pl.DataFrame] | None = None,
-        plots: "StudyPlotData | None" = None,
-        datasets: Sequence[StudyDataset] = (),
-        dataset_source: DatasetSource | None = None,
-        convergence: Sequence[StepValue] = (),
-    ) -> None:
+    def finish_study_run(self, run_id: str, content: StudyRunContent) -> None:
         """The second half of ``log_study``: params, metrics, artifacts, plots, dataset inputs
         and step metrics of run ``run_id``, which is then FINISHED (FAILED on any error)."""
         client = self.client()
 
         def artifacts(folder: Path) -> None:
-            trials.write_csv(folder / "trials.csv")
-            trials.write_parquet(folder / "trials.parquet")
-            for name, table in (tables or {}).items():
+            content.trials.write_csv(folder / "trials.csv")
+            content.trials.write_parquet(folder / "trials.parquet")
+            for name, table in (content.tables or {}).items():
                 table.write_csv(folder / f"{name}.csv")
-            write_json_artifacts(folder, json_artifacts)
-            if plots is not None:
+            write_json_artifacts(folder, content.json_artifacts)
+            if content.plots is not None:
                 from ffe_dagster.core.reporting.plots import study_plots
                 from ffe_dagster.resources.tracking_plots import write_plots
 
-                write_plots(study_plots(plots), folder / "plots")
+                write_plots(study_plots(content.plots), folder / "plots")
 
         def inputs_and_steps(run_id: str) -> None:
-            if dataset_source is not None:
-                log_datasets(client, run_id, datasets, dataset_source)
-            log_step_metrics(client, run_id, convergence, prefix="convergence/")
+            if content.dataset_source is not None:
+                log_datasets(client, run_id, content.datasets, content.dataset_source)
+            log_step_metrics(client, run_id, content.convergence, prefix="convergence/")
 
         finish_run(
             client,
             run_id,
-            run_name=run_name,
-            params=params,
-            metrics=metrics,
+            run_name=content.run_name,
+            params=content.params,
+            metrics=content.metrics,
             artifacts=artifacts,
             more=inputs_and_steps,
         )

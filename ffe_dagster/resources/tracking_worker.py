@@ -191,9 +191,9 @@ class TrackingWorker:
         """Run one call in the worker and return its value (or raise its exception)."""
         return self.submit(method, args, kwargs).result()
 
-    def defer(self, what: str, method: str, kwargs: Mapping[str, Any]) -> None:
+    def defer(self, what: str, method: str, args: Sequence[Any]) -> None:
         """Send one call whose outcome ``wait`` reports; ``what`` names it in a failure."""
-        self._pending.append((what, self.submit(method, (), kwargs)))
+        self._pending.append((what, self.submit(method, args, {})))
 
     def ready(self) -> None:
         """Wait until the worker opened the tracking store (raise why it could not)."""
