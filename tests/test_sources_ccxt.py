@@ -18,7 +18,7 @@ from ffe_dagster.sources.base import (
     fetch_all,
 )
 from ffe_dagster.sources.ccxt_source import CcxtSource
-from tests.fakes.harness import FAST, between, coinbase, real_bars, utc
+from tests.fakes.harness import FAST, SLACK, between, coinbase, real_bars, utc
 from tests.fakes.venues import FakeCoinbaseExchange, Fault
 
 RECORDED = Path(__file__).parent / "fakes" / "recorded"
@@ -174,13 +174,15 @@ def test_open_candle_and_out_of_range_rows_are_dropped() -> None:
 
 @pytest.mark.parametrize("fault", ["trickle", "trickle_headers"])
 def test_a_trickling_answer_is_cut_off_at_the_deadline_and_asked_again(fault: str) -> None:
-    # one byte every 50 ms: each read is far inside the 0.3 s read timeout, but the whole
-    # answer would take minutes; the 1 s deadline (headers included) cuts it off.
+    # one byte every 50 ms: each read is far inside the 1 s read timeout, but the whole answer
+    # would take minutes; the 2 s deadline (headers included) cuts it off.
     with coinbase(NOW) as venue:
         venue.inject(Fault(fault, delay_s=0.05))  # type: ignore[arg-type]
         started = time.monotonic()
-        bars, stats = fetch_all(source(venue.url), BTC, utc(2023, 3, 1), utc(2023, 3, 2), now=NOW)
+        bars, stats = fetch_all(
+            source(venue.url, **SLACK), BTC, utc(2023, 3, 1), utc(2023, 3, 2), now=NOW
+        )
         elapsed = time.monotonic() - started
     assert bars.equals(between(REAL, utc(2023, 3, 1), utc(2023, 3, 2)))
     assert stats.retry_reasons == {"deadline": 1}
-    assert elapsed >= FAST["deadline_s"]
+    assert elapsed >= SLACK["deadline_s"]
