@@ -33,7 +33,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     A full collection of that heap takes 0.4-0.5 s on a loaded 2-core machine, and it holds
     the GIL: a fake venue's thread stalled by one misses a client's 0.3 s read timeout, so a
     test counting retries saw a retry the venue never caused. Frozen objects are never
-    scanned; they are module-level and live to the end of the session anyway.
+    scanned; nearly all are modules, classes and functions that live to the end of the
+    session anyway.
     """
     gc.collect()
     gc.freeze()
